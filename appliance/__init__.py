@@ -1,0 +1,1 @@
+"""The gateway appliance: config model, CLI, core service and its store."""

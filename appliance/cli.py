@@ -1,0 +1,180 @@
+"""The ``smgw`` command line (ARCHITECTURE §9).
+
+Every command catches the deliberate errors (``EXPECTED_ERRORS``) at the top, prints one
+line on stderr and exits with the error's code; anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from appliance import config as config_mod
+from appliance.errors import EXPECTED_ERRORS, ConfigError
+from appliance.readout_json import readout_document
+from reader.models import Readout
+from reader.protocol import SessionOptions
+from reader.transport import read_meter
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def clean_errors(func: F) -> F:
+    """Turn deliberate errors into one stderr line and the error's exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:
+            for path, message in exc.problems:
+                click.echo(f"{exc.source}: {path}: {message}", err=True)
+            sys.exit(exc.exit_code)
+        except EXPECTED_ERRORS as exc:
+            name = click.get_current_context().command_path
+            click.echo(f"{name}: error: {exc}", err=True)
+            sys.exit(getattr(exc, "exit_code", 1))
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="More log output (repeat for debug).")
+def main(verbose: int) -> None:
+    """smgw: an open Smart Meter Gateway."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _print_human(readout: Readout) -> None:
+    ident = readout.identification
+    click.echo(f"meter {ident.text} (manufacturer {ident.manufacturer}), {len(readout.readings)} readings")
+    for r in readout.readings:
+        value = r.value_text()
+        shown = value if value is not None else f"({r.status})"
+        unit = f" {r.unit}" if r.unit else ""
+        stamp = f"  at {r.timestamp.isoformat()}" if r.timestamp else ""
+        click.echo(f"  {r.address:<14} {shown}{unit}{stamp}")
+    if readout.load_profile is not None:
+        click.echo(f"load profile: {len(readout.load_profile)} intervals")
+    if readout.logbook is not None:
+        click.echo(f"logbook: {len(readout.logbook)} events")
+
+
+@main.command("read")
+@click.option("--port", required=True, help="Serial device of the meter (or the simulator's link).")
+@click.option("--baud", type=click.Choice(["300", "600", "1200", "2400", "4800", "9600", "19200"]),
+              default="19200", show_default=True, help="Highest speed to switch to.")
+@click.option("--address", default="", help="Device address for an addressed sign-on /?ADDR!.")
+@click.option("--mode", type=click.Choice(["A", "B", "C", "D", "E"]), default="C", show_default=True,
+              help="Protocol mode (E, HDLC, is refused).")
+@click.option("--profile", is_flag=True, help="Also read the load profile P.01 (programming mode).")
+@click.option("--logbook", is_flag=True, help="Also read the logbook P.98 (programming mode).")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d"]),
+              default=None, help="Load profile from this time (default: all the meter has).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (ARCHITECTURE §9).")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="Seconds for the whole readout.")
+@click.option("--attempts", type=click.IntRange(1, 10), default=3, show_default=True,
+              help="Sign-ons before giving up.")
+@click.option("--framing", type=click.Choice(["7E1", "8N1"]), default="7E1", show_default=True)
+@click.option("--echo", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Optical head echo suppression.")
+@clean_errors
+def read_cmd(port: str, baud: str, address: str, mode: str, profile: bool, logbook: bool,
+             since: datetime | None, as_json: bool, timeout: float, attempts: int, framing: str,
+             echo: str) -> None:
+    """Read the meter once. The P1 password comes from $SMGW_METER_PASSWORD (default 00000000)."""
+    if since is not None and since.tzinfo is None:
+        since = since.astimezone()
+    options = SessionOptions(
+        mode=mode,  # type: ignore[arg-type]  # validated by SessionOptions (E refused there)
+        address=address,
+        max_baud=int(baud),
+        attempts=attempts,
+        echo=echo,  # type: ignore[arg-type]
+        password=os.environ.get("SMGW_METER_PASSWORD", "00000000"),
+        load_profile=profile,
+        logbook=logbook,
+        profile_from=since,
+    )
+    readout = read_meter(port, options, timeout=timeout, framing=framing)  # type: ignore[arg-type]
+    if as_json:
+        click.echo(json.dumps(readout_document(readout), ensure_ascii=False))
+    else:
+        _print_human(readout)
+
+
+@main.command("meter-sim")
+@click.option("--link", required=True, type=click.Path(path_type=Path),
+              help="Symlink to create for the simulator's pseudo-terminal.")
+@click.option("--scenario", default="normal", show_default=True, help="Meter behaviour (see list).")
+@click.option("--address", default="12345678", show_default=True, help="Meter device address.")
+@clean_errors
+def meter_sim_cmd(link: Path, scenario: str, address: str) -> None:
+    """Simulate an Iskraemeco MT831 on a pseudo-terminal until interrupted."""
+    from reader.sim_pty import run_simulator
+    from reader.simulator import SCENARIOS
+
+    if scenario not in SCENARIOS:
+        names = ", ".join(sorted(SCENARIOS))
+        raise click.BadParameter(f"unknown scenario {scenario!r}; one of: {names}", param_hint="--scenario")
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    run_simulator(link, scenario, stop=stop, address=address,
+                  password=os.environ.get("SMGW_METER_PASSWORD", "00000000"))
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+@main.command("check")
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              default=config_mod.DEFAULT_CONFIG_PATH, show_default=True)
+@clean_errors
+def check_cmd(config_path: Path) -> None:
+    """Load and verify a config; print every error with its key path."""
+    config_mod.load(config_path)
+    click.echo(f"{config_path}: ok")
+
+
+@main.group("gateway")
+def gateway_group() -> None:
+    """The gateway's core service."""
+
+
+@gateway_group.command("run")
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              default=config_mod.DEFAULT_CONFIG_PATH, show_default=True)
+@click.option("--readouts", type=click.IntRange(min=1), default=None,
+              help="Stop after this many stored readouts (demo and tests).")
+@clean_errors
+def gateway_run_cmd(config_path: Path, readouts: int | None) -> None:
+    """Run the core service in the foreground (reader loop for now)."""
+    from appliance.gateway import run_reader_loop
+
+    cfg = config_mod.load(config_path)
+    if logging.getLogger().level > logging.INFO:
+        logging.getLogger("smgw").setLevel(logging.INFO)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    stats = run_reader_loop(cfg, stop, max_readouts=readouts)
+    click.echo(f"stopped: {stats.readouts} readouts stored, {stats.failures} failures", err=True)
+

@@ -1,0 +1,164 @@
+"""The one configuration model (``/etc/smgw/gateway.toml``): load and verify.
+
+Frozen pydantic models with ``extra="forbid"``: an unknown or misspelt key is an error,
+never silently ignored. Every string that may end up in a config file, a command line or
+a management socket refuses control characters (CR, LF, NUL, ...) here, at the edge.
+Errors carry the key path (``meter.port``, ``parties[1].remote.port``).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from appliance.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/smgw/gateway.toml")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _no_control(value: str) -> str:
+    found = _CONTROL.search(value)
+    if found:
+        raise ValueError(f"control character {found.group()!r} is not allowed")
+    return value
+
+
+SafeText = Annotated[str, AfterValidator(_no_control)]
+_METER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class MeterConfig(StrictModel):
+    """The meter on the LMN and how to read it."""
+
+    port: SafeText = Field(default="/dev/ttyUSB0", description="serial device of the meter")
+    id: SafeText | None = Field(
+        default=None, description="meter id to store; default: the number the meter reports"
+    )
+    baud: Literal[300, 600, 1200, 2400, 4800, 9600, 19200] = Field(
+        default=9600, description="highest line speed to switch to (mode B/C negotiate up to this)"
+    )
+    framing: Literal["7E1", "8N1"] = Field(
+        default="7E1", description="8N1 for adapters without 7E1: parity travels in bit 7"
+    )
+    address: SafeText = Field(default="", description="device address for /?ADDR! (bus meters)")
+    mode: Literal["A", "B", "C", "D"] = Field(default="C", description="IEC 62056-21 protocol mode")
+    poll_interval: float = Field(default=30.0, ge=1.0, le=86400, description="seconds between readouts")
+    timeout: float = Field(default=30.0, gt=0, le=600, description="seconds for one whole readout")
+    attempts: int = Field(default=3, ge=1, le=10, description="sign-ons before a readout fails")
+    echo: Literal["auto", "on", "off"] = Field(default="auto", description="optical head echo")
+    timezone: SafeText = Field(default="Europe/Berlin", description="zone of the meter's clock")
+    load_profile: bool = Field(default=False, description="also read P.01 (programming mode)")
+    logbook: bool = Field(default=False, description="also read P.98 (programming mode)")
+    password_file: Path | None = Field(
+        default=None, description="file holding the P1 password (default: factory 00000000)"
+    )
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode_e(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.upper() == "E":
+            raise ValueError("mode E (HDLC, IEC 62056-46/DLMS) is not supported; use A, B, C or D")
+        return value
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, value: str) -> str:
+        if not value.startswith("/") or " " in value:
+            raise ValueError("must be an absolute device path without spaces")
+        return value
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str | None) -> str | None:
+        if value is not None and not _METER_ID.fullmatch(value):
+            raise ValueError("meter id: 1-64 of letters, digits and . _ : - (starting alphanumeric)")
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9]{0,32}", value):
+            raise ValueError("device address: up to 32 letters and digits")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
+class StoreConfig(StrictModel):
+    """Where readings live."""
+
+    path: Path = Field(default=Path("/var/lib/smgw/smgw.db"), description="SQLite database file")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: Path) -> Path:
+        _no_control(str(value))
+        if not value.is_absolute():
+            raise ValueError("must be an absolute path")
+        return value
+
+
+class GatewayConfig(StrictModel):
+    """The whole ``gateway.toml``."""
+
+    meter: MeterConfig = MeterConfig()
+    store: StoreConfig = StoreConfig()
+
+
+def key_path(loc: tuple[int | str, ...]) -> str:
+    """``("parties", 1, "remote", "port")`` -> ``parties[1].remote.port``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def verify(data: dict[str, Any], source: str = "<config>") -> GatewayConfig:
+    """Validate parsed TOML; raise ``ConfigError`` listing every problem with its key path."""
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            message = err["msg"]
+            if err["type"] == "extra_forbidden":
+                message = "unknown key"
+            elif message.startswith("Value error, "):
+                message = message[len("Value error, "):]
+            problems.append((key_path(tuple(err["loc"])), message))
+        raise ConfigError(source, problems) from None
+
+
+def load(path: Path) -> GatewayConfig:
+    """Read and verify a config file; every failure is a ``ConfigError``."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), [("(file)", f"cannot read: {exc.strerror}")]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [("(file)", f"not UTF-8 at byte {exc.start}")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [("(syntax)", str(exc))]) from None
+    return verify(data, str(path))
