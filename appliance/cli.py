@@ -155,6 +155,20 @@ def check_cmd(config_path: Path) -> None:
     click.echo(f"{config_path}: ok")
 
 
+@main.command("demo")
+@click.option("--seconds", type=click.FloatRange(min=1), default=None,
+              help="Stop after this many seconds (default: run until Ctrl-C).")
+@click.option("--poll", type=click.FloatRange(min=1), default=2.0, show_default=True,
+              help="Seconds between readouts.")
+@click.option("--scenario", default="normal", show_default=True, help="Meter simulator scenario.")
+@clean_errors
+def demo_cmd(seconds: float | None, poll: float, scenario: str) -> None:
+    """Run the whole system on this machine and show it working."""
+    from appliance.demo import run_demo
+
+    run_demo(seconds, poll, scenario)
+
+
 @main.group("gateway")
 def gateway_group() -> None:
     """The gateway's core service."""
@@ -178,3 +192,6 @@ def gateway_run_cmd(config_path: Path, readouts: int | None) -> None:
     stats = run_reader_loop(cfg, stop, max_readouts=readouts)
     click.echo(f"stopped: {stats.readouts} readouts stored, {stats.failures} failures", err=True)
 
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""The config model: defaults pinned, every error named by its key path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from appliance.cli import main
+from appliance.config import GatewayConfig, load, verify
+from appliance.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gateway.toml"
+
+
+def test_default_model_is_pinned() -> None:
+    assert json.loads(GatewayConfig().model_dump_json()) == {
+        "meter": {
+            "port": "/dev/ttyUSB0", "id": None, "baud": 9600, "framing": "7E1", "address": "",
+            "mode": "C", "poll_interval": 30.0, "timeout": 30.0, "attempts": 3, "echo": "auto",
+            "timezone": "Europe/Berlin", "load_profile": False, "logbook": False,
+            "password_file": None,
+        },
+        "store": {"path": "/var/lib/smgw/smgw.db"},
+    }
+
+
+def test_example_config_is_accepted() -> None:
+    cfg = load(EXAMPLE)
+    assert cfg.meter.mode == "C"
+
+
+@pytest.mark.parametrize(
+    ("data", "path", "message"),
+    [
+        ({"meter": {"port": "/dev/tty\nS0"}}, "meter.port", "control character"),
+        ({"meter": {"port": "dev/ttyS0"}}, "meter.port", "absolute"),
+        ({"meter": {"id": "x\x00"}}, "meter.id", "control character"),
+        ({"meter": {"id": "a b"}}, "meter.id", "meter id"),
+        ({"meter": {"baud": 1234}}, "meter.baud", "9600"),
+        ({"meter": {"mode": "E"}}, "meter.mode", "HDLC"),
+        ({"meter": {"mode": "X"}}, "meter.mode", "'A', 'B', 'C' or 'D'"),
+        ({"meter": {"address": "12;rm"}}, "meter.address", "letters and digits"),
+        ({"meter": {"poll_interval": 0}}, "meter.poll_interval", "greater than or equal to 1"),
+        ({"meter": {"timezone": "Mars/Olympus"}}, "meter.timezone", "unknown time zone"),
+        ({"meter": {"colour": "red"}}, "meter.colour", "unknown key"),
+        ({"store": {"path": "relative.db"}}, "store.path", "absolute"),
+        ({"stor": {}}, "stor", "unknown key"),
+    ],
+)
+def test_errors_name_the_key_path(data: dict[str, object], path: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        verify(data, "t.toml")
+    assert any(p == path and message in m for p, m in info.value.problems), info.value.problems
+
+
+def test_check_cli_prints_every_error_and_exits_nonzero(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[meter]\nbaud = 7\nmode = "E"\nport = "x"\n[store]\npath = "rel"\n')
+    result = CliRunner().invoke(main, ["check", "--config", str(bad)])
+    assert result.exit_code == 2
+    for key in ("meter.baud", "meter.mode", "meter.port", "store.path"):
+        assert f"{bad}: {key}: " in result.output
+
+
+def test_check_cli_reports_toml_syntax_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "syntax.toml"
+    bad.write_text("[meter\nport = 1\n")
+    result = CliRunner().invoke(main, ["check", "--config", str(bad)])
+    assert result.exit_code == 2 and "(syntax)" in result.output and "line 1" in result.output
+    result = CliRunner().invoke(main, ["check", "--config", str(tmp_path / "none.toml")])
+    assert result.exit_code == 2 and "cannot read" in result.output
+
+
+def test_check_cli_ok(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["check", "--config", str(EXAMPLE)])
+    assert result.exit_code == 0 and "ok" in result.output
