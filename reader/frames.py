@@ -57,9 +57,9 @@ def bcc(data: bytes) -> int:
     width = 1 << (n - 1).bit_length()  # bytes, a power of two >= n
     x = int.from_bytes(data, "little")
     bits = width * 8
-    while bits > 8:
+    while bits > 8:  # no masking needed: only the low byte is read, and it stays exact
         bits >>= 1
-        x = (x ^ (x >> bits)) & ((1 << bits) - 1)
+        x ^= x >> bits
     return x & 0x7F
 
 

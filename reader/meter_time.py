@@ -37,11 +37,26 @@ def to_utc(local: datetime, season: str | None, zone_name: str = DEFAULT_ZONE) -
     if season in ("1", "S"):
         offset = _standard_offset(zone_name, local.year) + _ONE_HOUR
         return (local - offset).replace(tzinfo=timezone.utc)
-    return local.replace(tzinfo=zone(zone_name)).astimezone(timezone.utc)
+    return (local - _wall_offset(zone_name, local.year, local.month, local.day, local.hour)).replace(
+        tzinfo=timezone.utc
+    )
 
 
+@lru_cache(maxsize=4096)
+def _wall_offset(zone_name: str, year: int, month: int, day: int, hour: int) -> timedelta:
+    """The zone's UTC offset for a wall-clock hour (zoneinfo's answer, fold=0), cached:
+    a meter repeats the same few times (max-demand stamps) in every readout."""
+    offset = datetime(year, month, day, hour, tzinfo=zone(zone_name)).utcoffset()
+    return offset if offset is not None else timedelta(0)
+
+
+@lru_cache(maxsize=2048)
 def parse_meter_time(text: str, zone_name: str = DEFAULT_ZONE) -> datetime | None:
-    """``[Z]YYMMDDhhmm[ss][W|S]`` to UTC, or None when the text is not such a time."""
+    """``[Z]YYMMDDhhmm[ss][W|S]`` to UTC, or None when the text is not such a time.
+
+    Cached: pure, and a meter repeats the same stamps (max-demand times, billing dates)
+    in every readout.
+    """
     n = len(text)
     if n < 10 or n > 13:
         return None

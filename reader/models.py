@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,9 +28,12 @@ class Identification:
         return "2" in self.enhanced
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Reading:
-    """One data set: ``address(value*unit)`` plus optional further brackets."""
+class Reading(NamedTuple):
+    """One data set: ``address(value*unit)`` plus optional further brackets.
+
+    A NamedTuple rather than a frozen dataclass: just as immutable, but a readout makes
+    one per line and a frozen dataclass's ``__init__`` costs four times as much.
+    """
 
     address: str
     value: Decimal | None  #: None when the text is not a number (see ``text``/``status``)

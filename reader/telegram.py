@@ -23,7 +23,8 @@ from reader.meter_time import DEFAULT_ZONE, parse_meter_time
 from reader.models import Identification, Reading
 
 NUMBER = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]+)?\Z")
-_ADDRESS_BAD = frozenset("()/!\x00")
+_is_number = NUMBER.match
+_new = tuple.__new__  # builds a Reading without its Python-level __new__ (hot path only)
 MAX_VALUE_LEN = 128  # programming-mode values may be 128 chars; readout ones are shorter
 MAX_ADDRESS_LEN = 32
 
@@ -65,7 +66,18 @@ def split_value(content: str) -> tuple[str, str | None]:
 
 
 def _make_reading(address: str, brackets: list[str], zone_name: str) -> Reading:
-    text, unit = split_value(brackets[0])
+    content = brackets[0]
+    if len(brackets) == 1 and " " not in content:
+        # the common case, kept lean: one bracket, value[*unit]
+        star = content.rfind("*")
+        if star >= 0:
+            text, unit = content[:star], content[star + 1:] or None
+        else:
+            text, unit = content, None
+        if _is_number(text):
+            return Reading(address, Decimal(text.replace(",", ".") if "," in text else text), text, unit)
+        return Reading(address, None, text, unit, None, _status(text))
+    text, unit = split_value(content)
     timestamp = None
     extra: tuple[str, ...] = ()
     if len(brackets) > 1:
@@ -75,78 +87,133 @@ def _make_reading(address: str, brackets: list[str], zone_name: str) -> Reading:
             first_time = parse_meter_time(text, zone_name) if unit is None else None
             if first_time is not None:
                 value2, unit2 = split_value(second)
-                if NUMBER.match(value2):
+                if _is_number(value2):
                     timestamp, text, unit = first_time, value2, unit2
                 else:
                     extra = (second,)
             else:
                 extra = (second,)
         extra = extra + tuple(brackets[2:])
-    status: str | None = None
-    value: Decimal | None = None
+    if _is_number(text):
+        return Reading(address, Decimal(text.replace(",", ".")), text, unit, timestamp, None, extra)
+    return Reading(address, None, text, unit, timestamp, _status(text), extra)
+
+
+def _status(text: str) -> str | None:
+    """Why a value has no number: ``(ERROR)``, ``()``, or None for other text."""
     if text == "":
-        status = "empty"
-    elif NUMBER.match(text):
-        value = Decimal(text.replace(",", "."))
-    elif text.upper() == "ERROR":
-        status = "ERROR"
-    return Reading(
-        address=address, value=value, text=text, unit=unit,
-        timestamp=timestamp, status=status, extra=extra,
-    )
+        return "empty"
+    if text.upper() == "ERROR":
+        return "ERROR"
+    return None
+
+
+# One data set: a name of printable ASCII without space ( ) / ! (at most 32), then a bracket
+# of printable ASCII without ( ) (at most 128). Whatever does not match is a gap that must
+# be line ends only; the error path then works out what exactly was wrong, and where.
+_NAME = r"[\x22-\x27\x2a-\x2e\x30-\x7e]{0,%d}" % MAX_ADDRESS_LEN
+_VALUE = r"[\x20-\x27\x2a-\x7e]"
+# One data set, with the plain number[*unit] split off by the regex engine itself; or the
+# end marker; or any other single character, which makes the block invalid. Line ends are
+# the only thing left unmatched. ``findall`` then hands Python plain tuples, no match objects.
+_TOKEN = re.compile(
+    r"(%s)\((?:([+-]?[0-9]+(?:\.[0-9]+)?)(?:\*(%s*))?\)|(%s{0,%d})\))|(!)|([^\r\n])"
+    % (_NAME, _VALUE, _VALUE, MAX_VALUE_LEN)
+)
+_SPAN = re.compile(r"(%s)\(%s{0,%d}\)" % (_NAME, _VALUE, MAX_VALUE_LEN))
+
+
+def _where(text: str, index: int) -> str:
+    """``data line L col C`` of a character index, computed only on the error path."""
+    line = text.count("\n", 0, index) + 1
+    col = index - (text.rfind("\n", 0, index) + 1) + 1
+    return f"data line {line} col {col}"
+
+
+def _gap_error(text: str, start: int, end: int, *, before_token: bool) -> ProtocolError:
+    """Explain the text between two data sets (or after the last) that is not a line end."""
+    gap = text[start:end]
+    offset = len(gap) - len(gap.lstrip())
+    at = start + offset
+    body = gap.strip()
+    if body.startswith("!"):
+        return ProtocolError(f"{_where(text, at)}: text after the end marker '!'")
+    bracket = gap.find("(")
+    if bracket >= 0:
+        eol = gap.find("\n", bracket)
+        line_rest = gap[bracket + 1:eol if eol >= 0 else len(gap)]
+        closing = line_rest.find(")")
+        nested = line_rest.find("(")
+        if closing < 0 or (0 <= nested < closing):
+            return ProtocolError(f"{_where(text, start + bracket)}: unclosed bracket")
+        name = gap[:bracket].strip()
+        value = line_rest[:closing]
+        if len(name) > MAX_ADDRESS_LEN or not _ADDRESS_OK.fullmatch(name):
+            return ProtocolError(f"{_where(text, at)}: bad address {name[:20]!r}")
+        return ProtocolError(f"{_where(text, start + bracket + 1)}: bad value {value[:20]!r}")
+    if body.startswith(")"):
+        return ProtocolError(f"{_where(text, at)}: bad value (unbalanced ')')")
+    if before_token:
+        return ProtocolError(f"{_where(text, at)}: bad address starting {body[:20]!r}")
+    return ProtocolError(f"{_where(text, at)}: unexpected {body[:20]!r} (no bracket)")
+
+
+_ADDRESS_OK = re.compile(r"[\x22-\x27\x2a-\x2e\x30-\x7e]*")
 
 
 def parse_data_lines(text: str, *, zone_name: str = DEFAULT_ZONE) -> list[Reading]:
-    """Parse the lines of a data block (without STX/ETX); stops at the ``!`` end marker."""
+    """Parse the lines of a data block (without STX/ETX) up to the ``!`` end marker.
+
+    One C-level regex pass tokenises and validates the whole block and already splits the
+    common ``number*unit``; Python sees plain tuples. Anything the pass flags goes to
+    ``_explain`` for a message with line and column.
+    """
     readings: list[Reading] = []
-    address: str | None = None
+    append = readings.append
+    address = ""
+    number = ""  # the current data set's value, when it is a plain number
+    unit: str | None = None
     brackets: list[str] = []
     ended = False
-    for lineno, line in enumerate(text.split("\n"), 1):
-        if line.endswith("\r"):
-            line = line[:-1]
-        if ended:
-            if line.strip():
-                raise ProtocolError(f"data line {lineno}: text after the end marker '!'")
+    for name, num, num_unit, other, bang, bad in _TOKEN.findall(text):
+        if bad or ended:
+            raise _explain(text)
+        if bang:
+            ended = True
             continue
-        pos = 0
-        end = len(line)
-        while pos < end:
-            opening = line.find("(", pos)
-            if opening < 0:
-                tail = line[pos:].strip()
-                if tail == "!":
-                    ended = True
-                    break
-                raise ProtocolError(
-                    f"data line {lineno} col {pos + 1}: unexpected {tail[:20]!r} (no bracket)"
-                )
-            closing = line.find(")", opening)
-            if closing < 0:
-                raise ProtocolError(f"data line {lineno} col {opening + 1}: unclosed bracket")
-            content = line[opening + 1:closing]
-            if "(" in content or len(content) > MAX_VALUE_LEN or not content.isprintable():
-                raise ProtocolError(
-                    f"data line {lineno} col {opening + 2}: bad value {content[:20]!r}"
-                )
-            name = line[pos:opening]
-            if name:
-                if (len(name) > MAX_ADDRESS_LEN or not name.isprintable() or " " in name
-                        or not _ADDRESS_BAD.isdisjoint(name)):
-                    raise ProtocolError(
-                        f"data line {lineno} col {pos + 1}: bad address {name[:20]!r}"
-                    )
-                if address is not None:
-                    readings.append(_make_reading(address, brackets, zone_name))
-                address, brackets = name, [content]
-            elif address is None:
-                raise ProtocolError(f"data line {lineno} col {opening + 1}: value without address")
-            else:
-                brackets.append(content)
-            pos = closing + 1
-    if address is not None:
-        readings.append(_make_reading(address, brackets, zone_name))
+        if name:
+            if address:
+                if number and len(brackets) == 1:
+                    append(_new(Reading, (address, Decimal(number), number, unit, None, None, ())))
+                else:
+                    append(_make_reading(address, brackets, zone_name))
+            address, number, unit = name, num, num_unit or None
+            brackets = [num + "*" + num_unit if num_unit else num or other]
+        elif not address:
+            raise _explain(text)
+        else:
+            brackets.append(num + "*" + num_unit if num_unit else num or other)
+    if address:
+        if number and len(brackets) == 1:
+            append(_new(Reading, (address, Decimal(number), number, unit, None, None, ())))
+        else:
+            append(_make_reading(address, brackets, zone_name))
     return readings
+
+
+def _explain(text: str) -> ProtocolError:
+    """The slow path: walk the block data set by data set to say what is wrong, where."""
+    pos = 0
+    seen_address = False
+    for match in _SPAN.finditer(text):
+        start = match.start()
+        if start != pos and not text[pos:start].isspace():
+            return _gap_error(text, pos, start, before_token=True)
+        if not match.group(1) and not seen_address:
+            return ProtocolError(f"{_where(text, start)}: value without address")
+        seen_address = True
+        pos = match.end()
+    return _gap_error(text, pos, len(text), before_token=False)
 
 
 def split_block(block: bytes) -> tuple[bytes, int]:

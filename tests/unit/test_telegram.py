@@ -96,7 +96,9 @@ def test_brackets_on_a_line_of_their_own_continue_the_address() -> None:
         ("1.8.0(1*kWh)junk\r\n!", "line 1 col 13"),
         ("(1*kWh)\r\n!", "value without address"),
         ("1.8.0(1*kWh)\r\n!\r\n2.8.0(1)", "after the end marker"),
-        ("1.8.0((1)\r\n!", "bad value"),
+        ("1.8.0((1)\r\n!", "line 1 col 6: unclosed"),
+        ("1.8.0(1))\r\n!", "line 1 col 9"),
+        ("1.8.0(1\x07)\r\n!", "bad value"),
         ("a b(1)\r\n!", "bad address"),
     ],
 )
