@@ -1,0 +1,71 @@
+"""``smgw gateway run`` killed with SIGKILL again and again: the store stays whole.
+
+Each run reads the simulator with load profile and logbook on, so a readout is one large
+transaction; the kill lands at random moments, many of them in the middle of storing.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.system.conftest import ROOT, SMGW, Simulator, run_smgw
+
+
+def _config(tmp_path: Path, link: Path, db: Path) -> Path:
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(
+        "[meter]\n"
+        f'port = "{link}"\n'
+        "poll_interval = 1\n"
+        "timeout = 15\n"
+        "load_profile = true\n"
+        "logbook = true\n"
+        "[store]\n"
+        f'path = "{db}"\n'
+    )
+    return cfg
+
+
+def test_kill_9_twenty_times_leaves_no_partial_and_no_duplicate(
+    tmp_path: Path, meter_sim: Callable[..., Simulator]
+) -> None:
+    sim = meter_sim("normal")
+    one = run_smgw("read", "--port", str(sim.link), "--json", "--timeout", "20")
+    assert one.returncode == 0, one.stderr
+    per_readout = len(json.loads(one.stdout)["readings"])
+    db = tmp_path / "smgw.db"
+    cfg = _config(tmp_path, sim.link, db)
+    rng = random.Random(62056)
+    stored_before = 0
+    for _ in range(20):
+        proc = subprocess.Popen([*SMGW, "gateway", "run", "--config", str(cfg)], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.4, 2.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        with sqlite3.connect(db) as con:
+            assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            counts = con.execute(
+                "SELECT r.id, COUNT(g.seq) FROM readouts r LEFT JOIN readings g ON g.readout_id = r.id "
+                "GROUP BY r.id"
+            ).fetchall()
+            assert all(n == per_readout for _, n in counts), f"partial readout: {counts}"
+            dupes = con.execute(
+                "SELECT meter_id, read_at, COUNT(*) FROM readouts GROUP BY meter_id, read_at HAVING COUNT(*) > 1"
+            ).fetchall()
+            assert dupes == []
+            orphans = con.execute(
+                "SELECT COUNT(*) FROM readings WHERE readout_id NOT IN (SELECT id FROM readouts)"
+            ).fetchone()[0]
+            assert orphans == 0
+            stored = len(counts)
+        assert stored >= stored_before
+        stored_before = stored
+    assert stored_before >= 5, "the gateway should have stored readouts between the kills"
