@@ -12,7 +12,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from appliance.config import GatewayConfig, MeterConfig
@@ -65,7 +65,7 @@ class LoopStats:
 def store_readout(store: Store, meter: MeterConfig, readout: Readout) -> int:
     meter_id = meter.id or readout.meter_id()
     return store.save_readout(
-        meter_id=meter_id, readout=readout, read_at=datetime.now(timezone.utc), integrity="ok"
+        meter_id=meter_id, readout=readout, read_at=datetime.now(UTC), integrity="ok"
     )
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from reader.protocol import SessionOptions  # noqa: E402
-from reader.telegram import parse_data_message  # noqa: E402
-from reader.transport import read_meter  # noqa: E402
+from reader.protocol import SessionOptions
+from reader.telegram import parse_data_message
+from reader.transport import read_meter
 
 
 def data_message(telegram: bytes) -> bytes:

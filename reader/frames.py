@@ -31,7 +31,7 @@ MODE_D_BAUD = 2400
 
 _STRIP_PARITY = bytes(b & 0x7F for b in range(256))
 _ADD_EVEN_PARITY = bytes(
-    (b & 0x7F) | (0x80 if bin(b & 0x7F).count("1") % 2 else 0) for b in range(256)
+    (b & 0x7F) | (0x80 if (b & 0x7F).bit_count() % 2 else 0) for b in range(256)
 )
 
 

@@ -8,7 +8,7 @@ configured zone's rules do. Everything after this edge is UTC.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -31,14 +31,14 @@ def _standard_offset(zone_name: str, year: int) -> timedelta:
 def to_utc(local: datetime, season: str | None, zone_name: str = DEFAULT_ZONE) -> datetime:
     """Convert a naive meter wall time to aware UTC using the season marker if any."""
     if season in ("2",):
-        return local.replace(tzinfo=timezone.utc)
+        return local.replace(tzinfo=UTC)
     if season in ("0", "W"):
-        return (local - _standard_offset(zone_name, local.year)).replace(tzinfo=timezone.utc)
+        return (local - _standard_offset(zone_name, local.year)).replace(tzinfo=UTC)
     if season in ("1", "S"):
         offset = _standard_offset(zone_name, local.year) + _ONE_HOUR
-        return (local - offset).replace(tzinfo=timezone.utc)
+        return (local - offset).replace(tzinfo=UTC)
     return (local - _wall_offset(zone_name, local.year, local.month, local.day, local.hour)).replace(
-        tzinfo=timezone.utc
+        tzinfo=UTC
     )
 
 

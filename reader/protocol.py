@@ -30,8 +30,8 @@ from reader.errors import (
 )
 from reader.frames import (
     ACK,
-    ETX,
     EOT,
+    ETX,
     INITIAL_BAUD,
     MODE_B_BAUD,
     MODE_C_BAUD,

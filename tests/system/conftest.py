@@ -28,7 +28,7 @@ def require_root() -> None:
 
 
 def run_smgw(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SMGW, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([*SMGW, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False,
                           env={**os.environ, **(env or {})})
 
 

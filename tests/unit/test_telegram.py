@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 
 from reader.errors import BlockCheckError, ProtocolError
 from reader.meter_time import format_meter_time, parse_meter_time
-from reader.telegram import parse_data_lines, parse_data_message, parse_identification, parse_telegram
+from reader.telegram import (
+    parse_data_lines,
+    parse_data_message,
+    parse_identification,
+    parse_telegram,
+)
 from tests.meterbytes import corrupt, data_message
 
 
@@ -57,11 +62,11 @@ def test_error_and_empty_values_carry_a_status() -> None:
 
 def test_second_bracket_timestamp_with_and_without_season() -> None:
     winter = one("1.6.0(0001.245*kW)(2311151215)")
-    assert winter.timestamp == datetime(2023, 11, 15, 11, 15, tzinfo=timezone.utc)
+    assert winter.timestamp == datetime(2023, 11, 15, 11, 15, tzinfo=UTC)
     summer = one("1.6.0(0001.245*kW)(12307011215)")
-    assert summer.timestamp == datetime(2023, 7, 1, 10, 15, tzinfo=timezone.utc)
+    assert summer.timestamp == datetime(2023, 7, 1, 10, 15, tzinfo=UTC)
     utc = one("1.6.0(0001.245*kW)(22307011215)")
-    assert utc.timestamp == datetime(2023, 7, 1, 12, 15, tzinfo=timezone.utc)
+    assert utc.timestamp == datetime(2023, 7, 1, 12, 15, tzinfo=UTC)
     by_zone = one("1.6.0(0001.245*kW)(2307011215)")
     assert by_zone.timestamp == summer.timestamp
 
@@ -69,7 +74,7 @@ def test_second_bracket_timestamp_with_and_without_season() -> None:
 def test_dsmr_gas_value_after_its_timestamp() -> None:
     r = one("0-1:24.2.1(101209112500W)(12785.123*m3)")
     assert r.value == Decimal("12785.123") and r.unit == "m3"
-    assert r.timestamp == datetime(2010, 12, 9, 10, 25, tzinfo=timezone.utc)
+    assert r.timestamp == datetime(2010, 12, 9, 10, 25, tzinfo=UTC)
 
 
 def test_several_data_sets_per_line_and_repeated_addresses_in_order() -> None:
@@ -119,7 +124,7 @@ def test_identification_parts() -> None:
 
 def test_data_message_bcc_is_checked_first() -> None:
     msg = data_message(["1.8.0(1*kWh)"])
-    assert parse_data_message(msg)[0].value == Decimal("1")
+    assert parse_data_message(msg)[0].value == Decimal(1)
     with pytest.raises(BlockCheckError):
         parse_data_message(corrupt(msg))
 
@@ -136,7 +141,7 @@ def test_telegram_with_dsmr_crc() -> None:
 
 
 def test_meter_time_roundtrip_and_rejects() -> None:
-    moment = datetime(2023, 7, 1, 10, 15, tzinfo=timezone.utc)
+    moment = datetime(2023, 7, 1, 10, 15, tzinfo=UTC)
     assert format_meter_time(moment) == "12307011215"
     assert parse_meter_time(format_meter_time(moment)) == moment
     for bad in ("2313151215", "abcdefghij", "32307011215", "123", "23070112155X"):
