@@ -8,6 +8,7 @@ back what arrives, under the client's quiet-time limit and an overall deadline.
 from __future__ import annotations
 
 import errno
+import select
 import time
 from typing import Literal
 
@@ -98,13 +99,13 @@ class SerialSession:
         return client.result
 
     def _read(self, wait: float) -> bytes:
-        self.port.timeout = max(wait, 0.0)
+        """Wait with select() (the port stays non-blocking: re-setting pyserial's timeout
+        reconfigures the tty on every call), then take whatever has arrived."""
         try:
-            first = self.port.read(1)
-            if not first:
+            ready, _, _ = select.select([self.port.fileno()], [], [], max(wait, 0.0))
+            if not ready:
                 return b""
-            waiting = self.port.in_waiting
-            return first + self.port.read(waiting) if waiting else first
+            return bytes(self.port.read(self.port.in_waiting or 1))
         except (serial.SerialException, OSError) as exc:
             raise PortError(f"serial port {self.name}: read failed ({exc})") from None
 
