@@ -51,7 +51,7 @@ def session_options(meter: MeterConfig) -> SessionOptions:
 def backoff_delay(failures: int, poll_interval: float, rng: random.Random) -> float:
     """Wait after the n-th consecutive failure: doubling from a few seconds, jittered, capped."""
     base = min(5.0, poll_interval)
-    delay = min(base * (2 ** (failures - 1)), max(MAX_BACKOFF, poll_interval))
+    delay = min(base * 2.0 ** (failures - 1), max(MAX_BACKOFF, poll_interval))
     return delay * (0.75 + rng.random() * 0.5)
 
 

@@ -162,6 +162,7 @@ class ReadoutClient:
         self.phase = Phase.READOUT
         self.attempt = 0  #: sign-ons made in the current phase
         self.total_attempts = 0
+        self.restarts = 0  #: sign-ons repeated after a failure (the readout's retries)
         self.baud = INITIAL_BAUD
         self._buffer = bytearray()
         self._echo_expected = b""
@@ -280,6 +281,7 @@ class ReadoutClient:
     ) -> list[Action]:
         """Start the sign-on again, or give up after the configured attempts."""
         self._partial.notes.append(f"attempt {self.total_attempts}: {reason}")
+        self.restarts += 1
         if self.attempt >= self.options.attempts:
             if fatal is not None:
                 raise fatal(f"{reason} (after {self.attempt} attempts)")
@@ -536,7 +538,7 @@ class ReadoutClient:
             readings=tuple(partial.readings),
             load_profile=tuple(partial.load_profile) if partial.load_profile is not None else None,
             logbook=tuple(partial.logbook) if partial.logbook is not None else None,
-            attempts=self.total_attempts,
+            attempts=1 + self.restarts,
             notes=tuple(partial.notes),
         )
         self.state = State.DONE

@@ -8,7 +8,9 @@ back what arrives, under the client's quiet-time limit and an overall deadline.
 from __future__ import annotations
 
 import errno
+import os
 import select
+import termios
 import time
 from typing import Literal
 
@@ -22,13 +24,23 @@ from reader.protocol import Action, Discard, ReadoutClient, SessionOptions, SetB
 Framing = Literal["7E1", "8N1"]
 
 
+def is_pseudo_terminal(path: str) -> bool:
+    """Linux ptys carry only CS8: asking for 7E1 makes ``tcsetattr`` fail with EINVAL."""
+    return os.path.realpath(path).startswith("/dev/pts/")
+
+
+def effective_framing(path: str, framing: Framing) -> Framing:
+    """7E1 becomes 8N1 with parity in bit 7 on a pty (the meter simulator's line)."""
+    return "8N1" if framing == "7E1" and is_pseudo_terminal(path) else framing
+
+
 def open_port(path: str, *, baud: int = INITIAL_BAUD, framing: Framing = "7E1") -> serial.Serial:
     """Open ``path`` exclusively; every failure becomes a ``PortError`` naming the port.
 
     ``8N1`` is for adapters that cannot do 7E1: the frame has the same ten bits, so the
     parity bit travels as bit 7 and is added on write and stripped on read.
     """
-    seven = framing == "7E1"
+    seven = effective_framing(path, framing) == "7E1"
     try:
         return serial.Serial(
             port=path,
@@ -43,7 +55,7 @@ def open_port(path: str, *, baud: int = INITIAL_BAUD, framing: Framing = "7E1") 
             dsrdtr=False,
             exclusive=True,
         )
-    except (serial.SerialException, OSError, ValueError) as exc:
+    except (serial.SerialException, OSError, ValueError, termios.error) as exc:
         raise PortError(_port_problem(path, exc)) from None
 
 
@@ -123,7 +135,11 @@ class SerialSession:
                 remaining = action.after - (time.monotonic() - self._write_started)
                 if remaining > 0:
                     time.sleep(remaining)
-                self.port.baudrate = action.baud
+                if self.port.baudrate != action.baud:
+                    try:
+                        self.port.baudrate = action.baud
+                    except (serial.SerialException, OSError, ValueError, termios.error) as exc:
+                        raise PortError(f"serial port {self.name}: cannot switch to {action.baud} Bd ({exc})") from None
             elif isinstance(action, Discard):
                 time.sleep(action.delay)
                 self.port.reset_input_buffer()
@@ -139,6 +155,7 @@ def read_meter(
 ) -> Readout:
     """One complete readout from the meter on ``path`` (the CLI's and the core's entry)."""
     client = ReadoutClient(options)
+    framing = effective_framing(path, framing)
     port = open_port(path, framing=framing)
     try:
         return SerialSession(port, framing=framing, name=path).run(client, timeout=timeout)

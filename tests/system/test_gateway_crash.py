@@ -45,9 +45,9 @@ def test_kill_9_twenty_times_leaves_no_partial_and_no_duplicate(
     rng = random.Random(62056)
     stored_before = 0
     for _ in range(20):
-        proc = subprocess.Popen([*SMGW, "gateway", "run", "--config", str(cfg)], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.4, 2.0))
+        proc = subprocess.Popen([*SMGW, "-v", "gateway", "run", "--config", str(cfg)], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=(tmp_path / "gateway.log").open("ab"))
+        time.sleep(rng.uniform(1.0, 3.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         with sqlite3.connect(db) as con:
