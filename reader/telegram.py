@@ -25,7 +25,7 @@ from reader.models import Identification, Reading
 NUMBER = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]+)?\Z")
 _is_number = NUMBER.match
 _new = tuple.__new__  # builds a Reading without its Python-level __new__ (hot path only)
-MAX_VALUE_LEN = 128  # programming-mode values may be 128 chars; readout ones are shorter
+MAX_VALUE_LEN = 2048  # IEC 62056-21 allows 128; DSMR text messages (96.13.0) carry up to 1024 hex pairs
 MAX_ADDRESS_LEN = 32
 
 
