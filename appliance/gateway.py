@@ -62,6 +62,12 @@ class LoopStats:
     consecutive_failures: int = 0
 
 
+def _failed(stats: LoopStats, poll_interval: float, rng: random.Random) -> float:
+    stats.failures += 1
+    stats.consecutive_failures += 1
+    return backoff_delay(stats.consecutive_failures, poll_interval, rng)
+
+
 def store_readout(store: Store, meter: MeterConfig, readout: Readout) -> int:
     meter_id = meter.id or readout.meter_id()
     return store.save_readout(
@@ -90,10 +96,13 @@ def run_reader_loop(
                 readout = read_meter(meter.port, options, timeout=meter.timeout, framing=meter.framing)
                 readout_id = store_readout(store, meter, readout)
             except (ReaderError, StoreError, SmgwError) as exc:
-                stats.failures += 1
-                stats.consecutive_failures += 1
-                wait = backoff_delay(stats.consecutive_failures, meter.poll_interval, rng)
+                wait = _failed(stats, meter.poll_interval, rng)
                 log.warning("readout failed (%s: %s); retry in %.1fs", type(exc).__name__, exc, wait)
+                stop.wait(wait)
+                continue
+            except Exception:  # a bug must not end an unattended gateway: log it, back off
+                wait = _failed(stats, meter.poll_interval, rng)
+                log.exception("readout failed unexpectedly; retry in %.1fs", wait)
                 stop.wait(wait)
                 continue
             stats.readouts += 1
