@@ -1,6 +1,23 @@
-"""The gateway's local store (SQLite, WAL, versioned schema)."""
+"""The gateway's local store: one SQLite file in WAL mode, a schema versioned in code.
 
-from appliance.store.database import Store, StoredInterval, StoredReading, StoredReadout
-from appliance.store.errors import StoreError
+See ``database.Store`` for the API and ``migrations`` for the schema.
+"""
 
-__all__ = ["Store", "StoreError", "StoredInterval", "StoredReading", "StoredReadout"]
+from appliance.store.database import Store
+from appliance.store.errors import DuplicateReadoutError, StoreError
+from appliance.store.records import (
+    StoredInterval,
+    StoredLogbookEntry,
+    StoredReading,
+    StoredReadout,
+)
+
+__all__ = [
+    "DuplicateReadoutError",
+    "Store",
+    "StoreError",
+    "StoredInterval",
+    "StoredLogbookEntry",
+    "StoredReading",
+    "StoredReadout",
+]

@@ -1,222 +1,157 @@
-"""SQLite store in WAL mode: a readout is stored whole, in one transaction, or not at all.
+"""``Store``: the gateway's local database, one SQLite file in WAL mode, one connection.
 
-``synchronous=FULL`` so that a readout the loop has reported stored survives power loss;
-explicit ``BEGIN IMMEDIATE``/``COMMIT`` (autocommit mode otherwise) so a kill between two
-statements leaves only a transaction that SQLite rolls back on the next open.
+A readout is stored whole, in one transaction, or not at all: a kill -9 or power loss
+between two statements leaves an uncommitted transaction that SQLite discards on the next
+open. Values come back as the exact ``Decimal`` that went in; times as aware UTC datetimes.
+One connection per ``Store`` and per thread that made it (sqlite3's default check).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sqlite3
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from decimal import Decimal
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
-from appliance.store.errors import StoreError
-from appliance.store.migrations import LATEST, MIGRATIONS
+from appliance.store import writer
+from appliance.store.codec import CodecError, utc_text
+from appliance.store.connection import connect
+from appliance.store.errors import StoreError, sqlite_errors
+from appliance.store.migrations import user_version
+from appliance.store.records import (
+    Row,
+    StoredInterval,
+    StoredLogbookEntry,
+    StoredReading,
+    StoredReadout,
+)
+from appliance.store.transaction import immediate
 from reader.models import Readout
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StoredReadout:
-    id: int
-    meter_id: str
-    read_at: datetime
-    identification: str
-    integrity: str
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StoredReading:
-    seq: int
-    address: str
-    value: Decimal | None
-    text: str
-    unit: str | None
-    meter_time: datetime | None
-    status: str | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StoredInterval:
-    start: datetime
-    address: str
-    value: Decimal | None
-    unit: str | None
-    status: str
-
-
-def _utc_text(moment: datetime) -> str:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise StoreError("timestamps must be timezone-aware")
-    return moment.astimezone(timezone.utc).isoformat()
-
-
-def _dec(text: str | None) -> Decimal | None:
-    return Decimal(text) if text is not None else None
-
-
 class Store:
-    """One connection to the gateway database."""
+    """Readouts, readings, load profile and logbook of the meters this gateway reads."""
 
-    def __init__(self, con: sqlite3.Connection, path: Path) -> None:
-        self._con = con
+    def __init__(self, con: sqlite3.Connection, path: Path, *, read_only: bool) -> None:
+        """Use ``Store.open``; this only wraps an already configured connection."""
+        self._con: sqlite3.Connection | None = con
         self.path = path
+        self.read_only = read_only
 
     @classmethod
     def open(cls, path: Path, *, read_only: bool = False) -> Store:
-        try:
-            if read_only:
-                con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-            else:
-                path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-                if not path.exists():
-                    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o640)
-                    os.close(fd)
-                con = sqlite3.connect(path, isolation_level=None)
-            con.execute("PRAGMA busy_timeout = 5000")
-            con.execute("PRAGMA foreign_keys = ON")
-            if not read_only:
-                con.execute("PRAGMA journal_mode = WAL")
-                con.execute("PRAGMA synchronous = FULL")
-            store = cls(con, path)
-            version = store.schema_version()
-            if version > LATEST:
-                con.close()
-                raise StoreError(f"{path}: schema version {version} is newer than this smgw knows ({LATEST})")
-            if read_only:
-                if version < LATEST:
-                    con.close()
-                    raise StoreError(f"{path}: database not initialised (schema {version})")
-            else:
-                store._migrate(version)
-            return store
-        except sqlite3.Error as exc:
-            raise StoreError(f"{path}: {exc}") from None
+        """Open (and create and migrate, unless ``read_only``) the database at ``path``."""
+        return cls(connect(path, read_only=read_only), path, read_only=read_only)
 
-    def _migrate(self, current: int) -> None:
-        for version, sql in MIGRATIONS:
-            if version <= current:
-                continue
-            try:
-                self._con.execute("BEGIN IMMEDIATE")
-                for statement in sql.split(";"):
-                    if statement.strip():
-                        self._con.execute(statement)
-                self._con.execute(f"PRAGMA user_version = {int(version)}")
-                self._con.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._con.execute("ROLLBACK")
-                raise StoreError(f"{self.path}: migration {version} failed: {exc}") from None
-
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.close()
 
     def close(self) -> None:
-        self._con.close()
+        """Close the connection; a second close does nothing."""
+        if self._con is not None:
+            self._con.close()
+            self._con = None
 
-    def schema_version(self) -> int:
-        return int(self._con.execute("PRAGMA user_version").fetchone()[0])
+    def _db(self) -> sqlite3.Connection:
+        if self._con is None:
+            raise StoreError(f"{self.path}: the store is closed")
+        return self._con
 
-    def integrity_check(self) -> str:
-        return str(self._con.execute("PRAGMA integrity_check").fetchone()[0])
+    def _query(self, doing: str, sql: str, params: tuple[object, ...] = ()) -> list[Row]:
+        with sqlite_errors(self.path, doing):
+            return list(self._db().execute(sql, params).fetchall())
 
-    def save_readout(self, *, meter_id: str, readout: Readout, read_at: datetime, integrity: str = "ok") -> int:
-        """Store the readout with all its readings, profile rows and logbook entries, atomically."""
-        at = _utc_text(read_at)
-        con = self._con
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                cur = con.execute(
-                    "INSERT INTO readouts (meter_id, read_at, identification, integrity, attempts) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (meter_id, at, readout.identification.text, integrity, readout.attempts),
-                )
-                rid = int(cur.lastrowid or 0)
-                con.executemany(
-                    "INSERT INTO readings (readout_id, seq, meter_id, address, value, text, unit, "
-                    "meter_time, read_at, status, integrity) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    [
-                        (rid, seq, meter_id, r.address, None if r.value is None else str(r.value), r.text,
-                         r.unit, None if r.timestamp is None else _utc_text(r.timestamp), at, r.status, integrity)
-                        for seq, r in enumerate(readout.readings)
-                    ],
-                )
-                for row in readout.load_profile or ():
-                    con.executemany(
-                        "INSERT OR IGNORE INTO load_profile (meter_id, start, address, value, unit, status, "
-                        "readout_id) VALUES (?,?,?,?,?,?,?)",
-                        [
-                            (meter_id, _utc_text(row.start), addr, None if v is None else str(v),
-                             row.units.get(addr), row.status, rid)
-                            for addr, v in row.values.items()
-                        ],
-                    )
-                con.executemany(
-                    "INSERT OR IGNORE INTO logbook (meter_id, ts, status, values_json, readout_id) VALUES (?,?,?,?,?)",
-                    [(meter_id, _utc_text(e.timestamp), e.status, json.dumps(list(e.values)), rid)
-                     for e in readout.logbook or ()],
-                )
-                con.execute("COMMIT")
-                return rid
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        except sqlite3.IntegrityError as exc:
-            raise StoreError(f"readout of {meter_id} at {at} not stored: {exc}") from None
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: readout not stored: {exc}") from None
+    # -- writing -------------------------------------------------------------------------
 
-    _READOUT_COLS = "id, meter_id, read_at, identification, integrity, attempts"
+    def save_readout(self, *, meter_id: str, readout: Readout, read_at: datetime,
+                     integrity: str = "ok") -> int:
+        """Store a readout with its readings, load profile and logbook in one transaction.
 
-    @staticmethod
-    def _readout(row: tuple[int, str, str, str, str, int]) -> StoredReadout:
-        return StoredReadout(id=row[0], meter_id=row[1], read_at=datetime.fromisoformat(row[2]),
-                             identification=row[3], integrity=row[4], attempts=row[5])
+        Returns the new readout id. Raises ``DuplicateReadoutError`` (a ``StoreError``) if
+        this meter already has a readout at ``read_at``, ``StoreError`` if anything else
+        fails; in every failure case nothing of the readout is stored.
+        """
+        if self.read_only:
+            raise StoreError(f"{self.path}: opened read-only, readout of meter {meter_id} "
+                             "not stored")
+        rows = writer.prepare(meter_id=meter_id, readout=readout, read_at=read_at,
+                              integrity=integrity)
+        con = self._db()
+        doing = f"readout of meter {meter_id} at {rows.read_at} not stored"
+        with sqlite_errors(self.path, doing), immediate(con):
+            return writer.write(con, rows)
+
+    # -- reading -------------------------------------------------------------------------
 
     def latest_readout(self, meter_id: str | None = None) -> StoredReadout | None:
-        if meter_id is None:
-            row = self._con.execute(f"SELECT {self._READOUT_COLS} FROM readouts ORDER BY id DESC LIMIT 1").fetchone()
-        else:
-            row = self._con.execute(
-                f"SELECT {self._READOUT_COLS} FROM readouts WHERE meter_id = ? ORDER BY id DESC LIMIT 1", (meter_id,)
-            ).fetchone()
-        return None if row is None else self._readout(row)
+        """The most recent readout of ``meter_id`` (of any meter if None), or None."""
+        where, params = ("WHERE meter_id = ?", (meter_id,)) if meter_id is not None else ("", ())
+        rows = self._query(
+            "reading the latest readout",
+            f"SELECT {StoredReadout.COLUMNS} FROM readouts {where} "
+            "ORDER BY read_at DESC, id DESC LIMIT 1", params)
+        return StoredReadout.from_row(rows[0]) if rows else None
 
     def readouts(self, meter_id: str, since: datetime, until: datetime) -> list[StoredReadout]:
-        rows = self._con.execute(
-            f"SELECT {self._READOUT_COLS} FROM readouts WHERE meter_id = ? AND read_at >= ? AND read_at < ? "
-            "ORDER BY read_at", (meter_id, _utc_text(since), _utc_text(until)),
-        ).fetchall()
-        return [self._readout(r) for r in rows]
+        """Readouts of ``meter_id`` with ``since <= read_at < until``, oldest first."""
+        rows = self._query(
+            "reading readouts",
+            f"SELECT {StoredReadout.COLUMNS} FROM readouts "
+            "WHERE meter_id = ? AND read_at >= ? AND read_at < ? ORDER BY read_at, id",
+            (meter_id, *self._period(since, until)))
+        return [StoredReadout.from_row(row) for row in rows]
 
     def readings_for(self, readout_id: int) -> list[StoredReading]:
-        rows = self._con.execute(
-            "SELECT seq, address, value, text, unit, meter_time, status FROM readings WHERE readout_id = ? "
-            "ORDER BY seq", (readout_id,),
-        ).fetchall()
-        return [
-            StoredReading(seq=r[0], address=r[1], value=_dec(r[2]), text=r[3], unit=r[4],
-                          meter_time=None if r[5] is None else datetime.fromisoformat(r[5]), status=r[6])
-            for r in rows
-        ]
+        """The readings of one readout in the meter's order (repeated addresses included)."""
+        rows = self._query(
+            "reading readings",
+            f"SELECT {StoredReading.COLUMNS} FROM readings WHERE readout_id = ? ORDER BY seq",
+            (readout_id,))
+        return [StoredReading.from_row(row) for row in rows]
+
+    def count_readouts(self, meter_id: str | None = None) -> int:
+        """How many readouts are stored (of ``meter_id``, or of all meters)."""
+        where, params = ("WHERE meter_id = ?", (meter_id,)) if meter_id is not None else ("", ())
+        rows = self._query("counting readouts", f"SELECT COUNT(*) FROM readouts {where}", params)
+        return int(rows[0][0])
 
     def load_profile(self, meter_id: str, since: datetime, until: datetime) -> list[StoredInterval]:
-        rows = self._con.execute(
-            "SELECT start, address, value, unit, status FROM load_profile WHERE meter_id = ? AND start >= ? "
-            "AND start < ? ORDER BY start, address", (meter_id, _utc_text(since), _utc_text(until)),
-        ).fetchall()
-        return [StoredInterval(start=datetime.fromisoformat(r[0]), address=r[1], value=_dec(r[2]), unit=r[3],
-                               status=r[4]) for r in rows]
+        """Load-profile values of periods starting in ``[since, until)``, by start then column."""
+        rows = self._query(
+            "reading the load profile",
+            f"SELECT {StoredInterval.COLUMNS} FROM load_profile "
+            "WHERE meter_id = ? AND start >= ? AND start < ? ORDER BY start, rowid",
+            (meter_id, *self._period(since, until)))
+        return [StoredInterval.from_row(row) for row in rows]
 
-    def count_readouts(self) -> int:
-        return int(self._con.execute("SELECT COUNT(*) FROM readouts").fetchone()[0])
+    def logbook(self, meter_id: str, since: datetime, until: datetime) -> list[StoredLogbookEntry]:
+        """Logbook events with ``since <= timestamp < until``, oldest first."""
+        rows = self._query(
+            "reading the logbook",
+            f"SELECT {StoredLogbookEntry.COLUMNS} FROM logbook "
+            "WHERE meter_id = ? AND ts >= ? AND ts < ? ORDER BY ts, rowid",
+            (meter_id, *self._period(since, until)))
+        return [StoredLogbookEntry.from_row(row) for row in rows]
+
+    # -- health --------------------------------------------------------------------------
+
+    def integrity_check(self) -> str:
+        """``PRAGMA integrity_check``: ``"ok"``, or SQLite's findings, one per line."""
+        rows = self._query("checking integrity", "PRAGMA integrity_check")
+        return "\n".join(str(row[0]) for row in rows)
+
+    def schema_version(self) -> int:
+        """The schema version recorded in the file (``PRAGMA user_version``)."""
+        with sqlite_errors(self.path, "reading the schema version"):
+            return user_version(self._db())
+
+    def _period(self, since: datetime, until: datetime) -> tuple[str, str]:
+        try:
+            return utc_text(since, "since"), utc_text(until, "until")
+        except CodecError as exc:
+            raise StoreError(f"{self.path}: {exc}") from None
