@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # System packages the project needs (tests, demo). Later issues add openvpn, nftables, ...
-APT_PACKAGES := python3 python3-venv python3-dev gcc make sqlite3 tzdata iproute2 procps
+APT_PACKAGES := python3 python3-venv python3-dev gcc make sqlite3 tzdata iproute2 procps openssl
 DEMO_ARGS ?= --seconds 60
 PYTEST_ARGS ?=
 
@@ -35,7 +35,7 @@ demo: deps
 	$(VENV)/bin/smgw demo $(DEMO_ARGS)
 
 typecheck: deps
-	$(PY) -m mypy --strict reader appliance
+	$(PY) -m mypy --strict reader appliance pki
 
 lint: deps
 	$(VENV)/bin/ruff check reader appliance tests bench

@@ -193,5 +193,14 @@ def gateway_run_cmd(config_path: Path, readouts: int | None) -> None:
     click.echo(f"stopped: {stats.readouts} readouts stored, {stats.failures} failures", err=True)
 
 
+def _register_subcommands() -> None:
+    from appliance import cli_pki
+
+    cli_pki.register(main, clean_errors)
+
+
+_register_subcommands()
+
+
 if __name__ == "__main__":
     main()
