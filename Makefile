@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # System packages the project needs (tests, demo). Later issues add openvpn, nftables, ...
-APT_PACKAGES := python3 python3-venv python3-dev gcc make sqlite3 tzdata iproute2 procps openssl
+APT_PACKAGES := python3 python3-venv python3-dev gcc make sqlite3 tzdata iproute2 procps openssl softhsm2
 DEMO_ARGS ?= --seconds 60
 PYTEST_ARGS ?=
 

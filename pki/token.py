@@ -1,0 +1,176 @@
+"""The security module: gateway keys live in a PKCS#11 token and never leave it.
+
+One narrow interface over python-pkcs11 (SoftHSM2 in tests and the demo, a smart card in the
+field): generate a key pair inside the token (sensitive, non-extractable), read its public
+key, sign a digest with it, build a CSR whose signature the token makes (the request is
+assembled with asn1crypto), and store the issued certificate under the key's id. The PIN
+comes from a file only its owner can read or from the service's environment, never from a
+command line, and is never logged or shown in a repr.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pkcs11
+from asn1crypto import core as asn1_core
+from asn1crypto import csr as asn1_csr
+from asn1crypto import keys as asn1_keys
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11.util.ec import encode_named_curve_parameters
+
+from pki.errors import PkiError
+from pki.names import check_name
+from pki.profiles import CryptoProfile, curve
+
+DEFAULT_MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
+_ASN1_CURVE = {"bsi": "brainpoolp256r1", "modern": "secp256r1"}
+
+
+class TokenError(PkiError):
+    """The token is missing, locked, or refused an operation."""
+
+
+def read_pin(pin_file: Path | None = None, env: str = "SMGW_TOKEN_PIN") -> str:
+    """The user PIN from a 0600 file or from the service environment."""
+    if pin_file is not None:
+        try:
+            if pin_file.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise TokenError(f"{pin_file}: readable by others (chmod 600 it)")
+            return pin_file.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TokenError(f"{pin_file}: cannot read the PIN ({exc})") from None
+    pin = os.environ.get(env, "")
+    if not pin:
+        raise TokenError(f"no token PIN: set {env} in the service environment or give a PIN file")
+    return pin
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenKey:
+    label: str
+    key_id: bytes
+    profile: CryptoProfile
+    has_certificate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """Where the token is; ``pin`` is kept out of repr and str."""
+
+    label: str
+    pin: str = field(repr=False)
+    module: Path = DEFAULT_MODULE
+
+    @contextmanager
+    def session(self) -> Iterator[Any]:
+        try:
+            lib = pkcs11.lib(str(self.module))
+            token = lib.get_token(token_label=self.label)
+            with token.open(rw=True, user_pin=self.pin) as session:
+                yield session
+        except (pkcs11.PKCS11Error, RuntimeError, OSError) as exc:
+            raise TokenError(f"token {self.label!r}: {type(exc).__name__} {exc}".rstrip()) from None
+
+    # ------------------------------------------------------------- keys
+    def generate_key(self, label: str, profile: CryptoProfile) -> TokenKey:
+        """An EC key pair made inside the token: private half sensitive, never extractable."""
+        check_name(label)
+        key_id = hashlib.sha256(label.encode()).digest()[:8]
+        with self.session() as s:
+            if list(s.get_objects({Attribute.LABEL: label, Attribute.CLASS: ObjectClass.PRIVATE_KEY})):
+                raise TokenError(f"token {self.label!r} already holds a key {label!r}")
+            params = s.create_domain_parameters(
+                KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(_ASN1_CURVE[profile])}, local=True)
+            params.generate_keypair(
+                store=True, label=label, id=key_id,
+                private_template={Attribute.EXTRACTABLE: False, Attribute.SENSITIVE: True,
+                                  Attribute.SIGN: True, Attribute.DERIVE: True, Attribute.PRIVATE: True},
+                public_template={Attribute.VERIFY: True},
+            )
+        return TokenKey(label=label, key_id=key_id, profile=profile, has_certificate=False)
+
+    def public_key(self, label: str) -> ec.EllipticCurvePublicKey:
+        with self.session() as s:
+            pub = self._one(s, label, ObjectClass.PUBLIC_KEY)
+            point = asn1_core.OctetString.load(pub[Attribute.EC_POINT]).native
+            params = asn1_keys.ECDomainParameters.load(pub[Attribute.EC_PARAMS]).chosen.native
+        profile: CryptoProfile = "bsi" if params == "brainpoolp256r1" else "modern"
+        return ec.EllipticCurvePublicKey.from_encoded_point(curve(profile), point)
+
+    def sign_digest(self, label: str, digest: bytes) -> bytes:
+        """DER ECDSA signature over a SHA-256 digest (SoftHSM2 wants plain CKM_ECDSA)."""
+        with self.session() as s:
+            raw = self._one(s, label, ObjectClass.PRIVATE_KEY).sign(digest, mechanism=Mechanism.ECDSA)
+        half = len(raw) // 2
+        return encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
+
+    def make_csr(self, label: str, name: str) -> x509.CertificateSigningRequest:
+        """A PKCS#10 request for the token key ``label``, signed inside the token."""
+        check_name(name)
+        public = self.public_key(label)
+        spki = asn1_keys.PublicKeyInfo.load(public.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
+        info = asn1_csr.CertificationRequestInfo({
+            "version": "v1",
+            "subject": asn1_csr.Name.build({"common_name": name}),
+            "subject_pk_info": spki,
+            "attributes": [],
+        })
+        signature = self.sign_digest(label, hashlib.sha256(info.dump()).digest())
+        request = asn1_csr.CertificationRequest({
+            "certification_request_info": info,
+            "signature_algorithm": {"algorithm": "sha256_ecdsa"},
+            "signature": signature,
+        })
+        return x509.load_der_x509_csr(request.dump())
+
+    def import_certificate(self, label: str, cert: x509.Certificate) -> None:
+        """Store the issued certificate next to its key (same id), after checking they match."""
+        if cert.public_key() != self.public_key(label):
+            raise TokenError(f"certificate does not belong to token key {label!r}")
+        der = cert.public_bytes(serialization.Encoding.DER)
+        with self.session() as s:
+            key_id = self._one(s, label, ObjectClass.PRIVATE_KEY)[Attribute.ID]
+            for old in s.get_objects({Attribute.LABEL: label, Attribute.CLASS: ObjectClass.CERTIFICATE}):
+                old.destroy()
+            s.create_object({
+                Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.CERTIFICATE_TYPE: pkcs11.CertificateType.X_509,
+                Attribute.LABEL: label, Attribute.ID: key_id, Attribute.TOKEN: True, Attribute.VALUE: der,
+                Attribute.SUBJECT: cert.subject.public_bytes(),
+            })
+
+    def certificate(self, label: str) -> x509.Certificate | None:
+        with self.session() as s:
+            for obj in s.get_objects({Attribute.LABEL: label, Attribute.CLASS: ObjectClass.CERTIFICATE}):
+                return x509.load_der_x509_certificate(obj[Attribute.VALUE])
+        return None
+
+    def keys(self) -> list[TokenKey]:
+        with self.session() as s:
+            certs = {o[Attribute.LABEL] for o in s.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE})}
+            out = []
+            for key in s.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}):
+                params = asn1_keys.ECDomainParameters.load(key[Attribute.EC_PARAMS]).chosen.native
+                out.append(TokenKey(label=key[Attribute.LABEL], key_id=key[Attribute.ID],
+                                    profile="bsi" if params == "brainpoolp256r1" else "modern",
+                                    has_certificate=key[Attribute.LABEL] in certs))
+        return sorted(out, key=lambda k: k.label)
+
+    @staticmethod
+    def _one(session: Any, label: str, cls: ObjectClass) -> Any:
+        found = list(session.get_objects({Attribute.LABEL: label, Attribute.CLASS: cls}))
+        if len(found) != 1:
+            raise TokenError(f"token holds {len(found)} objects {label!r} of class {cls.name}")
+        return found[0]

@@ -1,0 +1,114 @@
+"""Gateway keys in a real SoftHSM2 token: made inside, never out, CSR signed inside, and the
+CA (and the openssl binary) accept what the token produced."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from pki.ca import CertificateAuthority, init_ca
+from pki.profiles import require_role
+from pki.token import DEFAULT_MODULE, Token, TokenError, read_pin
+
+PIN = "246810"
+
+
+def need_softhsm() -> str:
+    util = shutil.which("softhsm2-util")
+    if util is None or not DEFAULT_MODULE.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("softhsm2 is missing; CI installs it")
+        pytest.skip("softhsm2 missing (under CI=true this is a failure)")
+    return util
+
+
+@pytest.fixture(scope="session")
+def token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Token]:
+    """One token for the session: the PKCS#11 library is loaded once per process and reads
+    SOFTHSM2_CONF only then, so every test shares it (each uses its own key labels)."""
+    util = need_softhsm()
+    tmp_path = tmp_path_factory.mktemp("softhsm")
+    (tmp_path / "tokens").mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tmp_path}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    subprocess.run([util, "--init-token", "--free", "--label", "gw-test", "--pin", PIN, "--so-pin", "13579135"],
+                   check=True, capture_output=True)
+    yield Token("gw-test", PIN)
+
+
+@pytest.mark.parametrize("profile", ["bsi", "modern"])
+def test_csr_from_the_token_becomes_a_certificate_in_the_token(token: Token, tmp_path: Path, profile: str) -> None:
+    label = f"gateway-sig-{profile}"
+    token.generate_key(label, profile)  # type: ignore[arg-type]
+    csr = token.make_csr(label, "gw-0001")
+    assert csr.is_signature_valid
+    init_ca(tmp_path / "ca", passphrase=b"correct horse battery", profile=profile)  # type: ignore[arg-type]
+    ca = CertificateAuthority(tmp_path / "ca", b"correct horse battery")
+    cert = ca.issue("gateway-sig", "gw-0001", ca.check_csr(csr))
+    token.import_certificate(label, cert)
+    stored = token.certificate(label)
+    assert stored == cert
+    require_role(stored, "gateway-sig")
+    # the token's signature verifies with the certificate's key
+    digest_input = b"delivery 42"
+    h = hashes.Hash(hashes.SHA256())
+    h.update(digest_input)
+    sig = token.sign_digest(label, h.finalize())
+    pub = cert.public_key()
+    assert isinstance(pub, ec.EllipticCurvePublicKey)
+    pub.verify(sig, digest_input, ec.ECDSA(hashes.SHA256()))
+    csr_file = tmp_path / "req.pem"
+    csr_file.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    check = subprocess.run(["openssl", "req", "-in", str(csr_file), "-verify", "-noout"],
+                           capture_output=True, text=True, check=False)
+    assert check.returncode == 0 and "verify OK" in (check.stdout + check.stderr)
+    assert label in [k.label for k in token.keys() if k.has_certificate]
+
+
+def test_no_private_key_material_leaves_the_token(token: Token, tmp_path: Path) -> None:
+    import pkcs11
+    from pkcs11 import Attribute, ObjectClass
+
+    token.generate_key("gateway-enc", "bsi")
+    with token.session() as s:
+        (key,) = list(s.get_objects({Attribute.LABEL: "gateway-enc", Attribute.CLASS: ObjectClass.PRIVATE_KEY}))
+        assert key[Attribute.SENSITIVE] and not key[Attribute.EXTRACTABLE]
+        with pytest.raises(pkcs11.exceptions.AttributeSensitive):
+            key[Attribute.VALUE]
+    assert not list(Path.cwd().glob("*.key")) and not list(tmp_path.glob("*.key"))
+
+
+def test_token_refusals(token: Token, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(TokenError, match="PIN|Pin|pin"):
+        Token("gw-test", "000000").keys()
+    with pytest.raises(TokenError):
+        Token("no-such-token", PIN).keys()
+    token.generate_key("gateway-tls-dso", "modern")
+    with pytest.raises(TokenError, match="already"):
+        token.generate_key("gateway-tls-dso", "modern")
+    other = ec.generate_private_key(ec.SECP256R1())
+    init_ca(tmp_path / "ca", passphrase=b"correct horse battery", profile="modern")
+    ca = CertificateAuthority(tmp_path / "ca", b"correct horse battery")
+    foreign = ca.issue("gateway-tls", "gw-0001", other.public_key())
+    with pytest.raises(TokenError, match="does not belong"):
+        token.import_certificate("gateway-tls-dso", foreign)
+    pin_file = tmp_path / "pin"
+    pin_file.write_text(PIN)
+    pin_file.chmod(0o644)
+    with pytest.raises(TokenError, match="readable by others"):
+        read_pin(pin_file)
+    pin_file.chmod(0o600)
+    assert read_pin(pin_file) == PIN
+    monkeypatch.delenv("SMGW_TOKEN_PIN", raising=False)
+    with pytest.raises(TokenError, match="no token PIN"):
+        read_pin()
+    assert PIN not in repr(token)
