@@ -112,3 +112,37 @@ def test_token_refusals(token: Token, tmp_path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(TokenError, match="no token PIN"):
         read_pin()
     assert PIN not in repr(token)
+
+
+def test_enrolment_through_the_cli_keeps_the_key_in_the_token(tmp_path: Path) -> None:
+    """keygen -> csr (token) -> pki issue --csr (CA) -> token import: no key file appears."""
+    import json
+
+    from tests.system.conftest import run_smgw
+
+    util = need_softhsm()
+    (tmp_path / "tokens").mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tmp_path}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n")
+    env = {"SOFTHSM2_CONF": str(conf), "SMGW_TOKEN_PIN": PIN, "SMGW_CA_PASSPHRASE": "correct horse battery"}
+    subprocess.run([util, "--init-token", "--free", "--label", "smgw", "--pin", PIN, "--so-pin", "13579135"],
+                   check=True, capture_output=True, env={**os.environ, **env})
+    work = tmp_path / "work"
+    work.mkdir()
+    steps = [
+        ("pki", "init-ca", "--dir", str(work / "ca"), "--profile", "bsi"),
+        ("token", "keygen", "--key", "gateway-tls-dso"),
+        ("token", "csr", "--key", "gateway-tls-dso", "--name", "gw-0001", "--out", str(work / "gw.csr")),
+        ("pki", "issue", "--dir", str(work / "ca"), "--role", "gateway-tls", "--name", "gw-0001",
+         "--csr", str(work / "gw.csr"), "--out", str(work / "gw")),
+        ("token", "import", "--key", "gateway-tls-dso", "--cert", str(work / "gw.crt")),
+    ]
+    for step in steps:
+        result = run_smgw(*step, env=env)
+        assert result.returncode == 0, (step, result.stderr)
+        assert PIN not in result.stdout + result.stderr
+    listed = json.loads(run_smgw("token", "list", "--json", env=env).stdout)
+    assert listed == [{"label": "gateway-tls-dso", "id": listed[0]["id"], "profile": "bsi", "certificate": True}]
+    assert not (work / "gw.key").exists()
+    bad = run_smgw("token", "status", env={**env, "SMGW_TOKEN_PIN": "999999"})
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and "999999" not in bad.stderr
