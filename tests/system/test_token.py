@@ -146,3 +146,22 @@ def test_enrolment_through_the_cli_keeps_the_key_in_the_token(tmp_path: Path) ->
     assert not (work / "gw.key").exists()
     bad = run_smgw("token", "status", env={**env, "SMGW_TOKEN_PIN": "999999"})
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and "999999" not in bad.stderr
+
+
+@pytest.mark.parametrize("profile", ["bsi", "modern"])
+def test_cms_signed_by_the_token_verifies_in_openssl(token: Token, tmp_path: Path, profile: str) -> None:
+    from pki.cms import sign, verify
+
+    label = f"cms-sig-{profile}"
+    token.generate_key(label, profile)  # type: ignore[arg-type]
+    init_ca(tmp_path / "ca", passphrase=b"correct horse battery", profile=profile)  # type: ignore[arg-type]
+    ca = CertificateAuthority(tmp_path / "ca", b"correct horse battery")
+    cert = ca.issue("gateway-sig", "gw-0001", ca.check_csr(token.make_csr(label, "gw-0001")))
+    message = sign(b'{"values": {"1.8.0": "4417.218"}}', cert, lambda digest: token.sign_digest(label, digest))
+    content, _ = verify(message, root=ca.cert, role="gateway-sig", crl=ca.crl(), require_crl=True)
+    assert content == b'{"values": {"1.8.0": "4417.218"}}'
+    (tmp_path / "m.der").write_bytes(message)
+    out = subprocess.run(["openssl", "cms", "-verify", "-inform", "DER", "-in", str(tmp_path / "m.der"),
+                          "-CAfile", str(tmp_path / "ca" / "ca.crt"), "-purpose", "any"],
+                         capture_output=True, check=False)
+    assert out.returncode == 0 and out.stdout == content, out.stderr

@@ -1,0 +1,173 @@
+"""CMS SignedData (RFC 5652): sign with a software key or a token key, verify a signer.
+
+Verification accepts a message only when all hold: it parses, the message digest and the
+signature match, the signer certificate chains directly to the pinned root, it is within
+its validity, it has the asked role, and (when a CRL is given, or required) it is not
+revoked. Each refusal is its own exception type with a clear message; nothing else
+escapes. Encryption (EnvelopedData, RFC 5753) follows in the next step of this issue.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable
+
+from asn1crypto import algos as asn1_algos
+from asn1crypto import cms as asn1_cms
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+from pki.errors import PkiError
+from pki.profiles import Role, require_role
+
+
+class CmsError(PkiError):
+    """Root of the CMS refusals."""
+
+
+class MalformedError(CmsError):
+    """Not a CMS SignedData we can read (bad DER, truncated, wrong content type)."""
+
+
+class BadSignatureError(CmsError):
+    """The content or the signature was changed."""
+
+
+class UnknownSignerError(CmsError):
+    """The signer certificate is missing or not issued by the pinned root."""
+
+
+class ValidityError(CmsError):
+    """The signer certificate is expired or not yet valid."""
+
+
+class RevokedError(CmsError):
+    """The signer certificate is on the CRL."""
+
+
+class CrlError(CmsError):
+    """A CRL is required but missing, or not signed by the root, or out of date."""
+
+
+Signer = Callable[[bytes], bytes]  #: SHA-256 digest -> DER ECDSA signature
+
+
+def software_signer(key: ec.EllipticCurvePrivateKey) -> Signer:
+    return lambda digest: key.sign(digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+
+
+def sign(content: bytes, cert: x509.Certificate, signer: Signer, *,
+         signing_time: dt.datetime | None = None) -> bytes:
+    """DER ContentInfo(SignedData) with the content attached and the signer certificate included."""
+    asn1_cert = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+    when = signing_time or dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    attrs = asn1_cms.CMSAttributes([
+        asn1_cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
+        asn1_cms.CMSAttribute({"type": "signing_time", "values": [asn1_cms.Time({"utc_time": when})]}),
+        asn1_cms.CMSAttribute({"type": "message_digest", "values": [hashlib.sha256(content).digest()]}),
+    ])
+    signature = signer(hashlib.sha256(attrs.dump()).digest())
+    signer_info = asn1_cms.SignerInfo({
+        "version": "v1",
+        "sid": asn1_cms.SignerIdentifier({"issuer_and_serial_number": asn1_cms.IssuerAndSerialNumber({
+            "issuer": asn1_cert.issuer, "serial_number": asn1_cert.serial_number})}),
+        "digest_algorithm": asn1_algos.DigestAlgorithm({"algorithm": "sha256"}),
+        "signed_attrs": attrs,
+        "signature_algorithm": asn1_algos.SignedDigestAlgorithm({"algorithm": "sha256_ecdsa"}),
+        "signature": signature,
+    })
+    signed = asn1_cms.SignedData({
+        "version": "v1",
+        "digest_algorithms": [asn1_algos.DigestAlgorithm({"algorithm": "sha256"})],
+        "encap_content_info": {"content_type": "data", "content": content},
+        "certificates": [asn1_cert],
+        "signer_infos": [signer_info],
+    })
+    return bytes(asn1_cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump())
+
+
+def _parse(der: bytes) -> tuple[bytes, asn1_cms.SignerInfo, list[x509.Certificate]]:
+    try:
+        info = asn1_cms.ContentInfo.load(der, strict=True)
+        if info["content_type"].native != "signed_data":
+            raise MalformedError(f"CMS content type is {info['content_type'].native}, not signed data")
+        signed = info["content"]
+        encap = signed["encap_content_info"]
+        if encap["content_type"].native != "data" or encap["content"].native is None:
+            raise MalformedError("SignedData must carry its content (id-data, attached)")
+        content = bytes(encap["content"].native)
+        infos = list(signed["signer_infos"])
+        if len(infos) != 1:
+            raise MalformedError(f"SignedData has {len(infos)} signers, expected one")
+        certs = [x509.load_der_x509_certificate(c.chosen.dump()) for c in signed["certificates"] or []]
+        infos[0]["signed_attrs"].native  # force parsing of what we will rely on
+        return content, infos[0], certs
+    except CmsError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError):
+        raise MalformedError("not a readable CMS SignedData (malformed or truncated DER)") from None
+
+
+def _attribute(signer_info: asn1_cms.SignerInfo, name: str) -> object:
+    for attr in signer_info["signed_attrs"]:
+        if attr["type"].native == name:
+            values = attr["values"].native
+            if len(values) != 1:
+                raise MalformedError(f"signed attribute {name} must have one value")
+            return values[0]
+    raise MalformedError(f"signed attribute {name} missing")
+
+
+def verify(der: bytes, *, root: x509.Certificate, role: Role | None = None,
+           crl: x509.CertificateRevocationList | None = None, require_crl: bool = False,
+           now: dt.datetime | None = None) -> tuple[bytes, x509.Certificate]:
+    """Return (content, signer certificate) of a SignedData that passes every check."""
+    content, signer_info, certs = _parse(der)
+    sid = signer_info["sid"]
+    if sid.name != "issuer_and_serial_number":
+        raise UnknownSignerError("signer identified by key id; smgw signers use issuer and serial")
+    serial = sid.chosen["serial_number"].native
+    matches = [c for c in certs if c.serial_number == serial]
+    if not matches:
+        raise UnknownSignerError(f"signer certificate (serial {serial:x}) not in the message")
+    cert = matches[0]
+    try:
+        cert.verify_directly_issued_by(root)
+    except (ValueError, TypeError, InvalidSignature):
+        raise UnknownSignerError(f"signer {cert.subject.rfc4514_string()} is not issued by the pinned root") from None
+    moment = now or dt.datetime.now(dt.timezone.utc)
+    if not cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc:
+        raise ValidityError(f"signer certificate valid {cert.not_valid_before_utc} to {cert.not_valid_after_utc}")
+    if role is not None:
+        require_role(cert, role)
+    if crl is None and require_crl:
+        raise CrlError("a CRL is required to accept this signer and none was given")
+    if crl is not None:
+        root_key = root.public_key()
+        if crl.issuer != root.subject or not crl.is_signature_valid(root_key):  # type: ignore[arg-type]
+            raise CrlError("CRL is not signed by the pinned root")
+        if crl.next_update_utc is not None and crl.next_update_utc < moment:
+            raise CrlError(f"CRL expired at {crl.next_update_utc}")
+        if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+            raise RevokedError(f"signer certificate {cert.serial_number:x} is revoked")
+    if _attribute(signer_info, "content_type") != "data":
+        raise MalformedError("signed content type attribute is not data")
+    if _attribute(signer_info, "message_digest") != hashlib.sha256(content).digest():
+        raise BadSignatureError("content does not match the signed message digest")
+    if signer_info["digest_algorithm"]["algorithm"].native != "sha256":
+        raise MalformedError("only SHA-256 digests are accepted")
+    public = cert.public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey):
+        raise UnknownSignerError("signer key is not an EC key")
+    # the signature covers the attributes as a SET OF (tag 0x31), not as the [0] they travel in
+    set_der = b"\x31" + signer_info["signed_attrs"].dump()[1:]
+    try:
+        public.verify(bytes(signer_info["signature"].native), set_der, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise BadSignatureError("signature does not verify with the signer certificate") from None
+    return content, cert

@@ -1,0 +1,131 @@
+"""CMS SignedData: our signatures verify in openssl and openssl's in ours; every refusal."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pki.ca import CertificateAuthority, init_ca
+from pki.cms import (
+    BadSignatureError,
+    CmsError,
+    CrlError,
+    MalformedError,
+    RevokedError,
+    UnknownSignerError,
+    ValidityError,
+    sign,
+    software_signer,
+    verify,
+)
+from pki.errors import RoleError
+
+PASS = b"correct horse battery"
+
+
+def openssl() -> str:
+    path = shutil.which("openssl")
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("openssl binary missing (CI installs it)")
+        pytest.skip("openssl binary missing (under CI=true this is a failure)")
+    return path
+
+
+@pytest.fixture(params=["bsi", "modern"])
+def ca(request: pytest.FixtureRequest, tmp_path: Path) -> CertificateAuthority:
+    init_ca(tmp_path / "ca", passphrase=PASS, profile=request.param)
+    return CertificateAuthority(tmp_path / "ca", PASS)
+
+
+def test_round_trip_and_openssl_verifies_ours(ca: CertificateAuthority, tmp_path: Path) -> None:
+    cert, key = ca.issue_generated("gateway-sig", "gw-0001")
+    message = sign(b'{"delivery": 1}', cert, software_signer(key))
+    content, signer = verify(message, root=ca.cert, role="gateway-sig")
+    assert content == b'{"delivery": 1}' and signer == cert
+    (tmp_path / "m.der").write_bytes(message)
+    out = subprocess.run([openssl(), "cms", "-verify", "-inform", "DER", "-in", str(tmp_path / "m.der"),
+                          "-CAfile", str(tmp_path / "ca" / "ca.crt"), "-purpose", "any"],
+                         capture_output=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == b'{"delivery": 1}'
+
+
+def test_we_verify_what_openssl_signs(ca: CertificateAuthority, tmp_path: Path) -> None:
+    cert, key = ca.issue_generated("gateway-sig", "gw-0002")
+    (tmp_path / "s.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "s.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    (tmp_path / "in.txt").write_bytes(b"hello from openssl")
+    subprocess.run([openssl(), "cms", "-sign", "-binary", "-nodetach", "-md", "sha256", "-signer", str(tmp_path / "s.crt"),
+                    "-inkey", str(tmp_path / "s.key"), "-in", str(tmp_path / "in.txt"), "-outform", "DER",
+                    "-out", str(tmp_path / "o.der")], check=True, capture_output=True)
+    content, _ = verify((tmp_path / "o.der").read_bytes(), root=ca.cert, role="gateway-sig")
+    assert content == b"hello from openssl"
+
+
+def test_refusals_each_have_their_type(ca: CertificateAuthority, tmp_path: Path) -> None:
+    cert, key = ca.issue_generated("gateway-sig", "gw-0003")
+    good = sign(b"payload-AAAA", cert, software_signer(key))
+    with pytest.raises(BadSignatureError):
+        verify(good.replace(b"payload-AAAA", b"payload-BBBB"), root=ca.cert)
+    with pytest.raises(MalformedError):
+        verify(good[: len(good) // 2], root=ca.cert)
+    with pytest.raises(MalformedError):
+        verify(b"\x30\x03\x02\x01\x00", root=ca.cert)
+    with pytest.raises(RoleError):
+        verify(good, root=ca.cert, role="gwa-wakeup")
+    init_ca(tmp_path / "other", passphrase=PASS, profile=ca.profile)
+    other = CertificateAuthority(tmp_path / "other", PASS)
+    with pytest.raises(UnknownSignerError):
+        verify(good, root=other.cert)
+    with pytest.raises(ValidityError):
+        verify(good, root=ca.cert, now=dt.datetime(2001, 1, 1, tzinfo=dt.timezone.utc))
+    with pytest.raises(CrlError, match="required"):
+        verify(good, root=ca.cert, require_crl=True)
+    verify(good, root=ca.cert, crl=ca.crl(), require_crl=True)
+    ca.revoke(f"{cert.serial_number:x}", "key-compromise")
+    with pytest.raises(RevokedError):
+        verify(good, root=ca.cert, crl=ca.crl())
+    with pytest.raises(CrlError, match="pinned root"):
+        verify(good, root=ca.cert, crl=other.crl())
+    party, pkey = ca.issue_generated("party-enc", "supplier")
+    with pytest.raises(BadSignatureError):
+        # a signature made with another key under the same certificate
+        verify(sign(b"x", cert, software_signer(pkey)), root=ca.cert)
+
+
+_GOOD: dict[str, bytes] = {}
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.data())
+def test_mutated_messages_raise_only_cms_errors(data: st.DataObject) -> None:
+    if not _GOOD:
+        import tempfile
+
+        d = Path(tempfile.mkdtemp())
+        init_ca(d / "ca", passphrase=PASS, profile="modern")
+        c = CertificateAuthority(d / "ca", PASS)
+        cert, key = c.issue_generated("gateway-sig", "gw-fuzz")
+        _GOOD["msg"] = sign(b"fuzz me", cert, software_signer(key))
+        _GOOD["root"] = c.cert.public_bytes(serialization.Encoding.DER)
+    from cryptography import x509
+
+    msg = bytearray(_GOOD["msg"])
+    for _ in range(data.draw(st.integers(1, 4))):
+        pos = data.draw(st.integers(0, len(msg) - 1))
+        msg[pos] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(1, len(msg)))
+    try:
+        verify(bytes(msg[:cut]), root=x509.load_der_x509_certificate(_GOOD["root"]))
+    except (CmsError, RoleError):
+        pass
