@@ -116,6 +116,22 @@ class Token:
         half = len(raw) // 2
         return encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
 
+    def agree(self, label: str, peer: ec.EllipticCurvePublicKey) -> bytes:
+        """ECDH shared secret Z with the token key (CKM_ECDH1_DERIVE, null KDF).
+
+        The private key stays inside; Z leaves as a session object's value because the CMS
+        KDF (X9.63 with the CMS SharedInfo) runs in software. The derived object is not stored.
+        """
+        point = peer.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        size = (peer.curve.key_size + 7) // 8
+        with self.session() as s:
+            secret = self._one(s, label, ObjectClass.PRIVATE_KEY).derive_key(
+                KeyType.GENERIC_SECRET, size * 8, mechanism_param=(pkcs11.KDF.NULL, None, point),
+                template={Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True, Attribute.TOKEN: False})
+            value = bytes(secret[Attribute.VALUE])
+            secret.destroy()
+        return value
+
     def make_csr(self, label: str, name: str) -> x509.CertificateSigningRequest:
         """A PKCS#10 request for the token key ``label``, signed inside the token."""
         check_name(name)

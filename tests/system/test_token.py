@@ -165,3 +165,21 @@ def test_cms_signed_by_the_token_verifies_in_openssl(token: Token, tmp_path: Pat
                           "-CAfile", str(tmp_path / "ca" / "ca.crt"), "-purpose", "any"],
                          capture_output=True, check=False)
     assert out.returncode == 0 and out.stdout == content, out.stderr
+
+
+@pytest.mark.parametrize("profile", ["bsi", "modern"])
+def test_token_decrypts_what_openssl_encrypted_for_it(token: Token, tmp_path: Path, profile: str) -> None:
+    from pki.cms_envelope import decrypt, encrypt
+
+    label = f"gateway-enc-{profile}"
+    token.generate_key(label, profile)  # type: ignore[arg-type]
+    init_ca(tmp_path / "ca", passphrase=b"correct horse battery", profile=profile)  # type: ignore[arg-type]
+    ca = CertificateAuthority(tmp_path / "ca", b"correct horse battery")
+    cert = ca.issue("gateway-enc", "gw-0001", ca.check_csr(token.make_csr(label, "gw-0001")))
+    (tmp_path / "r.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "p").write_bytes(b"a profile for the gateway")
+    subprocess.run(["openssl", "cms", "-encrypt", "-binary", "-aes256", "-in", str(tmp_path / "p"), "-outform", "DER",
+                    "-out", str(tmp_path / "o.der"), "-recip", str(tmp_path / "r.crt")], check=True, capture_output=True)
+    agree = lambda peer: token.agree(label, peer)  # noqa: E731
+    assert decrypt((tmp_path / "o.der").read_bytes(), cert, agree) == b"a profile for the gateway"
+    assert decrypt(encrypt(b"round trip", cert), cert, agree) == b"round trip"
