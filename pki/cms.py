@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Callable
+from functools import lru_cache
 
 from asn1crypto import algos as asn1_algos
 from asn1crypto import cms as asn1_cms
@@ -91,6 +92,24 @@ def sign(content: bytes, cert: x509.Certificate, signer: Signer, *,
     return bytes(asn1_cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump())
 
 
+@lru_cache(maxsize=1024)
+def _issued_by(cert_der: bytes, root_der: bytes) -> bool:
+    """Pure in its two DER inputs, so cached: a headend sees the same few signers all day."""
+    try:
+        x509.load_der_x509_certificate(cert_der).verify_directly_issued_by(x509.load_der_x509_certificate(root_der))
+        return True
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+
+
+@lru_cache(maxsize=64)
+def _crl_signed_by(crl_der: bytes, root_der: bytes) -> bool:
+    crl = x509.load_der_x509_crl(crl_der)
+    root = x509.load_der_x509_certificate(root_der)
+    key = root.public_key()
+    return crl.issuer == root.subject and isinstance(key, ec.EllipticCurvePublicKey) and crl.is_signature_valid(key)
+
+
 def _parse(der: bytes) -> tuple[bytes, asn1_cms.SignerInfo, list[x509.Certificate]]:
     try:
         info = asn1_cms.ContentInfo.load(der, strict=True)
@@ -136,10 +155,8 @@ def verify(der: bytes, *, root: x509.Certificate, role: Role | None = None,
     if not matches:
         raise UnknownSignerError(f"signer certificate (serial {serial:x}) not in the message")
     cert = matches[0]
-    try:
-        cert.verify_directly_issued_by(root)
-    except (ValueError, TypeError, InvalidSignature):
-        raise UnknownSignerError(f"signer {cert.subject.rfc4514_string()} is not issued by the pinned root") from None
+    if not _issued_by(cert.public_bytes(serialization.Encoding.DER), root.public_bytes(serialization.Encoding.DER)):
+        raise UnknownSignerError(f"signer {cert.subject.rfc4514_string()} is not issued by the pinned root")
     moment = now or dt.datetime.now(dt.timezone.utc)
     if not cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc:
         raise ValidityError(f"signer certificate valid {cert.not_valid_before_utc} to {cert.not_valid_after_utc}")
@@ -148,8 +165,8 @@ def verify(der: bytes, *, root: x509.Certificate, role: Role | None = None,
     if crl is None and require_crl:
         raise CrlError("a CRL is required to accept this signer and none was given")
     if crl is not None:
-        root_key = root.public_key()
-        if crl.issuer != root.subject or not crl.is_signature_valid(root_key):  # type: ignore[arg-type]
+        if not _crl_signed_by(crl.public_bytes(serialization.Encoding.DER),
+                              root.public_bytes(serialization.Encoding.DER)):
             raise CrlError("CRL is not signed by the pinned root")
         if crl.next_update_utc is not None and crl.next_update_utc < moment:
             raise CrlError(f"CRL expired at {crl.next_update_utc}")

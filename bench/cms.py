@@ -1,0 +1,97 @@
+"""CMS benchmark: sign+encrypt per second (token key and software key) and verify+decrypt
+per second (software key, as the headend does), for a 2 kB delivery, on one core.
+
+Prints one JSON object. Needs softhsm2 for the token figure (reported null without it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pki.ca import CertificateAuthority, init_ca  # noqa: E402
+from pki.cms import sign, software_signer, verify  # noqa: E402
+from pki.cms_envelope import decrypt, encrypt, software_agreement  # noqa: E402
+
+PAYLOAD = json.dumps({"delivery": "x" * 1990}).encode()[:2048]
+
+
+def rate(func: object, seconds: float = 2.0) -> float:
+    call = func  # type: ignore[assignment]
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        call()  # type: ignore[operator]
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
+    tmp = Path(tempfile.mkdtemp(prefix="smgw-bench-cms-"))
+    result: dict[str, object] = {"benchmark": "cms", "payload_bytes": len(PAYLOAD), "profile": "bsi"}
+    init_ca(tmp / "ca", passphrase=b"correct horse battery", profile="bsi")
+    ca = CertificateAuthority(tmp / "ca", b"correct horse battery")
+    sig_cert, sig_key = ca.issue_generated("gateway-sig", "gw-bench")
+    enc_cert, enc_key = ca.issue_generated("party-enc", "party-bench")
+    signer = software_signer(sig_key)
+    result["sign_encrypt_per_s_software"] = round(rate(lambda: encrypt(sign(PAYLOAD, sig_cert, signer), enc_cert)), 1)
+    message = encrypt(sign(PAYLOAD, sig_cert, signer), enc_cert)
+    agree = software_agreement(enc_key)
+    crl = ca.crl()
+
+    def verify_decrypt() -> None:
+        verify(decrypt(message, enc_cert, agree), root=ca.cert, role="gateway-sig", crl=crl)
+
+    result["verify_decrypt_per_s"] = round(rate(verify_decrypt), 1)
+    result["sign_encrypt_per_s_token"] = _token_rate(tmp, ca, enc_cert)
+    result["modern"] = _software_rates(tmp / "modern")
+    result["machine"] = {"python": platform.python_version(), "platform": platform.platform(), "cores_used": 1}
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(result))
+
+
+def _software_rates(folder: Path) -> dict[str, float]:
+    """The same two software figures for the ``modern`` profile (NIST P-256)."""
+    init_ca(folder, passphrase=b"correct horse battery", profile="modern")
+    ca = CertificateAuthority(folder, b"correct horse battery")
+    sig_cert, sig_key = ca.issue_generated("gateway-sig", "gw-bench")
+    enc_cert, enc_key = ca.issue_generated("party-enc", "party-bench")
+    signer, agree, crl = software_signer(sig_key), software_agreement(enc_key), ca.crl()
+    message = encrypt(sign(PAYLOAD, sig_cert, signer), enc_cert)
+    return {
+        "sign_encrypt_per_s_software": round(rate(lambda: encrypt(sign(PAYLOAD, sig_cert, signer), enc_cert)), 1),
+        "verify_decrypt_per_s": round(rate(lambda: verify(decrypt(message, enc_cert, agree), root=ca.cert,
+                                                          role="gateway-sig", crl=crl)), 1),
+    }
+
+
+def _token_rate(tmp: Path, ca: CertificateAuthority, enc_cert: object) -> float | None:
+    util = shutil.which("softhsm2-util")
+    if util is None:
+        return None
+    (tmp / "tokens").mkdir()
+    (tmp / "softhsm2.conf").write_text(f"directories.tokendir = {tmp}/tokens\nobjectstore.backend = file\n"
+                                       "log.level = ERROR\n")
+    os.environ["SOFTHSM2_CONF"] = str(tmp / "softhsm2.conf")
+    subprocess.run([util, "--init-token", "--free", "--label", "bench", "--pin", "123456", "--so-pin", "12345678"],
+                   check=True, capture_output=True)
+    from pki.token import Token
+
+    token = Token("bench", "123456")
+    token.generate_key("sig", "bsi")
+    cert = ca.issue("gateway-sig", "gw-token", ca.check_csr(token.make_csr("sig", "gw-token")))
+    return round(rate(lambda: encrypt(sign(PAYLOAD, cert, lambda d: token.sign_digest("sig", d)), enc_cert)), 1)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()
