@@ -18,7 +18,7 @@ from asn1crypto import algos as asn1_algos
 from asn1crypto import cms as asn1_cms
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
@@ -98,7 +98,7 @@ def _issued_by(cert_der: bytes, root_der: bytes) -> bool:
     try:
         x509.load_der_x509_certificate(cert_der).verify_directly_issued_by(x509.load_der_x509_certificate(root_der))
         return True
-    except (ValueError, TypeError, InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm, x509.InvalidVersion):
         return False
 
 
@@ -108,6 +108,17 @@ def _crl_signed_by(crl_der: bytes, root_der: bytes) -> bool:
     root = x509.load_der_x509_certificate(root_der)
     key = root.public_key()
     return crl.issuer == root.subject and isinstance(key, ec.EllipticCurvePublicKey) and crl.is_signature_valid(key)
+
+
+def _load_cert(der: bytes) -> x509.Certificate:
+    """cryptography parses fields lazily too: touch every one we later rely on, here."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        _ = (cert.subject.rfc4514_string(), cert.issuer, cert.serial_number, cert.public_key(),
+             cert.not_valid_before_utc, cert.not_valid_after_utc, list(cert.extensions))
+    except Exception as exc:  # noqa: BLE001 - pure parsing; the library raises many kinds
+        raise MalformedError(f"a certificate in the message is malformed ({type(exc).__name__})") from None
+    return cert
 
 
 def _parse(der: bytes) -> tuple[bytes, asn1_cms.SignerInfo, list[x509.Certificate]]:
@@ -123,12 +134,13 @@ def _parse(der: bytes) -> tuple[bytes, asn1_cms.SignerInfo, list[x509.Certificat
         infos = list(signed["signer_infos"])
         if len(infos) != 1:
             raise MalformedError(f"SignedData has {len(infos)} signers, expected one")
-        certs = [x509.load_der_x509_certificate(c.chosen.dump()) for c in signed["certificates"] or []]
-        infos[0]["signed_attrs"].native  # force parsing of what we will rely on
+        certs = [_load_cert(c.chosen.dump()) for c in signed["certificates"] or []]
+        infos[0].native  # asn1crypto parses lazily: force it here, where errors are caught
         return content, infos[0], certs
     except CmsError:
         raise
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError):
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, UnsupportedAlgorithm,
+            x509.InvalidVersion):
         raise MalformedError("not a readable CMS SignedData (malformed or truncated DER)") from None
 
 

@@ -16,6 +16,7 @@ from asn1crypto import core as asn1_core
 from asn1crypto import keys as asn1_keys
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -147,7 +148,8 @@ def decrypt(der: bytes, recipient: x509.Certificate, agree: KeyAgreement) -> byt
         peer = ec.EllipticCurvePublicKey.from_encoded_point(public.curve, point)
     except CmsError:
         raise
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError):
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, UnsupportedAlgorithm,
+            x509.InvalidVersion):
         raise MalformedError("not a readable CMS EnvelopedData (malformed or truncated DER)") from None
     if len(iv) != 16 or not ciphertext or len(ciphertext) % 16:
         raise MalformedError("content IV or ciphertext length is wrong")
