@@ -194,9 +194,10 @@ def gateway_run_cmd(config_path: Path, readouts: int | None) -> None:
 
 
 def _register_subcommands() -> None:
-    from appliance import cli_pki, cli_token
+    from appliance import cli_cms, cli_pki, cli_token
 
     cli_pki.register(main, clean_errors)
+    cli_cms.register(main, clean_errors)
     cli_token.register(main, clean_errors)
 
 

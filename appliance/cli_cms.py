@@ -1,0 +1,125 @@
+"""``smgw cms sign|verify|encrypt|decrypt``: DER on stdin and stdout; a refusal is a
+non-zero exit with one line on stderr naming the reason."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from pki.cms import sign, software_signer, verify
+from pki.cms_envelope import decrypt, encrypt, software_agreement
+from pki.errors import PkiError
+from pki.profiles import ROLES
+from pki.token import DEFAULT_MODULE, Token, read_pin
+
+
+def _cert(path: Path) -> x509.Certificate:
+    raw = path.read_bytes()
+    try:
+        return (x509.load_pem_x509_certificate(raw) if raw.lstrip().startswith(b"-----")
+                else x509.load_der_x509_certificate(raw))
+    except ValueError:
+        raise PkiError(f"{path}: not a certificate") from None
+
+
+def _key(path: Path) -> ec.EllipticCurvePrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), None)
+    except (ValueError, TypeError):
+        raise PkiError(f"{path}: not an unencrypted PEM private key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise PkiError(f"{path}: not an EC key")
+    return key
+
+
+def _token(token_label: str, pin_file: Path | None) -> Token:
+    return Token(token_label, read_pin(pin_file), DEFAULT_MODULE)
+
+
+_cert_opt = click.option("--cert", type=click.Path(path_type=Path, exists=True), required=True)
+_key_opt = click.option("--key", type=click.Path(path_type=Path, exists=True), default=None,
+                        help="Software key (PEM): GWA/party side and tests.")
+_tok_opt = click.option("--token-key", default=None, help="Label of a key in the token (gateway side).")
+_token_opt = click.option("--token", "token_label", default="smgw", show_default=True)
+_pin_opt = click.option("--pin-file", type=click.Path(path_type=Path), default=None)
+
+
+def _one_of(key: Path | None, token_key: str | None) -> None:
+    if (key is None) == (token_key is None):
+        raise click.UsageError("give exactly one of --key K or --token-key LABEL")
+
+
+def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
+    wrap = clean_errors
+
+    @main.group("cms")
+    def cms_group() -> None:
+        """CMS SignedData and EnvelopedData (DER on stdin/stdout)."""
+
+    @cms_group.command("sign")
+    @_cert_opt
+    @_key_opt
+    @_tok_opt
+    @_token_opt
+    @_pin_opt
+    @wrap
+    def sign_cmd(cert: Path, key: Path | None, token_key: str | None, token_label: str, pin_file: Path | None) -> None:
+        """Sign stdin."""
+        _one_of(key, token_key)
+        content = sys.stdin.buffer.read()
+        if key is not None:
+            signer = software_signer(_key(key))
+        else:
+            tok, label = _token(token_label, pin_file), str(token_key)
+            signer = lambda digest: tok.sign_digest(label, digest)  # noqa: E731
+        sys.stdout.buffer.write(sign(content, _cert(cert), signer))
+
+    @cms_group.command("verify")
+    @click.option("--root", type=click.Path(path_type=Path, exists=True), required=True)
+    @click.option("--crl", type=click.Path(path_type=Path, exists=True), default=None)
+    @click.option("--role", type=click.Choice(list(ROLES)), default=None)
+    @wrap
+    def verify_cmd(root: Path, crl: Path | None, role: str | None) -> None:
+        """Verify stdin; print the content."""
+        crl_obj = None
+        if crl is not None:
+            raw = crl.read_bytes()
+            try:
+                crl_obj = (x509.load_pem_x509_crl(raw) if raw.lstrip().startswith(b"-----")
+                           else x509.load_der_x509_crl(raw))
+            except ValueError:
+                raise PkiError(f"{crl}: not a CRL") from None
+        content, _ = verify(sys.stdin.buffer.read(), root=_cert(root), role=role, crl=crl_obj)  # type: ignore[arg-type]
+        sys.stdout.buffer.write(content)
+
+    @cms_group.command("encrypt")
+    @click.option("--recipient", type=click.Path(path_type=Path, exists=True), required=True)
+    @wrap
+    def encrypt_cmd(recipient: Path) -> None:
+        """Encrypt stdin for the recipient certificate."""
+        sys.stdout.buffer.write(encrypt(sys.stdin.buffer.read(), _cert(recipient)))
+
+    @cms_group.command("decrypt")
+    @_cert_opt
+    @_key_opt
+    @_tok_opt
+    @_token_opt
+    @_pin_opt
+    @wrap
+    def decrypt_cmd(cert: Path, key: Path | None, token_key: str | None, token_label: str,
+                    pin_file: Path | None) -> None:
+        """Decrypt stdin with a software key or a token key."""
+        _one_of(key, token_key)
+        if key is not None:
+            agree = software_agreement(_key(key))
+        else:
+            tok, label = _token(token_label, pin_file), str(token_key)
+            agree = lambda peer: tok.agree(label, peer)  # noqa: E731
+        sys.stdout.buffer.write(decrypt(sys.stdin.buffer.read(), _cert(cert), agree))
