@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 from dataclasses import asdict
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,14 @@ def _passphrase(passphrase_file: Path | None) -> bytes:
     return value.encode()
 
 
+def _load_csr(path: Path) -> x509.CertificateSigningRequest:
+    try:
+        raw = path.read_bytes()
+        return x509.load_pem_x509_csr(raw) if raw.lstrip().startswith(b"-----") else x509.load_der_x509_csr(raw)
+    except (OSError, ValueError):
+        raise CsrError(f"{path}: not a readable certificate request") from None
+
+
 _dir = click.option("--dir", "directory", required=True, type=click.Path(path_type=Path), help="CA directory.")
 _pass = click.option("--passphrase-file", type=click.Path(path_type=Path), default=None,
                      help="File holding the CA passphrase (mode 0600); default $SMGW_CA_PASSPHRASE.")
@@ -45,7 +54,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
 
     @main.group("pki")
     def pki_group() -> None:
-        """Certificates of the GWA's CA: init-ca, issue, revoke, crl, list."""
+        """Certificates of the GWA's CA: init-ca, issue, renew, revoke, crl, list, export."""
 
     @pki_group.command("init-ca")
     @_dir
@@ -75,13 +84,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         ca = CertificateAuthority(directory, _passphrase(passphrase_file))
         key_pem = None
         if csr is not None:
-            raw = csr.read_bytes()
-            try:
-                request = (x509.load_pem_x509_csr(raw) if raw.lstrip().startswith(b"-----")
-                           else x509.load_der_x509_csr(raw))
-            except ValueError:
-                raise CsrError(f"{csr}: not a certificate request") from None
-            cert = ca.issue(role, name, ca.check_csr(request))  # type: ignore[arg-type]
+            cert = ca.issue(role, name, ca.check_csr(_load_csr(csr)))  # type: ignore[arg-type]
         else:
             cert, key = ca.issue_generated(role, name)  # type: ignore[arg-type]
             key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -115,6 +118,34 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         crl = CertificateAuthority(directory, _passphrase(passphrase_file)).crl(days)
         out.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
         click.echo(f"{out}: {len(crl)} revoked, next update {crl.next_update_utc}")
+
+    @pki_group.command("renew")
+    @_dir
+    @_pass
+    @click.option("--serial", required=True)
+    @click.option("--csr", type=click.Path(path_type=Path), default=None, help="New key's request (default: same key).")
+    @click.option("--out", "prefix", required=True, type=click.Path(path_type=Path), help="Writes PREFIX.crt.")
+    @wrap
+    def renew_cmd(directory: Path, passphrase_file: Path | None, serial: str, csr: Path | None, prefix: Path) -> None:
+        """Re-issue a certificate (same role and name); the old one is revoked as superseded."""
+        ca = CertificateAuthority(directory, _passphrase(passphrase_file))
+        key = ca.check_csr(_load_csr(csr)) if csr is not None else None
+        cert = ca.renew(serial, key)
+        prefix.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        click.echo(f"{prefix}.crt: serial {cert.serial_number:x} replaces {serial}")
+
+    @pki_group.command("export")
+    @_dir
+    @_pass
+    @click.option("--serial", default=None, help="An issued certificate (default: the CA certificate).")
+    @click.option("--der", is_flag=True, help="DER instead of PEM.")
+    @wrap
+    def export_cmd(directory: Path, passphrase_file: Path | None, serial: str | None, der: bool) -> None:
+        """Write a certificate to stdout."""
+        ca = CertificateAuthority(directory, _passphrase(passphrase_file))
+        cert = ca.cert if serial is None else ca.certificate(serial)
+        encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
+        sys.stdout.buffer.write(cert.public_bytes(encoding))
 
     @pki_group.command("list")
     @_dir

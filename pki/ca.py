@@ -168,6 +168,9 @@ class CertificateAuthority:
         if profile.san_dns:
             builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
+        issued_dir = self.directory / "issued"
+        issued_dir.mkdir(mode=0o700, exist_ok=True)
+        _write_atomic(issued_dir / f"{cert.serial_number:x}.crt", cert.public_bytes(serialization.Encoding.PEM))
         self.issued.append(IssuedRecord(serial=f"{cert.serial_number:x}", role=role, name=name,
                                         not_after=not_after.isoformat()))
         self._save()
@@ -177,6 +180,35 @@ class CertificateAuthority:
         """A software key: for the GWA and party side and for tests, never for a gateway."""
         key = ec.generate_private_key(curve(self.profile))
         return self.issue(role, name, key.public_key()), key
+
+    def record(self, serial: str) -> IssuedRecord:
+        wanted = serial.lower().removeprefix("0x")
+        for record in self.issued:
+            if record.serial == wanted:
+                return record
+        raise CaError(f"serial {serial} was not issued by this CA")
+
+    def certificate(self, serial: str) -> x509.Certificate:
+        """A certificate this CA issued, as stored when it was issued."""
+        record = self.record(serial)
+        try:
+            return x509.load_pem_x509_certificate((self.directory / "issued" / f"{record.serial}.crt").read_bytes())
+        except (OSError, ValueError):
+            raise CaError(f"{self.directory}: issued certificate {record.serial} is missing or damaged") from None
+
+    def renew(self, serial: str, public_key: ec.EllipticCurvePublicKey | None = None) -> x509.Certificate:
+        """A new certificate for the same role and name (same key, or the key of a new CSR);
+        the old one is revoked as superseded so only one stays valid."""
+        record = self.record(serial)
+        if record.revoked_at is not None:
+            raise CaError(f"serial {serial} is revoked; issue a new certificate instead")
+        old_key = self.certificate(serial).public_key()
+        key = public_key if public_key is not None else old_key
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise CaError(f"serial {serial} does not hold an EC key")
+        cert = self.issue(record.role, record.name, key)  # type: ignore[arg-type]
+        self.revoke(serial, "superseded")
+        return cert
 
     def revoke(self, serial: str, reason: str) -> IssuedRecord:
         if reason not in REASONS:

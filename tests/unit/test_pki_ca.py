@@ -141,3 +141,32 @@ def test_cli_verbs(tmp_path: Path) -> None:
     assert r.exit_code == 1 and "name" in r.output
     r = run(main, ["pki", "list", "--dir", d], env={"SMGW_CA_PASSPHRASE": ""})
     assert r.exit_code == 1 and "passphrase" in r.output
+
+
+def test_renew_keeps_role_and_name_and_supersedes(ca: CertificateAuthority) -> None:
+    old, key = ca.issue_generated("party-tls", "dso.example")
+    new = ca.renew(f"{old.serial_number:x}")
+    assert new.public_key() == old.public_key() and new.serial_number != old.serial_number
+    assert role_of(new) == "party-tls" and new.subject == old.subject
+    assert ca.record(f"{old.serial_number:x}").reason == "superseded"
+    assert ca.crl().get_revoked_certificate_by_serial_number(old.serial_number) is not None
+    with pytest.raises(CaError, match="revoked"):
+        ca.renew(f"{old.serial_number:x}")
+    assert ca.certificate(f"{new.serial_number:x}") == new
+
+
+def test_cli_renew_and_export(tmp_path: Path) -> None:
+    env = {"SMGW_CA_PASSPHRASE": PASS.decode()}
+    run = CliRunner().invoke
+    d = str(tmp_path / "ca")
+    run(main, ["pki", "init-ca", "--dir", d], env=env)
+    run(main, ["pki", "issue", "--dir", d, "--role", "gwa-wakeup", "--name", "gwa", "--generate",
+               "--out", str(tmp_path / "w")], env=env)
+    serial = json.loads(run(main, ["pki", "list", "--dir", d, "--json"], env=env).output)[0]["serial"]
+    r = run(main, ["pki", "renew", "--dir", d, "--serial", serial, "--out", str(tmp_path / "w2")], env=env)
+    assert r.exit_code == 0, r.output
+    renewed = x509.load_pem_x509_certificate((tmp_path / "w2.crt").read_bytes())
+    exported = run(main, ["pki", "export", "--dir", d, "--serial", f"{renewed.serial_number:x}", "--der"], env=env)
+    assert x509.load_der_x509_certificate(exported.stdout_bytes) == renewed
+    ca_pem = run(main, ["pki", "export", "--dir", d], env=env)
+    assert ca_pem.stdout_bytes == (tmp_path / "ca" / "ca.crt").read_bytes()
