@@ -144,6 +144,10 @@ def test_enrolment_through_the_cli_keeps_the_key_in_the_token(tmp_path: Path) ->
     listed = json.loads(run_smgw("token", "list", "--json", env=env).stdout)
     assert listed == [{"label": "gateway-tls-dso", "id": listed[0]["id"], "profile": "bsi", "certificate": True}]
     assert not (work / "gw.key").exists()
+    # no private key of the gateway anywhere on disk: the only key file is the CA's own, encrypted
+    key_files = sorted(p.relative_to(work).as_posix() for p in work.rglob("*")
+                       if p.is_file() and b"PRIVATE KEY" in p.read_bytes())
+    assert key_files == ["ca/ca.key"] and b"ENCRYPTED PRIVATE KEY" in (work / "ca" / "ca.key").read_bytes()
     bad = run_smgw("token", "status", env={**env, "SMGW_TOKEN_PIN": "999999"})
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and "999999" not in bad.stderr
 
