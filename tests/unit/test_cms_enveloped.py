@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,23 +14,7 @@ from hypothesis import strategies as st
 from pki.ca import CertificateAuthority, init_ca
 from pki.cms import CmsError, MalformedError
 from pki.cms_envelope import DecryptionError, NotForUsError, decrypt, encrypt, software_agreement
-
-PASS = b"correct horse battery"
-
-
-def openssl() -> str:
-    path = shutil.which("openssl")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("openssl binary missing (CI installs it)")
-        pytest.skip("openssl binary missing (under CI=true this is a failure)")
-    return path
-
-
-@pytest.fixture(params=["bsi", "modern"])
-def ca(request: pytest.FixtureRequest, tmp_path: Path) -> CertificateAuthority:
-    init_ca(tmp_path / "ca", passphrase=PASS, profile=request.param)
-    return CertificateAuthority(tmp_path / "ca", PASS)
+from tests.pkihelpers import PASS, openssl
 
 
 def files(tmp_path: Path, ca: CertificateAuthority) -> tuple[object, object, Path, Path]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -27,23 +25,7 @@ from pki.cms import (
     verify,
 )
 from pki.errors import RoleError
-
-PASS = b"correct horse battery"
-
-
-def openssl() -> str:
-    path = shutil.which("openssl")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("openssl binary missing (CI installs it)")
-        pytest.skip("openssl binary missing (under CI=true this is a failure)")
-    return path
-
-
-@pytest.fixture(params=["bsi", "modern"])
-def ca(request: pytest.FixtureRequest, tmp_path: Path) -> CertificateAuthority:
-    init_ca(tmp_path / "ca", passphrase=PASS, profile=request.param)
-    return CertificateAuthority(tmp_path / "ca", PASS)
+from tests.pkihelpers import PASS, openssl
 
 
 def test_round_trip_and_openssl_verifies_ours(ca: CertificateAuthority, tmp_path: Path) -> None:

@@ -4,8 +4,6 @@ agreeing with what we issue and revoke."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -21,23 +19,7 @@ from appliance.cli import main
 from pki.ca import CertificateAuthority, init_ca
 from pki.errors import CaError, CsrError, InvalidNameError, RoleError
 from pki.profiles import PROFILES, ROLES, curve, require_role, role_of
-
-PASS = b"correct horse battery"
-
-
-def openssl() -> str:
-    path = shutil.which("openssl")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("openssl binary missing (CI installs it)")
-        pytest.skip("openssl binary missing (under CI=true this is a failure)")
-    return path
-
-
-@pytest.fixture(params=["bsi", "modern"])
-def ca(request: pytest.FixtureRequest, tmp_path: Path) -> CertificateAuthority:
-    init_ca(tmp_path / "ca", passphrase=PASS, profile=request.param)
-    return CertificateAuthority(tmp_path / "ca", PASS)
+from tests.pkihelpers import PASS, openssl
 
 
 def pem(cert: x509.Certificate, path: Path) -> Path:
