@@ -9,24 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pki.cms import sign, software_signer, verify
 from pki.cms_envelope import decrypt, encrypt, software_agreement
+from pki.encoding import read_certificate, read_crl
 from pki.errors import PkiError
 from pki.profiles import ROLES
 from pki.token import DEFAULT_MODULE, Token, read_pin
-
-
-def _cert(path: Path) -> x509.Certificate:
-    raw = path.read_bytes()
-    try:
-        return (x509.load_pem_x509_certificate(raw) if raw.lstrip().startswith(b"-----")
-                else x509.load_der_x509_certificate(raw))
-    except ValueError:
-        raise PkiError(f"{path}: not a certificate") from None
 
 
 def _key(path: Path) -> ec.EllipticCurvePrivateKey:
@@ -79,7 +70,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         else:
             tok, label = _token(token_label, pin_file), str(token_key)
             signer = lambda digest: tok.sign_digest(label, digest)  # noqa: E731
-        sys.stdout.buffer.write(sign(content, _cert(cert), signer))
+        sys.stdout.buffer.write(sign(content, read_certificate(cert), signer))
 
     @cms_group.command("verify")
     @click.option("--root", type=click.Path(path_type=Path, exists=True), required=True)
@@ -88,15 +79,8 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
     @wrap
     def verify_cmd(root: Path, crl: Path | None, role: str | None) -> None:
         """Verify stdin; print the content."""
-        crl_obj = None
-        if crl is not None:
-            raw = crl.read_bytes()
-            try:
-                crl_obj = (x509.load_pem_x509_crl(raw) if raw.lstrip().startswith(b"-----")
-                           else x509.load_der_x509_crl(raw))
-            except ValueError:
-                raise PkiError(f"{crl}: not a CRL") from None
-        content, _ = verify(sys.stdin.buffer.read(), root=_cert(root), role=role, crl=crl_obj)  # type: ignore[arg-type]
+        crl_obj = read_crl(crl) if crl is not None else None
+        content, _ = verify(sys.stdin.buffer.read(), root=read_certificate(root), role=role, crl=crl_obj)  # type: ignore[arg-type]
         sys.stdout.buffer.write(content)
 
     @cms_group.command("encrypt")
@@ -104,7 +88,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
     @wrap
     def encrypt_cmd(recipient: Path) -> None:
         """Encrypt stdin for the recipient certificate."""
-        sys.stdout.buffer.write(encrypt(sys.stdin.buffer.read(), _cert(recipient)))
+        sys.stdout.buffer.write(encrypt(sys.stdin.buffer.read(), read_certificate(recipient)))
 
     @cms_group.command("decrypt")
     @_cert_opt
@@ -122,4 +106,4 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         else:
             tok, label = _token(token_label, pin_file), str(token_key)
             agree = lambda peer: tok.agree(label, peer)  # noqa: E731
-        sys.stdout.buffer.write(decrypt(sys.stdin.buffer.read(), _cert(cert), agree))
+        sys.stdout.buffer.write(decrypt(sys.stdin.buffer.read(), read_certificate(cert), agree))

@@ -7,17 +7,17 @@ import json
 import os
 import stat
 import sys
-from dataclasses import asdict
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import click
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from pki.ca import REASONS, CertificateAuthority, init_ca
-from pki.errors import CaError, CsrError
+from pki.encoding import read_csr
+from pki.errors import CaError
 from pki.profiles import ROLES
 
 
@@ -34,14 +34,6 @@ def _passphrase(passphrase_file: Path | None) -> bytes:
     if not value:
         raise CaError("no CA passphrase: set SMGW_CA_PASSPHRASE or give --passphrase-file")
     return value.encode()
-
-
-def _load_csr(path: Path) -> x509.CertificateSigningRequest:
-    try:
-        raw = path.read_bytes()
-        return x509.load_pem_x509_csr(raw) if raw.lstrip().startswith(b"-----") else x509.load_der_x509_csr(raw)
-    except (OSError, ValueError):
-        raise CsrError(f"{path}: not a readable certificate request") from None
 
 
 _dir = click.option("--dir", "directory", required=True, type=click.Path(path_type=Path), help="CA directory.")
@@ -84,7 +76,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         ca = CertificateAuthority(directory, _passphrase(passphrase_file))
         key_pem = None
         if csr is not None:
-            cert = ca.issue(role, name, ca.check_csr(_load_csr(csr)))  # type: ignore[arg-type]
+            cert = ca.issue(role, name, ca.check_csr(read_csr(csr)))  # type: ignore[arg-type]
         else:
             cert, key = ca.issue_generated(role, name)  # type: ignore[arg-type]
             key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -129,7 +121,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
     def renew_cmd(directory: Path, passphrase_file: Path | None, serial: str, csr: Path | None, prefix: Path) -> None:
         """Re-issue a certificate (same role and name); the old one is revoked as superseded."""
         ca = CertificateAuthority(directory, _passphrase(passphrase_file))
-        key = ca.check_csr(_load_csr(csr)) if csr is not None else None
+        key = ca.check_csr(read_csr(csr)) if csr is not None else None
         cert = ca.renew(serial, key)
         prefix.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         click.echo(f"{prefix}.crt: serial {cert.serial_number:x} replaces {serial}")

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from pki.errors import PkiError
+from pki.encoding import read_certificate
 from pki.token import DEFAULT_MODULE, Token, read_pin
 
 _token = click.option("--token", "token_label", default="smgw", show_default=True, help="Token label.")
@@ -94,11 +93,6 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
     @wrap
     def import_cmd(token_label: str, module: Path, pin_file: Path | None, key_label: str, cert: Path) -> None:
         """Store the issued certificate next to its key."""
-        raw = cert.read_bytes()
-        try:
-            parsed = (x509.load_pem_x509_certificate(raw) if raw.lstrip().startswith(b"-----")
-                      else x509.load_der_x509_certificate(raw))
-        except ValueError:
-            raise PkiError(f"{cert}: not a certificate") from None
+        parsed = read_certificate(cert)
         _open(token_label, module, pin_file).import_certificate(key_label, parsed)
         click.echo(f"{key_label}: certificate {parsed.serial_number:x} imported")

@@ -121,12 +121,17 @@ def _load_cert(der: bytes) -> x509.Certificate:
     return cert
 
 
+def load_content(der: bytes, content_type: str) -> asn1_cms.ContentInfo:
+    """The ContentInfo's content, if it is of ``content_type``; call inside a parse guard."""
+    info = asn1_cms.ContentInfo.load(der, strict=True)
+    if info["content_type"].native != content_type:
+        raise MalformedError(f"CMS content type is {info['content_type'].native}, not {content_type}")
+    return info["content"]
+
+
 def _parse(der: bytes) -> tuple[bytes, asn1_cms.SignerInfo, list[x509.Certificate]]:
     try:
-        info = asn1_cms.ContentInfo.load(der, strict=True)
-        if info["content_type"].native != "signed_data":
-            raise MalformedError(f"CMS content type is {info['content_type'].native}, not signed data")
-        signed = info["content"]
+        signed = load_content(der, "signed_data")
         encap = signed["encap_content_info"]
         if encap["content_type"].native != "data" or encap["content"].native is None:
             raise MalformedError("SignedData must carry its content (id-data, attached)")

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
-from pki.cms import CmsError, MalformedError
+from pki.cms import CmsError, MalformedError, load_content
 
 DH_SINGLE_PASS_SHA256 = "1.3.132.1.11.1"  #: dhSinglePass-stdDH-sha256kdf-scheme (what we send)
 #: dhSinglePass-stdDH-sha1kdf-scheme: OpenSSL's default; accepted on decrypt for interop
@@ -109,10 +109,7 @@ def decrypt(der: bytes, recipient: x509.Certificate, agree: KeyAgreement) -> byt
     if not isinstance(public, ec.EllipticCurvePublicKey):
         raise CmsError("recipient key is not an EC key")
     try:
-        info = asn1_cms.ContentInfo.load(der, strict=True)
-        if info["content_type"].native != "enveloped_data":
-            raise MalformedError(f"CMS content type is {info['content_type'].native}, not enveloped data")
-        env = info["content"]
+        env = load_content(der, "enveloped_data")
         eci = env["encrypted_content_info"]
         alg = eci["content_encryption_algorithm"]
         if alg["algorithm"].native != "aes256_cbc":
