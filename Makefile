@@ -38,7 +38,7 @@ typecheck: deps
 	$(PY) -m mypy --strict reader appliance pki
 
 lint: deps
-	$(VENV)/bin/ruff check reader appliance tests bench
+	$(VENV)/bin/ruff check reader appliance pki tests bench
 
 unit: deps
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)

@@ -69,7 +69,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
             signer = software_signer(_key(key))
         else:
             tok, label = _token(token_label, pin_file), str(token_key)
-            signer = lambda digest: tok.sign_digest(label, digest)  # noqa: E731
+            signer = lambda digest: tok.sign_digest(label, digest)
         sys.stdout.buffer.write(sign(content, read_certificate(cert), signer))
 
     @cms_group.command("verify")
@@ -85,10 +85,11 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
 
     @cms_group.command("encrypt")
     @click.option("--recipient", type=click.Path(path_type=Path, exists=True), required=True)
+    @click.option("--gcm", is_flag=True, help="AuthEnvelopedData with AES-256-GCM instead of AES-256-CBC.")
     @wrap
-    def encrypt_cmd(recipient: Path) -> None:
+    def encrypt_cmd(recipient: Path, gcm: bool) -> None:
         """Encrypt stdin for the recipient certificate."""
-        sys.stdout.buffer.write(encrypt(sys.stdin.buffer.read(), read_certificate(recipient)))
+        sys.stdout.buffer.write(encrypt(sys.stdin.buffer.read(), read_certificate(recipient), aead=gcm))
 
     @cms_group.command("decrypt")
     @_cert_opt
@@ -105,5 +106,5 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
             agree = software_agreement(_key(key))
         else:
             tok, label = _token(token_label, pin_file), str(token_key)
-            agree = lambda peer: tok.agree(label, peer)  # noqa: E731
+            agree = lambda peer: tok.agree(label, peer)
         sys.stdout.buffer.write(decrypt(sys.stdin.buffer.read(), read_certificate(cert), agree))

@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pki.ca import CertificateAuthority, init_ca  # noqa: E402
-from pki.cms import sign, software_signer, verify  # noqa: E402
-from pki.cms_envelope import decrypt, encrypt, software_agreement  # noqa: E402
+from pki.ca import CertificateAuthority, init_ca
+from pki.cms import sign, software_signer, verify
+from pki.cms_envelope import decrypt, encrypt, software_agreement
 
 PAYLOAD = json.dumps({"delivery": "x" * 1990}).encode()[:2048]
 

@@ -47,7 +47,7 @@ class IssuedRecord:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def _write_private(path: Path, data: bytes) -> None:

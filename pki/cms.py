@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 
 from asn1crypto import algos as asn1_algos
@@ -66,7 +67,7 @@ def sign(content: bytes, cert: x509.Certificate, signer: Signer, *,
          signing_time: dt.datetime | None = None) -> bytes:
     """DER ContentInfo(SignedData) with the content attached and the signer certificate included."""
     asn1_cert = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
-    when = signing_time or dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    when = signing_time or dt.datetime.now(dt.UTC).replace(microsecond=0)
     attrs = asn1_cms.CMSAttributes([
         asn1_cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
         asn1_cms.CMSAttribute({"type": "signing_time", "values": [asn1_cms.Time({"utc_time": when})]}),
@@ -93,13 +94,19 @@ def sign(content: bytes, cert: x509.Certificate, signer: Signer, *,
 
 
 @lru_cache(maxsize=1024)
-def _issued_by(cert_der: bytes, root_der: bytes) -> bool:
-    """Pure in its two DER inputs, so cached: a headend sees the same few signers all day."""
+def _issued_by(cert: x509.Certificate, root: x509.Certificate) -> bool:
+    """Pure in its two inputs (certificates hash and compare by their DER), so cached:
+    a headend sees the same few signers all day."""
     try:
-        x509.load_der_x509_certificate(cert_der).verify_directly_issued_by(x509.load_der_x509_certificate(root_der))
+        cert.verify_directly_issued_by(root)
         return True
     except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm, x509.InvalidVersion):
         return False
+
+
+@lru_cache(maxsize=64)
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
 
 
 @lru_cache(maxsize=64)
@@ -129,7 +136,32 @@ def load_content(der: bytes, content_type: str) -> asn1_cms.ContentInfo:
     return info["content"]
 
 
-def _parse(der: bytes) -> tuple[bytes, asn1_cms.SignerInfo, list[x509.Certificate]]:
+@dataclass(frozen=True)
+class _Parsed:
+    """Everything ``verify`` reads from the message, taken out in one guarded pass.
+
+    asn1crypto parses lazily, so a malformed field would otherwise raise wherever it is
+    first touched; reading only these fields (not ``.native`` of the whole SignerInfo)
+    is also what makes verification fast enough for the headend.
+    """
+
+    content: bytes
+    sid_kind: str
+    serial: int | None
+    digest_algorithm: str
+    attributes: dict[str, list[object]]
+    attributes_set_der: bytes
+    signature: bytes
+    certs: tuple[x509.Certificate, ...]
+
+
+@lru_cache(maxsize=1024)
+def _load_certs(set_der: bytes) -> tuple[x509.Certificate, ...]:
+    """The message's CertificateSet, keyed by its DER: a headend sees the same few signers all day."""
+    return tuple(_load_cert(c.chosen.dump()) for c in asn1_cms.CertificateSet.load(set_der, strict=True, implicit=0))
+
+
+def _parse(der: bytes) -> _Parsed:
     try:
         signed = load_content(der, "signed_data")
         encap = signed["encap_content_info"]
@@ -139,9 +171,24 @@ def _parse(der: bytes) -> tuple[bytes, asn1_cms.SignerInfo, list[x509.Certificat
         infos = list(signed["signer_infos"])
         if len(infos) != 1:
             raise MalformedError(f"SignedData has {len(infos)} signers, expected one")
-        certs = [_load_cert(c.chosen.dump()) for c in signed["certificates"] or []]
-        infos[0].native  # asn1crypto parses lazily: force it here, where errors are caught
-        return content, infos[0], certs
+        info = infos[0]
+        cert_set = signed["certificates"]
+        certs = _load_certs(cert_set.dump()) if cert_set else ()
+        sid = info["sid"]
+        serial = sid.chosen["serial_number"].native if sid.name == "issuer_and_serial_number" else None
+        signed_attrs = info["signed_attrs"]
+        # the signature covers the attributes as a SET OF (tag 0x31), not as the [0] they
+        # travel in; dumped before its children are parsed, which would make dump() walk them
+        set_der = b"\x31" + signed_attrs.dump()[1:]
+        attributes: dict[str, list[object]] = {}
+        for attr in signed_attrs:
+            name = attr["type"].native
+            if name in _CHECKED_ATTRIBUTES:
+                attributes[name] = list(attr["values"].native)
+        return _Parsed(content=content, sid_kind=sid.name, serial=serial,
+                       digest_algorithm=str(info["digest_algorithm"]["algorithm"].native),
+                       attributes=attributes, attributes_set_der=set_der,
+                       signature=bytes(info["signature"].native), certs=certs)
     except CmsError:
         raise
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, UnsupportedAlgorithm,
@@ -149,32 +196,33 @@ def _parse(der: bytes) -> tuple[bytes, asn1_cms.SignerInfo, list[x509.Certificat
         raise MalformedError("not a readable CMS SignedData (malformed or truncated DER)") from None
 
 
-def _attribute(signer_info: asn1_cms.SignerInfo, name: str) -> object:
-    for attr in signer_info["signed_attrs"]:
-        if attr["type"].native == name:
-            values = attr["values"].native
-            if len(values) != 1:
-                raise MalformedError(f"signed attribute {name} must have one value")
-            return values[0]
-    raise MalformedError(f"signed attribute {name} missing")
+_CHECKED_ATTRIBUTES = frozenset({"content_type", "message_digest"})
+
+
+def _attribute(parsed: _Parsed, name: str) -> object:
+    values = parsed.attributes.get(name)
+    if values is None:
+        raise MalformedError(f"signed attribute {name} missing")
+    if len(values) != 1:
+        raise MalformedError(f"signed attribute {name} must have one value")
+    return values[0]
 
 
 def verify(der: bytes, *, root: x509.Certificate, role: Role | None = None,
            crl: x509.CertificateRevocationList | None = None, require_crl: bool = False,
            now: dt.datetime | None = None) -> tuple[bytes, x509.Certificate]:
     """Return (content, signer certificate) of a SignedData that passes every check."""
-    content, signer_info, certs = _parse(der)
-    sid = signer_info["sid"]
-    if sid.name != "issuer_and_serial_number":
+    parsed = _parse(der)
+    content, serial = parsed.content, parsed.serial
+    if serial is None:
         raise UnknownSignerError("signer identified by key id; smgw signers use issuer and serial")
-    serial = sid.chosen["serial_number"].native
-    matches = [c for c in certs if c.serial_number == serial]
+    matches = [c for c in parsed.certs if c.serial_number == serial]
     if not matches:
         raise UnknownSignerError(f"signer certificate (serial {serial:x}) not in the message")
     cert = matches[0]
-    if not _issued_by(cert.public_bytes(serialization.Encoding.DER), root.public_bytes(serialization.Encoding.DER)):
+    if not _issued_by(cert, root):
         raise UnknownSignerError(f"signer {cert.subject.rfc4514_string()} is not issued by the pinned root")
-    moment = now or dt.datetime.now(dt.timezone.utc)
+    moment = now or dt.datetime.now(dt.UTC)
     if not cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc:
         raise ValidityError(f"signer certificate valid {cert.not_valid_before_utc} to {cert.not_valid_after_utc}")
     if role is not None:
@@ -182,26 +230,23 @@ def verify(der: bytes, *, root: x509.Certificate, role: Role | None = None,
     if crl is None and require_crl:
         raise CrlError("a CRL is required to accept this signer and none was given")
     if crl is not None:
-        if not _crl_signed_by(crl.public_bytes(serialization.Encoding.DER),
-                              root.public_bytes(serialization.Encoding.DER)):
+        if not _crl_signed_by(crl.public_bytes(serialization.Encoding.DER), _der(root)):
             raise CrlError("CRL is not signed by the pinned root")
         if crl.next_update_utc is not None and crl.next_update_utc < moment:
             raise CrlError(f"CRL expired at {crl.next_update_utc}")
         if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
             raise RevokedError(f"signer certificate {cert.serial_number:x} is revoked")
-    if _attribute(signer_info, "content_type") != "data":
+    if _attribute(parsed, "content_type") != "data":
         raise MalformedError("signed content type attribute is not data")
-    if _attribute(signer_info, "message_digest") != hashlib.sha256(content).digest():
+    if _attribute(parsed, "message_digest") != hashlib.sha256(content).digest():
         raise BadSignatureError("content does not match the signed message digest")
-    if signer_info["digest_algorithm"]["algorithm"].native != "sha256":
+    if parsed.digest_algorithm != "sha256":
         raise MalformedError("only SHA-256 digests are accepted")
     public = cert.public_key()
     if not isinstance(public, ec.EllipticCurvePublicKey):
         raise UnknownSignerError("signer key is not an EC key")
-    # the signature covers the attributes as a SET OF (tag 0x31), not as the [0] they travel in
-    set_der = b"\x31" + signer_info["signed_attrs"].dump()[1:]
     try:
-        public.verify(bytes(signer_info["signature"].native), set_der, ec.ECDSA(hashes.SHA256()))
+        public.verify(parsed.signature, parsed.attributes_set_der, ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         raise BadSignatureError("signature does not verify with the signer certificate") from None
     return content, cert

@@ -111,16 +111,16 @@ def _status(text: str) -> str | None:
 # One data set: a name of printable ASCII without space ( ) / ! (at most 32), then a bracket
 # of printable ASCII without ( ) (at most 128). Whatever does not match is a gap that must
 # be line ends only; the error path then works out what exactly was wrong, and where.
-_NAME = r"[\x22-\x27\x2a-\x2e\x30-\x7e]{0,%d}" % MAX_ADDRESS_LEN
+_NAME = r"[\x22-\x27\x2a-\x2e\x30-\x7e]{0,%d}" % MAX_ADDRESS_LEN  # noqa: UP031  # braces are regex here
 _VALUE = r"[\x20-\x27\x2a-\x7e]"
 # One data set, with the plain number[*unit] split off by the regex engine itself; or the
 # end marker; or any other single character, which makes the block invalid. Line ends are
 # the only thing left unmatched. ``findall`` then hands Python plain tuples, no match objects.
 _TOKEN = re.compile(
-    r"(%s)\((?:([+-]?[0-9]+(?:\.[0-9]+)?)(?:\*(%s*))?\)|(%s{0,%d})\))|(!)|([^\r\n])"
+    r"(%s)\((?:([+-]?[0-9]+(?:\.[0-9]+)?)(?:\*(%s*))?\)|(%s{0,%d})\))|(!)|([^\r\n])"  # noqa: UP031
     % (_NAME, _VALUE, _VALUE, MAX_VALUE_LEN)
 )
-_SPAN = re.compile(r"(%s)\(%s{0,%d}\)" % (_NAME, _VALUE, MAX_VALUE_LEN))
+_SPAN = re.compile(r"(%s)\(%s{0,%d}\)" % (_NAME, _VALUE, MAX_VALUE_LEN))  # noqa: UP031
 
 
 def _where(text: str, index: int) -> str:

@@ -37,5 +37,11 @@ def test_sign_encrypt_decrypt_verify_pipeline(tmp_path: Path) -> None:
     wrong_role = smgw("cms", "verify", "--root", f"{ca}/ca.crt", "--role", "gwa-wakeup", data=opened.stdout, env={})
     assert wrong_role.returncode == 1 and b"gateway-sig offered as gwa-wakeup" in wrong_role.stderr
     assert len(wrong_role.stderr.strip().splitlines()) == 1
+    gcm = smgw("cms", "encrypt", "--gcm", "--recipient", str(tmp_path / "enc.crt"), data=signed.stdout, env={})
+    assert gcm.returncode == 0 and gcm.stdout != sealed.stdout
+    assert b"\x06\x0b\x2a\x86\x48\x86\xf7\x0d\x01\x09\x10\x01\x17" in gcm.stdout[:20]  # id-ct-authEnvelopedData
+    opened_gcm = smgw("cms", "decrypt", "--cert", str(tmp_path / "enc.crt"), "--key", str(tmp_path / "enc.key"),
+                      data=gcm.stdout, env={})
+    assert opened_gcm.returncode == 0 and opened_gcm.stdout == signed.stdout
     garbage = smgw("cms", "verify", "--root", f"{ca}/ca.crt", data=b"\x30\x80garbage", env={})
     assert garbage.returncode == 1 and b"malformed" in garbage.stderr and b"Traceback" not in garbage.stderr

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -71,7 +70,7 @@ def test_csr_from_the_token_becomes_a_certificate_in_the_token(token: Token, tmp
     check = subprocess.run(["openssl", "req", "-in", str(csr_file), "-verify", "-noout"],
                            capture_output=True, text=True, check=False)
     assert check.returncode == 0 and "verify OK" in (check.stdout + check.stderr)
-    assert label in [k.label for k in token.keys() if k.has_certificate]
+    assert label in [k.label for k in token.keys() if k.has_certificate]  # noqa: SIM118  # Token is no dict
 
 
 def test_no_private_key_material_leaves_the_token(token: Token, tmp_path: Path) -> None:
@@ -184,6 +183,6 @@ def test_token_decrypts_what_openssl_encrypted_for_it(token: Token, tmp_path: Pa
     (tmp_path / "p").write_bytes(b"a profile for the gateway")
     subprocess.run(["openssl", "cms", "-encrypt", "-binary", "-aes256", "-in", str(tmp_path / "p"), "-outform", "DER",
                     "-out", str(tmp_path / "o.der"), "-recip", str(tmp_path / "r.crt")], check=True, capture_output=True)
-    agree = lambda peer: token.agree(label, peer)  # noqa: E731
+    agree = lambda peer: token.agree(label, peer)
     assert decrypt((tmp_path / "o.der").read_bytes(), cert, agree) == b"a profile for the gateway"
     assert decrypt(encrypt(b"round trip", cert), cert, agree) == b"round trip"

@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 
 from pki.ca import CertificateAuthority, init_ca
 from pki.cms import CmsError, MalformedError
-from pki.cms_envelope import DecryptionError, NotForUsError, decrypt, encrypt, software_agreement
+from pki.cms_envelope import (
+    DecryptionError,
+    NotForUsError,
+    _read_envelope,
+    decrypt,
+    encrypt,
+    software_agreement,
+)
 from tests.pkihelpers import PASS, openssl
 
 
@@ -27,7 +34,7 @@ def files(tmp_path: Path, ca: CertificateAuthority) -> tuple[object, object, Pat
 
 
 def test_openssl_decrypts_ours(ca: CertificateAuthority, tmp_path: Path) -> None:
-    cert, key, crt, k = files(tmp_path, ca)
+    cert, _key, crt, k = files(tmp_path, ca)
     payload = os.urandom(2048)
     (tmp_path / "m.der").write_bytes(encrypt(payload, cert))  # type: ignore[arg-type]
     out = subprocess.run([openssl(), "cms", "-decrypt", "-inform", "DER", "-in", str(tmp_path / "m.der"),
@@ -56,12 +63,56 @@ def test_refusals(ca: CertificateAuthority, tmp_path: Path) -> None:
         decrypt(message, other, software_agreement(other_key))
     with pytest.raises(DecryptionError):
         decrypt(message, cert, software_agreement(other_key))  # right id, wrong key
-    tampered = bytearray(message)
-    tampered[-5] ^= 0x01
+    # CBC alone cannot notice a changed ciphertext (the SignedData inside does); a changed
+    # wrapped key fails the RFC 3394 integrity check every time.
+    wrapped = _read_envelope(message, cert).wrapped
+    flipped = bytes([wrapped[0] ^ 0x01]) + wrapped[1:]
     with pytest.raises(DecryptionError):
-        decrypt(bytes(tampered), cert, software_agreement(key))
+        decrypt(message.replace(wrapped, flipped), cert, software_agreement(key))
     with pytest.raises(MalformedError):
         decrypt(message[:40], cert, software_agreement(key))
+
+
+def test_gcm_round_trip_and_any_changed_byte_of_ciphertext_or_tag_is_refused(
+        ca: CertificateAuthority) -> None:
+    cert, key = ca.issue_generated("party-enc", "supplier")
+    payload = os.urandom(2048)
+    message = encrypt(payload, cert, aead=True)
+    assert decrypt(message, cert, software_agreement(key)) == payload
+    env = _read_envelope(message, cert)
+    assert env.tag is not None and len(env.iv_or_nonce) == 12
+    for part in (env.ciphertext, env.tag):
+        for position in (0, len(part) // 2, len(part) - 1):
+            changed = bytearray(part)
+            changed[position] ^= 0x80
+            with pytest.raises(DecryptionError):
+                decrypt(message.replace(part, bytes(changed)), cert, software_agreement(key))
+
+
+def test_openssl_decrypts_our_gcm(ca: CertificateAuthority, tmp_path: Path) -> None:
+    cert, _key, crt, k = files(tmp_path, ca)
+    payload = os.urandom(2048)
+    (tmp_path / "m.der").write_bytes(encrypt(payload, cert, aead=True))  # type: ignore[arg-type]
+    out = subprocess.run([openssl(), "cms", "-decrypt", "-inform", "DER", "-in", str(tmp_path / "m.der"),
+                          "-recip", str(crt), "-inkey", str(k)], capture_output=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == payload
+
+
+def test_we_decrypt_openssls_gcm(ca: CertificateAuthority, tmp_path: Path) -> None:
+    cert, key, crt, _ = files(tmp_path, ca)
+    (tmp_path / "p").write_bytes(b"authenticated, from openssl")
+    subprocess.run([openssl(), "cms", "-encrypt", "-binary", "-aes-256-gcm", "-in", str(tmp_path / "p"),
+                    "-outform", "DER", "-out", str(tmp_path / "o.der"), "-recip", str(crt)],
+                   check=True, capture_output=True)
+    der = (tmp_path / "o.der").read_bytes()
+    got = decrypt(der, cert, software_agreement(key))  # type: ignore[arg-type]
+    assert got == b"authenticated, from openssl"
+    tag = _read_envelope(der, cert).tag  # type: ignore[arg-type]
+    assert tag is not None
+    with pytest.raises(DecryptionError):
+        decrypt(der.replace(tag, bytes(b ^ 0xFF for b in tag)), cert,  # type: ignore[arg-type]
+                software_agreement(key))  # type: ignore[arg-type]
 
 
 _CTX: dict[str, object] = {}

@@ -70,7 +70,7 @@ def test_refusals_each_have_their_type(ca: CertificateAuthority, tmp_path: Path)
     with pytest.raises(UnknownSignerError):
         verify(good, root=other.cert)
     with pytest.raises(ValidityError):
-        verify(good, root=ca.cert, now=dt.datetime(2001, 1, 1, tzinfo=dt.timezone.utc))
+        verify(good, root=ca.cert, now=dt.datetime(2001, 1, 1, tzinfo=dt.UTC))
     with pytest.raises(CrlError, match="required"):
         verify(good, root=ca.cert, require_crl=True)
     verify(good, root=ca.cert, crl=ca.crl(), require_crl=True)
@@ -79,7 +79,7 @@ def test_refusals_each_have_their_type(ca: CertificateAuthority, tmp_path: Path)
         verify(good, root=ca.cert, crl=ca.crl())
     with pytest.raises(CrlError, match="pinned root"):
         verify(good, root=ca.cert, crl=other.crl())
-    party, pkey = ca.issue_generated("party-enc", "supplier")
+    _party, pkey = ca.issue_generated("party-enc", "supplier")
     with pytest.raises(BadSignatureError):
         # a signature made with another key under the same certificate
         verify(sign(b"x", cert, software_signer(pkey)), root=ca.cert)

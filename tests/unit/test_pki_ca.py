@@ -126,7 +126,7 @@ def test_cli_verbs(tmp_path: Path) -> None:
 
 
 def test_renew_keeps_role_and_name_and_supersedes(ca: CertificateAuthority) -> None:
-    old, key = ca.issue_generated("party-tls", "dso.example")
+    old, _key = ca.issue_generated("party-tls", "dso.example")
     new = ca.renew(f"{old.serial_number:x}")
     assert new.public_key() == old.public_key() and new.serial_number != old.serial_number
     assert role_of(new) == "party-tls" and new.subject == old.subject
