@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 
 from pki.encoding import read_certificate
 from pki.token import DEFAULT_MODULE, Token, read_pin
+from pki.token_init import init_softhsm_token
 
 _token = click.option("--token", "token_label", default="smgw", show_default=True, help="Token label.")
 _module = click.option("--module", type=click.Path(path_type=Path), default=DEFAULT_MODULE, show_default=True,
@@ -30,7 +31,20 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
 
     @main.group("token")
     def token_group() -> None:
-        """Gateway keys inside the PKCS#11 token: status, list, keygen, csr, import."""
+        """Gateway keys inside the PKCS#11 token: init, status, list, keygen, csr, import."""
+
+    @token_group.command("init")
+    @_token
+    @_module
+    @_pin
+    @click.option("--so-pin-file", type=click.Path(path_type=Path), default=None,
+                  help="File with the SO PIN (mode 0600); default $SMGW_TOKEN_SO_PIN.")
+    @wrap
+    def init_cmd(token_label: str, module: Path, pin_file: Path | None, so_pin_file: Path | None) -> None:
+        """Initialise a SoftHSM2 token (PINs typed into a private pty, never on a command line)."""
+        init_softhsm_token(token_label, read_pin(so_pin_file, env="SMGW_TOKEN_SO_PIN"), read_pin(pin_file),
+                           module=module)
+        click.echo(f"token {token_label}: initialised")
 
     @token_group.command("status")
     @_token

@@ -10,7 +10,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -83,9 +82,10 @@ def _token_rate(tmp: Path, ca: CertificateAuthority, enc_cert: object) -> float 
     (tmp / "softhsm2.conf").write_text(f"directories.tokendir = {tmp}/tokens\nobjectstore.backend = file\n"
                                        "log.level = ERROR\n")
     os.environ["SOFTHSM2_CONF"] = str(tmp / "softhsm2.conf")
-    subprocess.run([util, "--init-token", "--free", "--label", "bench", "--pin", "123456", "--so-pin", "12345678"],
-                   check=True, capture_output=True)
     from pki.token import Token
+    from pki.token_init import init_softhsm_token
+
+    init_softhsm_token("bench", "12345678", "123456", util=util)
 
     token = Token("bench", "123456")
     token.generate_key("sig", "bsi")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pki.ca import CertificateAuthority, init_ca
 from pki.profiles import require_role
 from pki.token import DEFAULT_MODULE, Token, TokenError, read_pin
+from pki.token_init import init_softhsm_token
 
 PIN = "246810"
 
@@ -39,8 +41,7 @@ def token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Token]:
     conf = tmp_path / "softhsm2.conf"
     conf.write_text(f"directories.tokendir = {tmp_path}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n")
     os.environ["SOFTHSM2_CONF"] = str(conf)
-    subprocess.run([util, "--init-token", "--free", "--label", "gw-test", "--pin", PIN, "--so-pin", "13579135"],
-                   check=True, capture_output=True)
+    init_softhsm_token("gw-test", "13579135", PIN, util=util)
     yield Token("gw-test", PIN)
 
 
@@ -119,13 +120,17 @@ def test_enrolment_through_the_cli_keeps_the_key_in_the_token(tmp_path: Path) ->
 
     from tests.system.conftest import run_smgw
 
-    util = need_softhsm()
     (tmp_path / "tokens").mkdir()
     conf = tmp_path / "softhsm2.conf"
     conf.write_text(f"directories.tokendir = {tmp_path}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n")
     env = {"SOFTHSM2_CONF": str(conf), "SMGW_TOKEN_PIN": PIN, "SMGW_CA_PASSPHRASE": "correct horse battery"}
-    subprocess.run([util, "--init-token", "--free", "--label", "smgw", "--pin", PIN, "--so-pin", "13579135"],
-                   check=True, capture_output=True, env={**os.environ, **env})
+    need_softhsm()
+    (tmp_path / "so.pin").write_text("13579135\n")
+    (tmp_path / "so.pin").chmod(0o600)
+    init = run_smgw("token", "init", "--so-pin-file", str(tmp_path / "so.pin"), env=env)
+    assert init.returncode == 0, init.stderr
+    again = run_smgw("token", "init", "--so-pin-file", str(tmp_path / "so.pin"), env=env)
+    assert again.returncode == 1 and "already exists" in again.stderr
     work = tmp_path / "work"
     work.mkdir()
     steps = [
@@ -186,3 +191,41 @@ def test_token_decrypts_what_openssl_encrypted_for_it(token: Token, tmp_path: Pa
     agree = lambda peer: token.agree(label, peer)
     assert decrypt((tmp_path / "o.der").read_bytes(), cert, agree) == b"a profile for the gateway"
     assert decrypt(encrypt(b"round trip", cert), cert, agree) == b"round trip"
+
+
+def test_token_init_types_the_pins_into_a_pty_never_onto_argv(tmp_path: Path) -> None:
+    """softhsm2-util takes PINs as arguments, where every user can read them in /proc; our
+    init runs it behind a wrapper that records its argv, and the PINs are not there."""
+    real = need_softhsm()
+    wrapper, seen = tmp_path / "softhsm2-util", tmp_path / "argv"
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >> "{seen}"\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o700)
+    (tmp_path / "tokens").mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tmp_path}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n")
+    script = ("import sys; from pki.token_init import init_softhsm_token; from pki.token import Token; "
+              "init_softhsm_token('pty-made', 'SoPin-97531', 'UserPin-8642', util=sys.argv[1]); "
+              "print(len(Token('pty-made', 'UserPin-8642').keys()))")
+    done = subprocess.run([sys.executable, "-c", script, str(wrapper)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "SOFTHSM2_CONF": str(conf)}, check=False,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0"  # the user PIN logs in
+    argv = seen.read_text()
+    assert "--init-token" in argv and "pty-made" in argv
+    assert "SoPin-97531" not in argv and "UserPin-8642" not in argv
+
+
+@pytest.mark.parametrize(("label", "so_pin", "pin", "reason"), [
+    ("bad label!", "12345678", "123456", "token label"),
+    ("ok", "123\n45678", "123456", "SO PIN"),
+    ("ok", "12345678", "12", "user PIN"),
+])
+def test_token_init_refuses_bad_labels_and_pins(label: str, so_pin: str, pin: str, reason: str) -> None:
+    with pytest.raises(TokenError, match=reason):
+        init_softhsm_token(label, so_pin, pin)
+
+
+def test_token_init_is_refused_for_a_smart_card_module(tmp_path: Path) -> None:
+    with pytest.raises(TokenError, match="SoftHSM2 only"):
+        init_softhsm_token("card", "12345678", "123456", module=tmp_path / "opensc-pkcs11.so")
