@@ -55,8 +55,9 @@ bench: deps
 # A long fuzz run (not part of `make test`): FUZZ_RUNS inputs through the parsers.
 FUZZ_RUNS ?= 1000000
 fuzz: deps
-	$(PY) -m pip install -q '.[fuzz]'
+	$(PY) -m pip install -q -e '.[fuzz]'
 	$(PY) tests/fuzz/fuzz_reader.py -atheris_runs=$(FUZZ_RUNS)
+	$(PY) tests/fuzz/fuzz_cms.py -atheris_runs=$(FUZZ_RUNS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .hypothesis build *.egg-info

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+from pki import der
 from pki.errors import PkiError
 from pki.profiles import Role, require_role
 
@@ -161,9 +162,90 @@ def _load_certs(set_der: bytes) -> tuple[x509.Certificate, ...]:
     return tuple(_load_cert(c.chosen.dump()) for c in asn1_cms.CertificateSet.load(set_der, strict=True, implicit=0))
 
 
-def _parse(der: bytes) -> _Parsed:
+_ID_DATA, _ID_SIGNED_DATA = der.oid_body("1.2.840.113549.1.7.1"), der.oid_body("1.2.840.113549.1.7.2")
+_ID_CONTENT_TYPE = der.oid_body("1.2.840.113549.1.9.3")
+_ID_MESSAGE_DIGEST = der.oid_body("1.2.840.113549.1.9.4")
+_ID_SHA256 = der.oid_body("2.16.840.1.101.3.4.2.1")
+
+
+def _parse(data: bytes) -> _Parsed:
+    """The fast walk for the shape smgw and openssl produce; anything else goes through
+    asn1crypto's full model, which also names what is wrong."""
     try:
-        signed = load_content(der, "signed_data")
+        return _parse_fast(data)
+    except der.NotTheShape:
+        return _parse_full(data)
+
+
+def _parse_fast(data: bytes) -> _Parsed:
+    u, ctx = der.UNIVERSAL, der.CONTEXT
+    info = der.children(der.one(data, u, der.SEQUENCE, True))
+    if len(info) != 2 or der.oid(info[0]) != _ID_SIGNED_DATA:
+        raise der.NotTheShape("not signed_data")
+    wrapper = der.expect(info[1], ctx, 0, True)
+    fields = der.children(der.one(wrapper.body, u, der.SEQUENCE, True))
+    if len(fields) < 4:
+        raise der.NotTheShape("SignedData too short")
+    der.integer(fields[0])
+    der.expect(fields[1], u, der.SET, True)
+    encap = der.children(der.expect(fields[2], u, der.SEQUENCE, True))
+    if len(encap) != 2 or der.oid(encap[0]) != _ID_DATA:
+        raise der.NotTheShape("encapsulated content is not attached id-data")
+    content = der.octets(der.one(der.expect(encap[1], ctx, 0, True).body, u, der.OCTET_STRING, False))
+    rest = fields[3:]
+    certs: tuple[x509.Certificate, ...] = ()
+    if rest[0].cls == ctx and rest[0].tag == 0:
+        try:
+            certs = _load_certs(der.expect(rest[0], ctx, 0, True).der)
+        except (CmsError, ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError,
+                UnsupportedAlgorithm, x509.InvalidVersion):
+            raise der.NotTheShape("certificates: the full decoder names the fault") from None
+        rest = rest[1:]
+    if rest and rest[0].cls == ctx and rest[0].tag == 1:
+        rest = rest[1:]
+    if len(rest) != 1:
+        raise der.NotTheShape("signerInfos")
+    infos = der.children(der.expect(rest[0], u, der.SET, True))
+    if len(infos) != 1:
+        raise der.NotTheShape("not exactly one signer")
+    signer = der.children(der.expect(infos[0], u, der.SEQUENCE, True))
+    if len(signer) not in (6, 7):
+        raise der.NotTheShape("SignerInfo without signed attributes")
+    der.integer(signer[0])
+    sid = der.children(der.expect(signer[1], u, der.SEQUENCE, True))
+    if len(sid) != 2:
+        raise der.NotTheShape("sid is not issuerAndSerialNumber")
+    der.expect(sid[0], u, der.SEQUENCE, True)
+    serial = der.integer(sid[1])
+    digest_alg = der.children(der.expect(signer[2], u, der.SEQUENCE, True))
+    if not digest_alg or der.oid(digest_alg[0]) != _ID_SHA256:
+        raise der.NotTheShape("digest algorithm is not sha256")
+    signed_attrs = der.expect(signer[3], ctx, 0, True)
+    attributes: dict[str, list[object]] = {}
+    for attr in der.children(signed_attrs):
+        kind_and_values = der.children(der.expect(attr, u, der.SEQUENCE, True))
+        if len(kind_and_values) != 2:
+            raise der.NotTheShape("attribute")
+        kind = der.oid(kind_and_values[0])
+        values = der.children(der.expect(kind_and_values[1], u, der.SET, True))
+        if kind == _ID_CONTENT_TYPE:
+            if any(der.oid(v) != _ID_DATA for v in values):
+                raise der.NotTheShape("content type attribute is not id-data")
+            attributes["content_type"] = ["data"] * len(values)
+        elif kind == _ID_MESSAGE_DIGEST:
+            attributes["message_digest"] = [der.octets(v) for v in values]
+    der.expect(signer[4], u, der.SEQUENCE, True)
+    signature = der.octets(signer[5])
+    if len(signer) == 7:
+        der.expect(signer[6], ctx, 1, True)
+    return _Parsed(content=content, sid_kind="issuer_and_serial_number", serial=serial, digest_algorithm="sha256",
+                   attributes=attributes, attributes_set_der=b"\x31" + signed_attrs.der[1:],
+                   signature=signature, certs=certs)
+
+
+def _parse_full(data: bytes) -> _Parsed:
+    try:
+        signed = load_content(data, "signed_data")
         encap = signed["encap_content_info"]
         if encap["content_type"].native != "data" or encap["content"].native is None:
             raise MalformedError("SignedData must carry its content (id-data, attached)")

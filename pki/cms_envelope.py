@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
+from pki import der
 from pki.cms import CmsError, MalformedError
 
 DH_SINGLE_PASS_SHA256 = "1.3.132.1.11.1"  #: dhSinglePass-stdDH-sha256kdf-scheme (what we send)
@@ -175,9 +176,94 @@ _CONTENT_TYPES = {"1.2.840.113549.1.9.16.1.23": "authenticated_enveloped_data",
 _CBC, _GCM = "2.16.840.1.101.3.4.1.42", AES256_GCM
 
 
-def _read_envelope(der: bytes, recipient: x509.Certificate) -> _Envelope:
+_ID_DATA = der.oid_body("1.2.840.113549.1.7.1")
+_ID_EC_PUBLIC_KEY = der.oid_body("1.2.840.10045.2.1")
+_FAST_TYPES = {der.oid_body(k): v == "authenticated_enveloped_data" for k, v in _CONTENT_TYPES.items()}
+_FAST_KDFS = {der.oid_body(k): k for k in _KDF_HASHES}
+
+
+def _read_envelope(data: bytes, recipient: x509.Certificate) -> _Envelope:
+    """The fast walk for the shape smgw and openssl produce; anything else goes through
+    asn1crypto's full model, which also names what is wrong. Lengths are checked for both."""
     try:
-        info = asn1_cms.ContentInfo.load(der, strict=True)
+        env = _read_fast(data, recipient)
+    except der.NotTheShape:
+        env = _read_full(data, recipient)
+    if env.tag is not None and (len(env.iv_or_nonce) != _GCM_NONCE or len(env.tag) != _GCM_TAG):
+        raise MalformedError(f"GCM nonce must be {_GCM_NONCE} bytes and the tag {_GCM_TAG}")
+    if env.tag is None and (len(env.iv_or_nonce) != 16 or not env.ciphertext or len(env.ciphertext) % 16):
+        raise MalformedError("content IV or ciphertext length is wrong")
+    return env
+
+
+def _read_fast(data: bytes, recipient: x509.Certificate) -> _Envelope:
+    u, ctx = der.UNIVERSAL, der.CONTEXT
+    info = der.children(der.one(data, u, der.SEQUENCE, True))
+    if len(info) != 2 or der.oid(info[0]) not in _FAST_TYPES:
+        raise der.NotTheShape("content type")
+    aead = _FAST_TYPES[der.oid(info[0])]
+    fields = der.children(der.one(der.expect(info[1], ctx, 0, True).body, u, der.SEQUENCE, True))
+    if len(fields) != (4 if aead else 3):
+        raise der.NotTheShape("optional fields present")
+    der.integer(fields[0])
+    eci = der.children(der.expect(fields[2], u, der.SEQUENCE, True))
+    if len(eci) != 3 or der.oid(eci[0]) != _ID_DATA:
+        raise der.NotTheShape("encrypted content info")
+    alg = der.children(der.expect(eci[1], u, der.SEQUENCE, True))
+    if len(alg) != 2 or der.oid(alg[0]) != der.oid_body(_GCM if aead else _CBC):
+        raise der.NotTheShape("content encryption algorithm")
+    tag: bytes | None = None
+    if aead:
+        params = der.children(der.expect(alg[1], u, der.SEQUENCE, True))
+        if len(params) != 2 or der.integer(params[1]) != _GCM_TAG:
+            raise der.NotTheShape("GCM parameters")
+        iv, tag = der.octets(params[0]), der.octets(fields[3])
+    else:
+        iv = der.octets(alg[1])
+    ciphertext = der.expect(eci[2], ctx, 0, False).body
+    issuer_der, serial = _recipient_id(recipient)
+    found: tuple[bytes, str, bytes | None, bytes] | None = None
+    for ri in der.children(der.expect(fields[1], u, der.SET, True)):
+        kari = der.children(der.expect(ri, ctx, 1, True))
+        if len(kari) not in (4, 5):
+            raise der.NotTheShape("KeyAgreeRecipientInfo")
+        der.integer(kari[0])
+        originator = der.one(der.expect(kari[1], ctx, 0, True).body, ctx, 1, True)
+        algorithm_and_key = der.children(originator)
+        if len(algorithm_and_key) != 2:
+            raise der.NotTheShape("originator key")
+        key_kind = der.children(der.expect(algorithm_and_key[0], u, der.SEQUENCE, True))
+        if not key_kind or der.oid(key_kind[0]) != _ID_EC_PUBLIC_KEY:
+            raise der.NotTheShape("originator key is not id-ecPublicKey")
+        bits = der.expect(algorithm_and_key[1], u, der.BIT_STRING, False).body
+        if bits[:1] != b"\x00":
+            raise der.NotTheShape("originator key bit string")
+        ukm = None
+        if len(kari) == 5:
+            ukm = der.octets(der.one(der.expect(kari[2], ctx, 1, True).body, u, der.OCTET_STRING, False))
+        key_alg = der.children(der.expect(kari[-2], u, der.SEQUENCE, True))
+        if len(key_alg) != 2 or der.oid(key_alg[0]) not in _FAST_KDFS or key_alg[1].der != _WRAP_DER:
+            raise der.NotTheShape("key agreement algorithm")
+        for rek in der.children(der.expect(kari[-1], u, der.SEQUENCE, True)):
+            rid_and_key = der.children(der.expect(rek, u, der.SEQUENCE, True))
+            if len(rid_and_key) != 2:
+                raise der.NotTheShape("RecipientEncryptedKey")
+            rid = der.children(der.expect(rid_and_key[0], u, der.SEQUENCE, True))
+            if len(rid) != 2:
+                raise der.NotTheShape("rid")
+            wrapped = der.octets(rid_and_key[1])
+            if der.integer(rid[1]) == serial and der.expect(rid[0], u, der.SEQUENCE, True).der == issuer_der:
+                found = (wrapped, _FAST_KDFS[der.oid(key_alg[0])], ukm, bits[1:])
+    if found is None:
+        raise der.NotTheShape("not for us: the full decoder says so")
+    wrapped, kdf, ukm, point = found
+    return _Envelope(content_alg=_GCM if aead else _CBC, iv_or_nonce=iv, ciphertext=ciphertext, tag=tag,
+                     wrapped=wrapped, kdf=kdf, ukm=ukm, point=point)
+
+
+def _read_full(data: bytes, recipient: x509.Certificate) -> _Envelope:
+    try:
+        info = asn1_cms.ContentInfo.load(data, strict=True)
         kind = _CONTENT_TYPES.get(info["content_type"].dotted)
         if kind is None:
             raise MalformedError(f"CMS content type is {info['content_type'].native}, "
@@ -229,10 +315,6 @@ def _read_envelope(der: bytes, recipient: x509.Certificate) -> _Envelope:
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, UnsupportedAlgorithm,
             x509.InvalidVersion):
         raise MalformedError("not a readable CMS EnvelopedData (malformed or truncated DER)") from None
-    if aead and (len(iv) != _GCM_NONCE or tag is None or len(tag) != _GCM_TAG):
-        raise MalformedError(f"GCM nonce must be {_GCM_NONCE} bytes and the tag {_GCM_TAG}")
-    if not aead and (len(iv) != 16 or not ciphertext or len(ciphertext) % 16):
-        raise MalformedError("content IV or ciphertext length is wrong")
     return _Envelope(content_alg=content_alg, iv_or_nonce=iv, ciphertext=ciphertext, tag=tag,
                      wrapped=wrapped, kdf=kdf, ukm=ukm, point=point)
 

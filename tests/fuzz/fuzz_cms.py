@@ -10,9 +10,10 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports():
+    from pki import der
     from pki.ca import CertificateAuthority, init_ca
-    from pki.cms import sign, software_signer, verify
-    from pki.cms_envelope import decrypt, encrypt, software_agreement
+    from pki.cms import _parse_fast, _parse_full, sign, software_signer, verify
+    from pki.cms_envelope import _read_fast, _read_full, decrypt, encrypt, software_agreement
     from pki.errors import PkiError
 
 _dir = Path(tempfile.mkdtemp(prefix="smgw-fuzz-cms-"))
@@ -21,17 +22,34 @@ _CA = CertificateAuthority(_dir / "ca", b"correct horse battery")
 _SIG, _SIG_KEY = _CA.issue_generated("gateway-sig", "gw-fuzz")
 _ENC, _ENC_KEY = _CA.issue_generated("party-enc", "party-fuzz")
 _AGREE = software_agreement(_ENC_KEY)
-SEEDS = [sign(b"seed", _SIG, software_signer(_SIG_KEY)), encrypt(b"seed", _ENC)]
+_SIGNED = sign(b"seed", _SIG, software_signer(_SIG_KEY))
+# the first byte picks the decoder: 0 SignedData, anything else EnvelopedData/AuthEnvelopedData
+SEEDS = [_SIGNED, encrypt(_SIGNED, _ENC), encrypt(_SIGNED, _ENC, aead=True)]
+
+
+def _same_as_full(fast: object, full: object, data: bytes) -> None:
+    """Differential: what the fast DER walk reads, asn1crypto's full model reads the same."""
+    try:
+        got = fast(data)  # type: ignore[operator]
+    except der.NotTheShape:
+        return
+    if got != full(data):  # type: ignore[operator]  # a CmsError here is a crash too: fast was laxer
+        raise AssertionError("fast path and full decoder disagree")
 
 
 def one_input(data: bytes) -> None:
+    body = data[1:]
     try:
         if data[:1] == b"\x00":
-            verify(data[1:], root=_CA.cert)
+            verify(body, root=_CA.cert)
         else:
-            decrypt(data[1:], _ENC, _AGREE)
+            decrypt(body, _ENC, _AGREE)
     except PkiError:
         pass
+    if data[:1] == b"\x00":
+        _same_as_full(_parse_fast, _parse_full, body)
+    else:
+        _same_as_full(lambda b: _read_fast(b, _ENC), lambda b: _read_full(b, _ENC), body)
 
 
 def main() -> None:
