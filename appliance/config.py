@@ -11,30 +11,28 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from appliance.config_base import SafeText, StrictModel, no_control
+from appliance.config_net import (
+    Admin,
+    Firewall,
+    GatewayIdentity,
+    Interfaces,
+    Party,
+    Paths,
+    Pki,
+    Time,
+    Token,
+    Wakeup,
+)
 from appliance.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/smgw/gateway.toml")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def _no_control(value: str) -> str:
-    found = _CONTROL.search(value)
-    if found:
-        raise ValueError(f"control character {found.group()!r} is not allowed")
-    return value
-
-
-SafeText = Annotated[str, AfterValidator(_no_control)]
 _METER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
 
 class MeterConfig(StrictModel):
@@ -109,7 +107,7 @@ class StoreConfig(StrictModel):
     @field_validator("path")
     @classmethod
     def _path(cls, value: Path) -> Path:
-        _no_control(str(value))
+        no_control(str(value))
         if not value.is_absolute():
             raise ValueError("must be an absolute path")
         return value
@@ -118,8 +116,43 @@ class StoreConfig(StrictModel):
 class GatewayConfig(StrictModel):
     """The whole ``gateway.toml``."""
 
+    gateway: GatewayIdentity = GatewayIdentity()
     meter: MeterConfig = MeterConfig()
     store: StoreConfig = StoreConfig()
+    interfaces: Interfaces = Interfaces()
+    parties: list[Party] = Field(default_factory=list, max_length=16)
+    admin: Admin | None = None
+    wakeup: Wakeup = Wakeup()
+    time: Time = Time()
+    firewall: Firewall = Firewall()
+    token: Token = Token()
+    pki: Pki = Pki()
+    paths: Paths = Paths()
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> GatewayConfig:
+        """Rules that need the whole file: names and ports that must not collide."""
+        seen: dict[str, int] = {}
+        for i, party in enumerate(self.parties):
+            if party.name == "admin":
+                raise ValueError(f"parties[{i}].name: 'admin' is reserved for the GWA tunnel")
+            if party.name in seen:
+                raise ValueError(f"parties[{i}].name: {party.name!r} already used by parties[{seen[party.name]}]")
+            seen[party.name] = i
+        labels = [p.key_label for p in self.parties] + ([self.admin.token_key] if self.admin else [])
+        doubles = sorted({label for label in labels if labels.count(label) > 1})
+        if doubles:
+            raise ValueError(f"parties: token key {doubles[0]!r} used by two tunnels (one key per party)")
+        if self.wakeup.port == self.firewall.portal_port:
+            raise ValueError("wakeup.port: equals firewall.portal_port")
+        zones = [self.interfaces.wan.name, self.interfaces.han.name]
+        if self.interfaces.lmn is not None:
+            zones.append(self.interfaces.lmn.name)
+        if len(set(zones)) != len(zones):
+            raise ValueError("interfaces: each zone needs its own interface")
+        if any(z.startswith("tun-") for z in zones):
+            raise ValueError("interfaces: names starting tun- belong to the tunnels")
+        return self
 
 
 def key_path(loc: tuple[int | str, ...]) -> str:

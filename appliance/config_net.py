@@ -1,0 +1,157 @@
+"""The network half of ``gateway.toml``: zones, market parties, the GWA, wake-up, time.
+
+Every string here ends up in an OpenVPN config, an nftables ruleset, a systemd unit or a
+management-socket command, so each has a pattern that admits nothing else: names are
+short identifiers (they become interface names ``tun-<party>`` and file names), addresses
+are parsed as IP addresses (the firewall allows exactly them; no DNS names), paths are
+absolute and free of spaces, quotes and control characters. Cross-field rules (unique
+names and ports, a party's ports not clashing with the gateway's own) are checked in
+``GatewayConfig`` where the whole file is in view.
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
+
+from appliance.config_base import SafeText, StrictModel
+from pki.errors import InvalidNameError
+from pki.names import check_name
+
+_IDENT = re.compile(r"[a-z][a-z0-9]{0,9}")
+_IFNAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,14}")
+_PATH = re.compile(r"/[A-Za-z0-9._/+-]*")
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+
+
+def _ident(value: str) -> str:
+    if not _IDENT.fullmatch(value):
+        raise ValueError("1-10 lowercase letters and digits, starting with a letter (it names tun-<name>)")
+    return value
+
+
+def _ifname(value: str) -> str:
+    if not _IFNAME.fullmatch(value):
+        raise ValueError("interface name: 1-15 of letters, digits, _ . - starting with a letter")
+    return value
+
+
+def _path(value: Path) -> Path:
+    if not _PATH.fullmatch(str(value)) or "/../" in f"{value}/":
+        raise ValueError("absolute path of letters, digits and . _ / + - only (no spaces, quotes or ..)")
+    return value
+
+
+def _dns_name(value: str) -> str:
+    try:
+        return check_name(value)
+    except InvalidNameError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _label(value: str) -> str:
+    if not _LABEL.fullmatch(value):
+        raise ValueError("1-32 of letters, digits and . _ - starting alphanumeric")
+    return value
+
+
+Ident = Annotated[str, AfterValidator(_ident)]
+IfName = Annotated[str, AfterValidator(_ifname)]
+SafePath = Annotated[Path, AfterValidator(_path)]
+DnsName = Annotated[str, AfterValidator(_dns_name)]
+Label = Annotated[str, AfterValidator(_label)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+CryptoProfile = Literal["bsi", "modern"]
+
+
+class Interface(StrictModel):
+    """One zone's link: its kernel name and the gateway's address on it."""
+
+    name: IfName = Field(description="kernel interface name")
+    address: IPv4Interface | None = Field(default=None, description="gateway address with prefix, e.g. 192.0.2.2/24")
+
+
+class Interfaces(StrictModel):
+    """The zones. ``lmn`` only for IP-based meters; a serial meter needs no interface."""
+
+    wan: Interface = Interface(name="wan0")
+    han: Interface = Interface(name="han0")
+    lmn: Interface | None = None
+
+
+class Endpoint(StrictModel):
+    address: IPv4Address = Field(description="IP address (the firewall allows exactly this; no DNS names)")
+    port: Port = Field(default=1194, description="UDP port")
+
+
+class Party(StrictModel):
+    """A market party: its tunnel server, the name its certificate must carry, its ingest port."""
+
+    name: Ident = Field(description="short name; becomes tun-<name> and openvpn/<name>.conf")
+    remote: Endpoint = Field(description="the party's OpenVPN server")
+    server_name: DnsName = Field(description="CN the server certificate must carry (verify-x509-name)")
+    ingest_port: Port = Field(default=8443, description="TCP port of the party's ingest inside the tunnel")
+    profile: CryptoProfile = Field(default="bsi", description="bsi: brainpoolP256r1/TLS 1.2; modern: P-256/TLS 1.3")
+    token_key: Label | None = Field(default=None, description="token key label (default gateway-tls-<name>)")
+    tls_crypt_v2_key: SafePath | None = Field(
+        default=None, description="this gateway's tls-crypt-v2 client key (default <state>/openvpn/<name>.tc.key)")
+
+    @property
+    def key_label(self) -> str:
+        return self.token_key or f"gateway-tls-{self.name}"
+
+
+class Admin(StrictModel):
+    """The Gateway Administrator's endpoint: the only place an admin tunnel ever goes."""
+
+    remote: Endpoint
+    server_name: DnsName
+    api_port: Port = Field(default=8443, description="admin API port on the tunnel address")
+    profile: CryptoProfile = "bsi"
+    token_key: Label = "gateway-tls-admin"
+    tls_crypt_v2_key: SafePath | None = None
+
+
+class Wakeup(StrictModel):
+    port: Port = Field(default=7500, description="UDP port for signed WakeUp/BreakUp: the only inbound WAN port")
+    rate_per_s: int = Field(default=10, ge=1, le=1000, description="datagrams per second the firewall lets in")
+
+
+class Time(StrictModel):
+    ntp_server: IPv4Address | None = Field(default=None, description="NTP server (UDP 123 out on WAN)")
+    max_deviation_s: float = Field(default=3.0, gt=0, le=3600)
+
+
+class Firewall(StrictModel):
+    backend: Literal["nftables", "iptables"] = "nftables"
+    log_rate_per_min: int = Field(default=10, ge=1, le=6000, description="dropped-packet log lines per minute")
+    portal_port: Port = Field(default=443, description="HTTPS portal port, HAN only")
+    portal_rate_per_s: int = Field(default=50, ge=1, le=10000)
+
+
+class Token(StrictModel):
+    label: Label = "smgw"
+    module: SafePath = Path("/usr/lib/softhsm/libsofthsm2.so")
+    pin_file: SafePath | None = Field(default=None, description="0600 file with the user PIN; else $SMGW_TOKEN_PIN")
+
+
+class Pki(StrictModel):
+    root: SafePath = Field(default=Path("/etc/smgw/pki/root.crt"), description="pinned root (the GWA's CA)")
+    crl: SafePath = Field(default=Path("/etc/smgw/pki/root.crl"), description="CRL; missing is an error")
+
+
+class Paths(StrictModel):
+    state: SafePath = Field(default=Path("/var/lib/smgw"), description="state (database, rendered configs)")
+    run: SafePath = Field(default=Path("/run/smgw"), description="sockets and pid files")
+
+
+class GatewayIdentity(StrictModel):
+    id: DnsName = Field(default="gw-0001", description="the gateway's name (its certificates' CN)")
+
+
+__all__ = ["Admin", "Endpoint", "Firewall", "GatewayIdentity", "Interface", "Interfaces", "Party", "Paths",
+           "Pki", "SafeText", "Time", "Token", "Wakeup"]
