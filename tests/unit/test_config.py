@@ -16,7 +16,13 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gateway.toml"
 
 
 def test_default_model_is_pinned() -> None:
-    assert json.loads(GatewayConfig().model_dump_json()) == {
+    dump = json.loads(GatewayConfig().model_dump_json())
+    assert dump["parties"] == [] and dump["admin"] is None
+    assert dump["wakeup"] == {"port": 7500, "rate_per_s": 10}
+    assert dump["interfaces"] == {"wan": {"name": "wan0", "address": None}, "han": {"name": "han0", "address": None},
+                                  "lmn": None}
+    assert dump["firewall"]["backend"] == "nftables" and dump["token"]["label"] == "smgw"
+    assert {k: dump[k] for k in ("meter", "store")} == {
         "meter": {
             "port": "/dev/ttyUSB0", "id": None, "baud": 9600, "framing": "7E1", "address": "",
             "mode": "C", "poll_interval": 30.0, "timeout": 30.0, "attempts": 3, "echo": "auto",
