@@ -115,6 +115,10 @@ class Admin(StrictModel):
     token_key: Label = "gateway-tls-admin"
     tls_crypt_v2_key: SafePath | None = None
 
+    @property
+    def key_label(self) -> str:
+        return self.token_key
+
 
 class Wakeup(StrictModel):
     port: Port = Field(default=7500, description="UDP port for signed WakeUp/BreakUp: the only inbound WAN port")

@@ -7,6 +7,7 @@ that lists every root the CLI turns into a one-line message and an exit code.
 
 from __future__ import annotations
 
+from firewall.errors import FirewallError
 from pki.errors import PkiError
 from reader.errors import ReaderError
 
@@ -30,4 +31,4 @@ class ConfigError(SmgwError):
         super().__init__(f"{source}: {first}{more}")
 
 
-EXPECTED_ERRORS: tuple[type[Exception], ...] = (SmgwError, ReaderError, PkiError)
+EXPECTED_ERRORS: tuple[type[Exception], ...] = (SmgwError, ReaderError, PkiError, FirewallError)

@@ -1,1 +1,1 @@
-"""Placeholder: this package is built by a later issue (see ARCHITECTURE.md §2)."""
+"""Zone firewall: a policy model rendered to one atomic nftables ruleset (or iptables rules)."""

@@ -38,6 +38,11 @@ DEFAULT_MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
 _ASN1_CURVE = {"bsi": "brainpoolp256r1", "modern": "secp256r1"}
 
 
+def _helper_escape(text: str) -> str:
+    """pkcs11-helper's escaping: backslash, slash and anything not graphic ASCII as \\xNN."""
+    return "".join(f"\\x{ord(c):02x}" if c in "\\/" or not (0x21 <= ord(c) <= 0x7E) else c for c in text)
+
+
 class TokenError(PkiError):
     """The token is missing, locked, or refused an operation."""
 
@@ -183,6 +188,18 @@ class Token:
                                     profile="bsi" if params == "brainpoolp256r1" else "modern",
                                     has_certificate=key[Attribute.LABEL] in certs))
         return sorted(out, key=lambda k: k.label)
+
+    def openvpn_ids(self) -> dict[str, str]:
+        """``{key label: pkcs11-id}`` for every certified key, in pkcs11-helper's serialized
+        form (what ``openvpn --show-pkcs11-ids`` prints), so configs need no subprocess."""
+        with self.session() as s:
+            token = s.token
+            prefix = "/".join(_helper_escape(str(v).rstrip(" ")) for v in (
+                token.manufacturer_id, token.model,
+                token.serial.decode("ascii", "replace") if isinstance(token.serial, bytes) else token.serial,
+                token.label))
+            return {c[Attribute.LABEL]: f"{prefix}/{bytes(c[Attribute.ID]).hex().upper()}"
+                    for c in s.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE})}
 
     @staticmethod
     def _one(session: Any, label: str, cls: ObjectClass) -> Any:

@@ -1,0 +1,137 @@
+"""``smgw render``, ``smgw apply``, ``smgw tunnels run``: generate and apply (ARCHITECTURE §3)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+from appliance import config as config_mod
+from appliance.config import GatewayConfig
+from appliance.errors import SmgwError
+from appliance.render import generate, tunnel_views
+from firewall import nftables
+from pki.token import Token, read_pin
+
+_config = click.option("--config", "config_path", type=click.Path(path_type=Path),
+                       default=config_mod.DEFAULT_CONFIG_PATH, show_default=True)
+
+
+def pkcs11_ids(cfg: GatewayConfig, ids_file: Path | None) -> dict[str, str]:
+    """The token keys' pkcs11-ids: from the token itself, or (offline) from a JSON file."""
+    if ids_file is not None:
+        try:
+            data = json.loads(ids_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise SmgwError(f"{ids_file}: not a JSON object of key label -> pkcs11-id ({exc})") from None
+        if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+            raise SmgwError(f"{ids_file}: not a JSON object of key label -> pkcs11-id")
+        return data
+    return Token(cfg.token.label, read_pin(cfg.token.pin_file), cfg.token.module).openvpn_ids()
+
+
+def write_tree(files: dict[str, str], out: Path) -> None:
+    for relative, text in sorted(files.items()):
+        target = out / relative
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o640)
+        tmp.replace(target)
+
+
+def forwarding_off() -> None:
+    """No traffic ever crosses zones: IPv4 and IPv6 forwarding off, checked after writing."""
+    for knob in ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"):
+        path = Path(knob)
+        if not path.exists():
+            continue
+        path.write_text("0\n")
+        if path.read_text().strip() != "0":
+            raise SmgwError(f"{knob} stays on")
+
+
+def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
+    wrap = clean_errors
+
+    @main.command("render")
+    @_config
+    @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write into.")
+    @click.option("--pkcs11-ids", "ids_file", type=click.Path(path_type=Path), default=None,
+                  help="JSON {key label: pkcs11-id} instead of reading the token (offline rendering).")
+    @wrap
+    def render_cmd(config_path: Path, out: Path, ids_file: Path | None) -> None:
+        """Load, verify and generate every file (nftables, OpenVPN) into a folder."""
+        cfg = config_mod.load(config_path)
+        files = generate(cfg, pkcs11_ids(cfg, ids_file))
+        write_tree(files, out)
+        click.echo(f"{out}: {len(files)} files")
+
+    @main.command("apply")
+    @_config
+    @wrap
+    def apply_cmd(config_path: Path) -> None:
+        """Load, verify, generate, then install: nft -c, nft -f (rollback on failure), forwarding off."""
+        cfg = config_mod.load(config_path)
+        files = generate(cfg, pkcs11_ids(cfg, None))
+        if cfg.firewall.backend != "nftables":
+            raise SmgwError("firewall.backend = iptables: not built yet; use nftables")
+        nftables.check(files["nftables.conf"])
+        write_tree(files, cfg.paths.state / "rendered")
+        nftables.apply(files["nftables.conf"], cfg.paths.state)
+        forwarding_off()
+        click.echo(f"applied: {len(files)} files, table inet smgw loaded, forwarding off")
+
+    @main.group("tunnels")
+    def tunnels_group() -> None:
+        """The per-party OpenVPN tunnels."""
+
+    @tunnels_group.command("run")
+    @_config
+    @click.option("--seconds", type=click.FloatRange(min=0.1), default=None, help="Stop after this long.")
+    @wrap
+    def tunnels_run_cmd(config_path: Path, seconds: float | None) -> None:
+        """Supervise the rendered tunnels in the foreground; one JSON line per state change."""
+        from appliance.tunnels import Supervisor
+
+        cfg = config_mod.load(config_path)
+        rendered = cfg.paths.state / "rendered" / "openvpn"
+        views = tunnel_views(cfg, {v: v for v in _labels(cfg)})
+        missing = [v.name for v in views if not (rendered / f"{v.name}.conf").exists()]
+        if missing:
+            raise SmgwError(f"no rendered config for {', '.join(missing)}: run smgw apply first")
+        supervisor = Supervisor({v.name: (rendered / f"{v.name}.conf", v.management_socket) for v in views},
+                                read_pin(cfg.token.pin_file))
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        deadline = None if seconds is None else time.monotonic() + seconds
+        supervisor.start()
+        last: dict[str, tuple[str, int]] = {}
+        try:
+            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                supervisor.poll(0.1)
+                for status in supervisor.status():
+                    key = (status.state, status.restarts)
+                    if last.get(status.name) != key:
+                        last[status.name] = key
+                        click.echo(json.dumps({**asdict(status), "pid": supervisor.pid(status.name),
+                                               "connect_seconds": status.connect_seconds()}))
+                        sys.stdout.flush()
+        finally:
+            supervisor.stop()
+
+
+def _labels(cfg: GatewayConfig) -> list[str]:
+    labels = [p.key_label for p in cfg.parties]
+    if cfg.admin is not None:
+        labels.append(cfg.admin.key_label)
+    return labels

@@ -1,0 +1,107 @@
+"""Generate: every file the gateway's config implies, rendered from ``templates/``.
+
+Pure: ``generate(cfg, env)`` returns ``{relative path: text}``; writing and applying are
+the caller's (``smgw render`` writes a folder, ``smgw apply`` installs and loads). Jinja2
+runs with ``StrictUndefined`` and no autoescape, so every value passes through a quoting
+filter of its target language that refuses what it cannot quote safely.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from appliance.config import GatewayConfig
+from appliance.config_net import Admin, Party
+from appliance.errors import SmgwError
+from appliance.zone_policy import tunnel_device, zone_policy
+from firewall import nftables
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+_OVPN_DOUBLE = re.compile(r"[A-Za-z0-9 ._/:+=@,-]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class RenderError(SmgwError):
+    """A value that cannot be written into its target file safely."""
+
+
+def ovpn(value: object) -> str:
+    """A double-quoted OpenVPN config token: no quotes, backslashes or control characters."""
+    text = str(value)
+    if not _OVPN_DOUBLE.fullmatch(text) or not text:
+        raise RenderError(f"value {text[:40]!r} cannot go into an OpenVPN config")
+    return f'"{text}"'
+
+
+def ovpn_single(value: object) -> str:
+    """A single-quoted OpenVPN token, taken literally (a pkcs11-id holds backslash escapes)."""
+    text = str(value)
+    if not text or "'" in text or _CONTROL.search(text) or not text.isascii():
+        raise RenderError(f"value {text[:40]!r} cannot go into a single-quoted OpenVPN token")
+    return f"'{text}'"
+
+
+def systemd_arg(value: object) -> str:
+    """One argument in a unit's ExecStart: quoted; %, $, quotes and control characters refused."""
+    text = str(value)
+    if not _OVPN_DOUBLE.fullmatch(text) or not text:
+        raise RenderError(f"value {text[:40]!r} cannot go into a systemd unit")
+    return f'"{text}"'
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelView:
+    """What a client template needs, resolved (defaults filled in, paths made absolute)."""
+
+    name: str
+    device: str
+    remote_address: str
+    remote_port: int
+    server_name: str
+    profile: str
+    root: Path
+    crl: Path
+    pkcs11_module: Path
+    pkcs11_id: str
+    tls_crypt_v2_key: Path
+    management_socket: Path
+
+
+def tunnel_views(cfg: GatewayConfig, pkcs11_ids: dict[str, str]) -> list[TunnelView]:
+    """One view per party (and the admin tunnel). ``pkcs11_ids`` maps token key labels to
+    their pkcs11-helper serialized ids (read from the token at apply time)."""
+    entries: list[tuple[str, Party | Admin]] = [(p.name, p) for p in cfg.parties]
+    if cfg.admin is not None:
+        entries.append(("admin", cfg.admin))
+    views = []
+    for name, source in entries:
+        label = source.key_label
+        if label not in pkcs11_ids:
+            raise RenderError(f"tunnel {name}: token key {label!r} not found in token {cfg.token.label!r}")
+        views.append(TunnelView(
+            name=name, device=tunnel_device(name), remote_address=str(source.remote.address),
+            remote_port=source.remote.port, server_name=source.server_name, profile=source.profile,
+            root=cfg.pki.root, crl=cfg.pki.crl, pkcs11_module=cfg.token.module, pkcs11_id=pkcs11_ids[label],
+            tls_crypt_v2_key=source.tls_crypt_v2_key or cfg.paths.state / "openvpn" / f"{name}.tc.key",
+            management_socket=cfg.paths.run / f"openvpn-{name}.sock"))
+    return views
+
+
+def environment(templates: Path = TEMPLATES) -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates), undefined=jinja2.StrictUndefined,
+                             autoescape=False, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(ovpn=ovpn, ovpn_single=ovpn_single, systemd_arg=systemd_arg)
+    return env
+
+
+def generate(cfg: GatewayConfig, pkcs11_ids: dict[str, str], templates: Path = TEMPLATES) -> dict[str, str]:
+    env = environment(templates)
+    files = {"nftables.conf": nftables.render(zone_policy(cfg), templates)}
+    client = env.get_template("openvpn-client.conf.j2")
+    for view in tunnel_views(cfg, pkcs11_ids):
+        files[f"openvpn/{view.name}.conf"] = client.render(t=view)
+    return files

@@ -1,0 +1,55 @@
+"""The party side of a tunnel: the OpenVPN server config a headend runs, rendered from
+``templates/openvpn-server.conf.j2`` with the same quoting filters as the gateway's. It
+lives here, not in ``headend/``, because the filters are the appliance's and ``headend``
+may not import ``appliance`` (ARCHITECTURE §2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
+from typing import Literal
+
+from appliance.render import environment
+from pki.names import check_name
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+
+
+@dataclass(frozen=True)
+class ServerTunnel:
+    name: str
+    listen_address: IPv4Address
+    listen_port: int
+    tunnel: IPv4Interface  # the server's own tunnel address, e.g. 10.8.0.1/24
+    root: Path
+    cert: Path
+    key: Path
+    crl: Path
+    tls_crypt_v2_server_key: Path
+    profile: Literal["bsi", "modern"] = "bsi"
+    device: str = "tun-srv"
+    extra_push: tuple[str, ...] = field(default=())  # tests only: what a hostile server might push
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+
+    @property
+    def tunnel_address(self) -> str:
+        return str(self.tunnel.ip)
+
+    @property
+    def tunnel_netmask(self) -> str:
+        return str(self.tunnel.network.netmask)
+
+    @property
+    def pool_start(self) -> str:
+        return str(self.tunnel.ip + 1)
+
+    @property
+    def pool_end(self) -> str:
+        return str(self.tunnel.network.broadcast_address - 1)
+
+
+def render_server(server: ServerTunnel, templates: Path = TEMPLATES) -> str:
+    return environment(templates).get_template("openvpn-server.conf.j2").render(s=server)
