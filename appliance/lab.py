@@ -50,6 +50,12 @@ class Lab:
             ipr.link("set", index=bridge, state="up")
             ipr.addr("add", index=bridge, address=str(WAN_HOST.ip), prefixlen=WAN_PREFIX)
             ipr.link("set", index=ipr.link_lookup(ifname=f"{self.prefix[:6]}g")[0], master=bridge, state="up")
+        # routes that would carry HAN<->WAN traffic if the gateway ever forwarded: the
+        # isolation tests then prove the gateway does not, rather than that no route exists
+        with NetNS(self.ns("han")) as ipr:
+            ipr.route("add", dst="0.0.0.0/0", gateway=str(GW_HAN.ip))
+        with NetNS(self.ns("wan")) as ipr:
+            ipr.route("add", dst=str(GW_HAN.network), gateway=str(GW_WAN.ip))
         for i, (role, address) in enumerate(self.hosts.items()):
             self._veth(role, "eth0", address, "wan", f"{self.prefix[:6]}{i}", None)
             with NetNS(self.ns("wan")) as ipr:

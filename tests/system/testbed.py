@@ -1,0 +1,119 @@
+"""The netns testbed with its PKI: a CA, a SoftHSM2 token holding the gateway's TLS keys,
+party servers with software keys, and a gateway.toml pointing at all of it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from ipaddress import IPv4Interface
+from pathlib import Path
+
+import pytest
+
+from appliance.lab import Lab
+from tests.system.conftest import ROOT, SMGW, require_root
+
+PIN, SO_PIN = "246810", "13579135"
+PARTIES = {"dso": IPv4Interface("192.0.2.11/24"), "supplier": IPv4Interface("192.0.2.12/24")}
+TUNNEL_NET = {"dso": IPv4Interface("10.81.0.1/24"), "supplier": IPv4Interface("10.82.0.1/24")}
+INGEST_PORT = 8443
+
+
+def require_tools() -> None:
+    require_root()
+    missing = [t for t in ("openvpn", "nft", "softhsm2-util", "ip") if shutil.which(t) is None]
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"missing {missing}; CI installs them")
+        pytest.skip(f"missing {missing} (under CI=true this is a failure)")
+
+
+@dataclass
+class Bed:
+    lab: Lab
+    root: Path
+    env: dict[str, str]
+    config: Path
+    profile: str
+
+    def smgw(self, role: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return self.lab.run(role, *SMGW, *args, timeout=timeout, env=self.env)
+
+    def probe(self, role: str, kind: str, address: str, port: int = 0) -> bool:
+        done = self.lab.run(role, SMGW[0], str(ROOT / "tests/system/probe.py"), kind, address, str(port),
+                            timeout=10, env=self.env)
+        return done.returncode == 0
+
+    def listen(self, role: str, tcp: list[int] = (), udp: list[int] = ()) -> subprocess.Popen[bytes]:  # type: ignore[assignment]
+        proc = self.lab.popen(role, SMGW[0], str(ROOT / "tests/system/probe.py"), "listen",
+                              "--tcp", ",".join(map(str, tcp)), "--udp", ",".join(map(str, udp)),
+                              env=self.env, stdout=subprocess.PIPE)
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "listening"
+        return proc
+
+
+def _run(*argv: str, env: dict[str, str], cwd: Path) -> None:
+    done = subprocess.run(list(argv), env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, f"{argv}: {done.stderr}"
+
+
+def _gateway_toml(root: Path, profile: str, parties: dict[str, IPv4Interface]) -> str:
+    lines = [
+        '[gateway]\nid = "gw-0001"\n',
+        '[interfaces.wan]\nname = "wan0"\naddress = "192.0.2.2/24"\n',
+        '[interfaces.han]\nname = "han0"\naddress = "192.168.7.1/24"\n',
+        f'[token]\nlabel = "smgw"\npin_file = "{root}/pin"\n',
+        f'[pki]\nroot = "{root}/ca/ca.crt"\ncrl = "{root}/crl.pem"\n',
+        f'[paths]\nstate = "{root}/state"\nrun = "{root}/run"\n',
+        f'[store]\npath = "{root}/state/smgw.db"\n',
+    ]
+    for name, address in parties.items():
+        lines.append(f'[[parties]]\nname = "{name}"\nserver_name = "{name}.example"\nprofile = "{profile}"\n'
+                     f'ingest_port = {INGEST_PORT}\ntls_crypt_v2_key = "{root}/{name}.tc-client.key"\n'
+                     f'remote = {{ address = "{address.ip}", port = 1194 }}\n')
+    return "\n".join(lines)
+
+
+@contextmanager
+def make_testbed(tmp_path: Path, profile: str) -> Iterator[Bed]:
+    require_tools()
+    root = tmp_path
+    (root / "tokens").mkdir()
+    (root / "softhsm2.conf").write_text(f"directories.tokendir = {root}/tokens\nobjectstore.backend = file\n"
+                                        "log.level = ERROR\n")
+    for name, secret in (("pin", PIN), ("so.pin", SO_PIN)):
+        (root / name).write_text(secret + "\n")
+        (root / name).chmod(0o600)
+    env = {**os.environ, "SOFTHSM2_CONF": str(root / "softhsm2.conf"), "SMGW_CA_PASSPHRASE": "correct horse battery",
+           "SMGW_TOKEN_PIN": PIN, "PYTHONPATH": str(ROOT)}
+    smgw = [*SMGW]
+    _run(*smgw, "pki", "init-ca", "--dir", str(root / "ca"), "--profile", profile, env=env, cwd=ROOT)
+    _run(*smgw, "token", "init", "--so-pin-file", str(root / "so.pin"), env=env, cwd=ROOT)
+    for name in PARTIES:
+        _run(*smgw, "pki", "issue", "--dir", str(root / "ca"), "--role", "party-tls", "--name", f"{name}.example",
+             "--generate", "--out", str(root / f"{name}-server"), env=env, cwd=ROOT)
+        _run(*smgw, "token", "keygen", "--key", f"gateway-tls-{name}", "--profile", profile, env=env, cwd=ROOT)
+        _run(*smgw, "token", "csr", "--key", f"gateway-tls-{name}", "--name", "gw-0001",
+             "--out", str(root / f"{name}.csr"), env=env, cwd=ROOT)
+        _run(*smgw, "pki", "issue", "--dir", str(root / "ca"), "--role", "gateway-tls", "--name", "gw-0001",
+             "--csr", str(root / f"{name}.csr"), "--out", str(root / f"gw-{name}"), env=env, cwd=ROOT)
+        _run(*smgw, "token", "import", "--key", f"gateway-tls-{name}", "--cert", str(root / f"gw-{name}.crt"),
+             env=env, cwd=ROOT)
+        _run("openvpn", "--genkey", "tls-crypt-v2-server", str(root / f"{name}.tc-server.key"), env=env, cwd=ROOT)
+        _run("openvpn", "--tls-crypt-v2", str(root / f"{name}.tc-server.key"), "--genkey", "tls-crypt-v2-client",
+             str(root / f"{name}.tc-client.key"), env=env, cwd=ROOT)
+    _run(*smgw, "pki", "crl", "--dir", str(root / "ca"), "--out", str(root / "crl.pem"), env=env, cwd=ROOT)
+    config = root / "gateway.toml"
+    config.write_text(_gateway_toml(root, profile, PARTIES))
+    lab = Lab(f"t{uuid.uuid4().hex[:5]}", hosts=dict(PARTIES))
+    try:
+        lab.build()
+        yield Bed(lab=lab, root=root, env=env, config=config, profile=profile)
+    finally:
+        lab.close()
