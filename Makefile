@@ -35,10 +35,10 @@ demo: deps
 	$(VENV)/bin/smgw demo $(DEMO_ARGS)
 
 typecheck: deps
-	$(PY) -m mypy --strict reader appliance pki
+	$(PY) -m mypy --strict reader appliance pki firewall
 
 lint: deps
-	$(VENV)/bin/ruff check reader appliance pki tests bench
+	$(VENV)/bin/ruff check reader appliance pki firewall tests bench
 
 unit: deps
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)

@@ -109,7 +109,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         if missing:
             raise SmgwError(f"no rendered config for {', '.join(missing)}: run smgw apply first")
         supervisor = Supervisor({v.name: (rendered / f"{v.name}.conf", v.management_socket) for v in views},
-                                read_pin(cfg.token.pin_file))
+                                read_pin(cfg.token.pin_file), log_dir=cfg.paths.state)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())

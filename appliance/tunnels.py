@@ -64,12 +64,13 @@ class _Tunnel:
 
 class Supervisor:
     def __init__(self, tunnels: dict[str, tuple[Path, Path]], pin: str, *, openvpn: str = "openvpn",
-                 rng: random.Random | None = None, max_backoff: float = 30.0) -> None:
+                 rng: random.Random | None = None, max_backoff: float = 30.0, log_dir: Path | None = None) -> None:
         """``tunnels`` maps a name to (config file, management socket path)."""
         self._pin = pin
         self._openvpn = openvpn
         self._rng = rng or random.Random()
         self._max_backoff = max_backoff
+        self._log_dir = log_dir
         self._selector = selectors.DefaultSelector()
         self._tunnels = {name: _Tunnel(name, conf, sock, TunnelStatus(name)) for name, (conf, sock) in tunnels.items()}
 
@@ -144,7 +145,10 @@ class Supervisor:
         tunnel.restart_at = None
         tunnel.status.started_at = time.monotonic()
         tunnel.status.connected_at = None
-        tunnel.process = subprocess.Popen([self._openvpn, "--config", str(tunnel.config)], stdin=subprocess.DEVNULL,
+        argv = [self._openvpn, "--config", str(tunnel.config)]
+        if self._log_dir is not None:
+            argv += ["--log-append", str(self._log_dir / f"openvpn-{tunnel.name}.log")]
+        tunnel.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._set_state(tunnel, "STARTING", "")
         self._try_connect(tunnel)

@@ -1,0 +1,114 @@
+"""Each party's tunnel reaches CONNECTED with the client key inside the token, for both
+crypto profiles, through the supervisor; a kill -9 is repaired; refusals hold."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from appliance.render_server import ServerTunnel, render_server
+from tests.system.conftest import SMGW
+from tests.system.testbed import INGEST_PORT, PARTIES, TUNNEL_NET, Bed, make_testbed
+
+
+@contextmanager
+def party_servers(bed: Bed, *, cert_of: dict[str, str] | None = None,
+                  extra_push: tuple[str, ...] = ()) -> Iterator[None]:
+    procs = []
+    try:
+        for name, address in PARTIES.items():
+            stem = (cert_of or {}).get(name, f"{name}-server")
+            conf = bed.root / f"{name}-server.conf"
+            conf.write_text(render_server(ServerTunnel(
+                name=f"{name}.example", listen_address=address.ip, listen_port=1194, tunnel=TUNNEL_NET[name],
+                root=bed.root / "ca/ca.crt", cert=bed.root / f"{stem}.crt", key=bed.root / f"{stem}.key",
+                crl=bed.root / "crl.pem", tls_crypt_v2_server_key=bed.root / f"{name}.tc-server.key",
+                profile=bed.profile, extra_push=extra_push)))  # type: ignore[arg-type]
+            procs.append(bed.lab.popen(name, "openvpn", "--config", str(conf), env=bed.env))
+            procs.append(bed.listen(name, tcp=[INGEST_PORT, 2222]))
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+class TunnelRun:
+    """``smgw tunnels run`` inside the gateway namespace, its JSON lines read as they come."""
+
+    def __init__(self, bed: Bed, seconds: float) -> None:
+        self.proc = bed.lab.popen("gw", *SMGW, "tunnels", "run", "--config", str(bed.config), "--seconds",
+                                  str(seconds), env=bed.env, stdout=subprocess.PIPE)
+        self.lines: list[dict[str, object]] = []
+        os.set_blocking(self.proc.stdout.fileno(), False)  # type: ignore[union-attr]
+        self._buffer = b""
+
+    def wait_for(self, predicate: object, timeout: float) -> dict[str, object] | None:
+        deadline = time.monotonic() + timeout
+        for line in self.lines:  # one read may have carried the line asked for now
+            if predicate(line):  # type: ignore[operator]
+                return line
+        while time.monotonic() < deadline:
+            chunk = self.proc.stdout.read() if self.proc.stdout else None  # type: ignore[union-attr]
+            if chunk:
+                self._buffer += chunk
+                *complete, self._buffer = self._buffer.split(b"\n")
+                for raw in complete:
+                    line = json.loads(raw)
+                    self.lines.append(line)
+                    if predicate(line):  # type: ignore[operator]
+                        return line
+            time.sleep(0.02)
+        return None
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _connected(name: str) -> object:
+    return lambda line: line["name"] == name and line["state"] == "CONNECTED"
+
+
+@pytest.mark.parametrize("profile", ["bsi", "modern"])
+def test_tunnels_connect_with_token_keys_and_recover_from_kill(tmp_path: Path, profile: str) -> None:
+    with make_testbed(tmp_path, profile) as bed:
+        applied = bed.smgw("gw", "apply", "--config", str(bed.config))
+        assert applied.returncode == 0, applied.stderr
+        rendered = (bed.root / "state/rendered/openvpn/dso.conf").read_text()
+        assert "pkcs11-id 'SoftHSM\\x20project/SoftHSM\\x20v2/" in rendered
+        assert not list(bed.root.glob("**/gw-*.key")), "a gateway key file exists outside the token"
+        with party_servers(bed):
+            run = TunnelRun(bed, seconds=40)
+            try:
+                for name in PARTIES:
+                    line = run.wait_for(_connected(name), 20)
+                    assert line is not None, f"{name} did not connect: {run.lines[-3:]}"
+                    assert line["connect_seconds"] is not None
+                # the ingest port through the tunnel, and nothing else there
+                dso_tunnel = str(TUNNEL_NET["dso"].ip)
+                assert bed.probe("gw", "tcp", dso_tunnel, INGEST_PORT)
+                assert not bed.probe("gw", "tcp", dso_tunnel, 2222)
+                assert not bed.probe("gw", "tcp", str(PARTIES["dso"].ip), INGEST_PORT)  # not around it
+                # kill -9: the supervisor restarts and reconnects
+                pid = next(line["pid"] for line in reversed(run.lines) if line["name"] == "dso")
+                bed.lab.run("gw", "kill", "-9", str(pid))
+                back = run.wait_for(lambda line: line["name"] == "dso" and line["state"] == "CONNECTED"
+                                    and int(line["restarts"]) >= 1, 20)  # type: ignore[call-overload]
+                assert back is not None, run.lines[-4:]
+                assert any(line["state"] == "RESTARTING" and "exited" in str(line["last_error"])
+                           for line in run.lines if line["name"] == "dso")
+            finally:
+                run.stop()
