@@ -1,0 +1,119 @@
+"""Generate: golden files for the example config, and no hostile string ever renders.
+
+Set ``SMGW_UPDATE_GOLDEN=1`` to rewrite the golden files after a deliberate change; the
+diff then shows in review what every gateway's configs would become.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.config import load, verify
+from appliance.errors import ConfigError
+from appliance.render import RenderError, generate, ovpn, ovpn_single
+from firewall.errors import FirewallError
+from firewall.nftables import nft_str
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "gateway.toml"
+GOLDEN = Path(__file__).parent / "golden"
+IDS = {"gateway-tls-dso": "SoftHSM\\x20project/SoftHSM\\x20v2/0123456789abcdef/smgw/00112233AABBCCDD",
+       "gateway-tls-supplier": "SoftHSM\\x20project/SoftHSM\\x20v2/0123456789abcdef/smgw/44556677EEFF0011",
+       "gateway-tls-admin": "SoftHSM\\x20project/SoftHSM\\x20v2/0123456789abcdef/smgw/8899AABBCCDDEEFF"}
+
+
+def test_example_renders_exactly_the_golden_files() -> None:
+    files = generate(load(EXAMPLE), IDS)
+    assert set(files) == {"nftables.conf", "openvpn/dso.conf", "openvpn/supplier.conf", "openvpn/admin.conf"}
+    for name, text in files.items():
+        golden = GOLDEN / name
+        if os.environ.get("SMGW_UPDATE_GOLDEN") == "1":
+            golden.parent.mkdir(parents=True, exist_ok=True)
+            golden.write_text(text)
+        assert text == golden.read_text(), f"{name} differs from its golden file"
+
+
+def test_rendered_configs_hold_the_hardening() -> None:
+    files = generate(load(EXAMPLE), IDS)
+    dso, supplier = files["openvpn/dso.conf"], files["openvpn/supplier.conf"]
+    for conf in (dso, supplier):
+        for line in ("remote-cert-tls server", "script-security 1", "data-ciphers AES-256-GCM:CHACHA20-POLY1305",
+                     'pull-filter reject ""', "management-query-passwords", "auth-nocache"):
+            assert line in conf.splitlines()
+        assert "\nkey " not in conf and "askpass" not in conf
+    assert 'verify-x509-name "dso.example" name' in dso and "tls-groups brainpoolP256r1" in dso
+    assert "tls-version-max 1.2" in dso and "tls-version-min 1.3" in supplier
+    nft = files["nftables.conf"]
+    assert "policy drop;" in nft and nft.count("policy drop;") == 3
+    assert 'iifname "wan0" udp dport 7500 limit rate 10/second accept comment "wake-up"' in nft
+
+
+def test_a_missing_token_key_is_named() -> None:
+    with pytest.raises(RenderError, match="gateway-tls-supplier"):
+        generate(load(EXAMPLE), {k: v for k, v in IDS.items() if "supplier" not in k})
+
+
+HOSTILE = ["a\nb", "a\rb", "a\x00b", 'a"b', "a'b", "a b", "a\\b", "$(reboot)", "a;b", "a`b`", "a{b}", "a#b"]
+
+
+def _string_leaves(data: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(data, dict):
+        return [p for k, v in data.items() for p in _string_leaves(v, (*path, k))]
+    if isinstance(data, list):
+        return [p for i, v in enumerate(data) for p in _string_leaves(v, (*path, i))]
+    return [path] if isinstance(data, str) else []
+
+
+def _set(data: Any, path: tuple[Any, ...], value: str) -> Any:
+    out = copy.deepcopy(data)
+    node = out
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    return out
+
+
+EXAMPLE_DATA = tomllib.loads(EXAMPLE.read_text())
+LEAVES = _string_leaves(EXAMPLE_DATA)
+FREE_TEXT = {("meter", "address")}  # may be empty; still refuses everything hostile below
+
+
+@pytest.mark.parametrize("path", LEAVES, ids=[".".join(map(str, p)) for p in LEAVES])
+def test_every_string_field_refuses_the_injection_corpus(path: tuple[Any, ...]) -> None:
+    """Each hostile value is refused in verify with its key path named, or, if some field
+    admitted it, the quoting filters refuse it when rendering: it never reaches a file."""
+    for value in HOSTILE:
+        try:
+            cfg = verify(_set(EXAMPLE_DATA, path, EXAMPLE_DATA_VALUE(path) + value))
+        except ConfigError as exc:
+            named = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in path).replace(".[", "[")
+            assert any(named in where or where == "(top level)" for where, _ in exc.problems), (value, exc.problems)
+            continue
+        try:
+            files = generate(cfg, IDS)
+        except (RenderError, FirewallError):
+            continue
+        assert all(value not in text for text in files.values()), f"{path} let {value!r} into a rendered file"
+
+
+def EXAMPLE_DATA_VALUE(path: tuple[Any, ...]) -> str:  # noqa: N802
+    node: Any = EXAMPLE_DATA
+    for part in path:
+        node = node[part]
+    return str(node)
+
+
+@pytest.mark.parametrize("value", HOSTILE[:5])  # a space is fine inside the quotes
+def test_quoting_filters_refuse(value: str) -> None:
+    for quote in (ovpn, nft_str):
+        with pytest.raises((RenderError, FirewallError)):
+            quote(value)
+    if value in ("a\nb", "a\rb", "a\x00b", "a'b"):
+        with pytest.raises(RenderError):
+            ovpn_single(value)
