@@ -81,6 +81,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
     def apply_cmd(config_path: Path) -> None:
         """Load, verify, generate, then install: nft -c, nft -f (rollback on failure), forwarding off."""
         cfg = config_mod.load(config_path)
+        _files_present(cfg)
         files = generate(cfg, pkcs11_ids(cfg, None))
         if cfg.firewall.backend != "nftables":
             raise SmgwError("firewall.backend = iptables: not built yet; use nftables")
@@ -128,6 +129,16 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
                         sys.stdout.flush()
         finally:
             supervisor.stop()
+
+
+def _files_present(cfg: GatewayConfig) -> None:
+    """What the tunnels need on disk: a missing CRL is an error, not a warning."""
+    needed = {"pki.root": cfg.pki.root, "pki.crl": cfg.pki.crl}
+    for view in tunnel_views(cfg, {label: label for label in _labels(cfg)}):
+        needed[f"tunnel {view.name}: tls_crypt_v2_key"] = view.tls_crypt_v2_key
+    missing = [f"{what} ({path})" for what, path in needed.items() if not path.is_file()]
+    if missing:
+        raise SmgwError("missing: " + "; ".join(missing))
 
 
 def _labels(cfg: GatewayConfig) -> list[str]:

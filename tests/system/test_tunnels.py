@@ -32,7 +32,8 @@ def party_servers(bed: Bed, *, cert_of: dict[str, str] | None = None,
                 root=bed.root / "ca/ca.crt", cert=bed.root / f"{stem}.crt", key=bed.root / f"{stem}.key",
                 crl=bed.root / "crl.pem", tls_crypt_v2_server_key=bed.root / f"{name}.tc-server.key",
                 profile=bed.profile, extra_push=extra_push)))  # type: ignore[arg-type]
-            procs.append(bed.lab.popen(name, "openvpn", "--config", str(conf), env=bed.env))
+            procs.append(bed.lab.popen(name, "openvpn", "--config", str(conf), "--log-append",
+                                       str(bed.root / f"{name}-server.log"), env=bed.env))
             procs.append(bed.listen(name, tcp=[INGEST_PORT, 2222]))
         yield
     finally:
@@ -112,3 +113,48 @@ def test_tunnels_connect_with_token_keys_and_recover_from_kill(tmp_path: Path, p
                            for line in run.lines if line["name"] == "dso")
             finally:
                 run.stop()
+
+
+def _refused(bed: Bed, reason: str, log_name: str = "state/openvpn-dso.log", **servers: object) -> None:
+    """The dso tunnel does not come up, and the named log says why."""
+    log = bed.root / log_name
+    offset = log.stat().st_size if log.exists() else 0
+    with party_servers(bed, **servers):  # type: ignore[arg-type]
+        run = TunnelRun(bed, seconds=6)
+        try:
+            assert run.wait_for(_connected("dso"), 5) is None, f"the tunnel came up although {reason} must stop it"
+        finally:
+            run.stop()
+    assert reason in log.read_text()[offset:], f"{reason!r} not in {log_name}"
+
+
+def test_refusals_wrong_name_wrong_role_pushed_route_revoked_gateway(tmp_path: Path) -> None:
+    with make_testbed(tmp_path, "modern") as bed:
+        assert bed.smgw("gw", "apply", "--config", str(bed.config)).returncode == 0
+        # a server whose certificate names another party
+        _refused(bed, "VERIFY X509NAME ERROR", cert_of={"dso": "supplier-server"})
+        # the right name in a certificate of a client role (gateway-tls: no serverAuth)
+        _smgw_ok(bed, "pki", "issue", "--dir", str(bed.root / "ca"), "--role", "gateway-tls", "--name", "dso.example",
+                 "--generate", "--out", str(bed.root / "wrong-role"))
+        _refused(bed, "unsuitable certificate purpose", cert_of={"dso": "wrong-role"})
+        # a server that pushes a route
+        _refused(bed, "Pushed option rejected by filter", extra_push=("route 10.99.0.0 255.255.0.0",))
+        # the gateway's own certificate revoked: the server refuses it by its CRL
+        serial = subprocess.run(["openssl", "x509", "-noout", "-serial", "-in", str(bed.root / "gw-dso.crt")],
+                                capture_output=True, text=True, check=True).stdout.strip().split("=")[1]
+        _smgw_ok(bed, "pki", "revoke", "--dir", str(bed.root / "ca"), "--serial", serial, "--reason", "key-compromise")
+        _smgw_ok(bed, "pki", "crl", "--dir", str(bed.root / "ca"), "--out", str(bed.root / "crl.pem"))
+        _refused(bed, "error=certificate revoked: CN=gw-0001", log_name="dso-server.log")
+
+
+def _smgw_ok(bed: Bed, *args: str) -> None:
+    done = subprocess.run([*SMGW, *args], env=bed.env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_apply_refuses_a_missing_crl(tmp_path: Path) -> None:
+    with make_testbed(tmp_path, "modern") as bed:
+        (bed.root / "crl.pem").unlink()
+        done = bed.smgw("gw", "apply", "--config", str(bed.config))
+        assert done.returncode == 1 and "pki.crl" in done.stderr and "missing" in done.stderr
+        assert bed.lab.run("gw", "nft", "list", "table", "inet", "smgw").returncode != 0  # nothing applied
