@@ -1,0 +1,90 @@
+"""Tunnel and firewall benchmark (needs root, openvpn, nft, softhsm2).
+
+Prints one JSON object: ``ruleset_apply_ms`` (nft -c then nft -f of the rendered ruleset,
+median of 20), ``connect_median_s_bsi`` / ``connect_median_s_modern`` (openvpn started by
+the supervisor -> CONNECTED, token key, median of 10 each), ``openvpn_rss_mb`` (resident
+memory of one connected client), in a netns testbed that is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.system.testbed import PARTIES, make_testbed  # noqa: E402  (the same testbed the tests use)
+from tests.system.test_tunnels import party_servers  # noqa: E402
+
+CYCLES = 10
+
+_DRIVER = r"""
+import json, os, statistics, sys, time
+from pathlib import Path
+from appliance import config as config_mod
+from appliance.render import tunnel_views
+from appliance.tunnels import Supervisor
+from firewall import nftables
+from pki.token import read_pin
+
+cfg = config_mod.load(Path(sys.argv[1]))
+rendered = cfg.paths.state / "rendered"
+ruleset = (rendered / "nftables.conf").read_text()
+apply_ms = []
+for _ in range(20):
+    t0 = time.perf_counter()
+    nftables.apply(ruleset, cfg.paths.state)
+    apply_ms.append((time.perf_counter() - t0) * 1000)
+view = next(v for v in tunnel_views(cfg, {p.key_label: "" for p in cfg.parties}) if v.name == "dso")
+connect, rss = [], None
+for _ in range(int(sys.argv[2])):
+    sup = Supervisor({"dso": (rendered / "openvpn/dso.conf", view.management_socket)}, read_pin(cfg.token.pin_file))
+    sup.start()
+    ok = sup.run_until(lambda: sup.status()[0].state == "CONNECTED", 15)
+    if ok:
+        connect.append(sup.status()[0].connect_seconds())
+        for line in Path(f"/proc/{sup.pid('dso')}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) / 1024
+    sup.stop()
+print(json.dumps({"apply_ms": statistics.median(apply_ms), "connect": connect, "rss_mb": rss}))
+"""
+
+
+def measure(profile: str) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="smgw-bench-tun-") as tmp, make_testbed(Path(tmp), profile) as bed:
+        applied = bed.smgw("gw", "apply", "--config", str(bed.config))
+        if applied.returncode != 0:
+            raise SystemExit(applied.stderr)
+        with party_servers(bed):
+            time.sleep(0.3)
+            done = bed.lab.run("gw", sys.executable, "-c", _DRIVER, str(bed.config), str(CYCLES), env=bed.env,
+                               timeout=600)
+        if done.returncode != 0:
+            raise SystemExit(done.stderr)
+        return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    bsi, modern = measure("bsi"), measure("modern")
+    out = {
+        "benchmark": "tunnels",
+        "ruleset_apply_ms": round(statistics.median([bsi["apply_ms"], modern["apply_ms"]]), 2),  # type: ignore[list-item]
+        "connect_median_s_bsi": round(statistics.median(bsi["connect"]), 4),  # type: ignore[arg-type]
+        "connect_median_s_modern": round(statistics.median(modern["connect"]), 4),  # type: ignore[arg-type]
+        "connects": {"bsi": len(bsi["connect"]), "modern": len(modern["connect"]), "tried_each": CYCLES},  # type: ignore[arg-type]
+        "openvpn_rss_mb": round(max(bsi["rss_mb"], modern["rss_mb"]), 2),  # type: ignore[type-var]
+        "parties_in_testbed": len(PARTIES),
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
