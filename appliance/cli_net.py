@@ -120,15 +120,48 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         try:
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 supervisor.poll(0.1)
+                changed = False
                 for status in supervisor.status():
                     key = (status.state, status.restarts)
                     if last.get(status.name) != key:
                         last[status.name] = key
-                        click.echo(json.dumps({**asdict(status), "pid": supervisor.pid(status.name),
-                                               "connect_seconds": status.connect_seconds()}))
+                        changed = True
+                        click.echo(json.dumps(_status_doc(supervisor, status)))
                         sys.stdout.flush()
+                if changed:
+                    write_tree({"tunnels.json": json.dumps([_status_doc(supervisor, s) for s in supervisor.status()])},
+                               cfg.paths.run)
         finally:
             supervisor.stop()
+            write_tree({"tunnels.json": json.dumps([_status_doc(supervisor, s) for s in supervisor.status()])},
+                       cfg.paths.run)
+
+    @main.command("status")
+    @_config
+    @click.option("--json", "as_json", is_flag=True)
+    @wrap
+    def status_cmd(config_path: Path, as_json: bool) -> None:
+        """The tunnels' last known states (written by the supervisor to <paths.run>/tunnels.json)."""
+        cfg = config_mod.load(config_path)
+        path = cfg.paths.run / "tunnels.json"
+        try:
+            tunnels = json.loads(path.read_text())
+        except FileNotFoundError:
+            tunnels = []
+        except (OSError, ValueError) as exc:
+            raise SmgwError(f"{path}: unreadable ({exc})") from None
+        if as_json:
+            click.echo(json.dumps({"gateway": cfg.gateway.id, "tunnels": tunnels}))
+            return
+        click.echo(f"gateway {cfg.gateway.id}")
+        for t in tunnels:
+            click.echo(f"  tunnel {t['name']:<10} {t['state']:<11} restarts {t['restarts']}  {t['last_error']}")
+
+
+def _status_doc(supervisor: Any, status: Any) -> dict[str, object]:
+    doc = asdict(status)
+    doc.update(pid=supervisor.pid(status.name), connect_seconds=status.connect_seconds())
+    return doc
 
 
 def _files_present(cfg: GatewayConfig) -> None:

@@ -58,13 +58,16 @@ class TunnelRun:
             if predicate(line):  # type: ignore[operator]
                 return line
         while time.monotonic() < deadline:
-            chunk = self.proc.stdout.read() if self.proc.stdout else None  # type: ignore[union-attr]
+            try:  # the raw fd: a buffered reader in non-blocking mode can sit on what it already read
+                chunk = os.read(self.proc.stdout.fileno(), 65536)  # type: ignore[union-attr]
+            except BlockingIOError:
+                chunk = b""
             if chunk:
                 self._buffer += chunk
                 *complete, self._buffer = self._buffer.split(b"\n")
-                for raw in complete:
-                    line = json.loads(raw)
-                    self.lines.append(line)
+                fresh = [json.loads(raw) for raw in complete]
+                self.lines += fresh  # all of them, before looking: a later wait may want one of these
+                for line in fresh:
                     if predicate(line):  # type: ignore[operator]
                         return line
             time.sleep(0.02)
@@ -111,6 +114,10 @@ def test_tunnels_connect_with_token_keys_and_recover_from_kill(tmp_path: Path, p
                 assert back is not None, run.lines[-4:]
                 assert any(line["state"] == "RESTARTING" and "exited" in str(line["last_error"])
                            for line in run.lines if line["name"] == "dso")
+                status = json.loads(bed.smgw("gw", "status", "--json", "--config", str(bed.config)).stdout)
+                states = {t["name"]: (t["state"], t["restarts"]) for t in status["tunnels"]}
+                assert states["dso"][0] == "CONNECTED" and states["dso"][1] >= 1
+                assert states["supplier"][0] == "CONNECTED"
             finally:
                 run.stop()
 
