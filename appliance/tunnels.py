@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliance.errors import SmgwError
 from appliance.ovpn_mgmt import (
     ByteCount,
     Fatal,
@@ -26,6 +27,7 @@ from appliance.ovpn_mgmt import (
     PasswordFailed,
     PasswordNeeded,
     State,
+    quote,
 )
 
 log = logging.getLogger("smgw.tunnels")
@@ -66,6 +68,10 @@ class Supervisor:
     def __init__(self, tunnels: dict[str, tuple[Path, Path]], pin: str, *, openvpn: str = "openvpn",
                  rng: random.Random | None = None, max_backoff: float = 30.0, log_dir: Path | None = None) -> None:
         """``tunnels`` maps a name to (config file, management socket path)."""
+        try:
+            quote(pin)
+        except ManagementError:
+            raise SmgwError("token PIN holds a control character; it cannot be sent to OpenVPN") from None
         self._pin = pin
         self._openvpn = openvpn
         self._rng = rng or random.Random()

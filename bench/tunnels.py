@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.system.testbed import PARTIES, make_testbed  # noqa: E402  (the same testbed the tests use)
-from tests.system.test_tunnels import party_servers  # noqa: E402
+from tests.system.test_tunnels import party_servers
+from tests.system.testbed import PARTIES, make_testbed
 
 CYCLES = 10
 

@@ -95,3 +95,11 @@ def test_any_bytes_give_events_or_a_management_error(data: bytes) -> None:
         ManagementClient().receive_data(data)
     except ManagementError:
         pass
+
+
+def test_supervisor_refuses_a_pin_that_cannot_be_sent() -> None:
+    from appliance.errors import SmgwError
+    from appliance.tunnels import Supervisor
+
+    with pytest.raises(SmgwError, match="control character"):
+        Supervisor({}, "1234\nsignal SIGTERM")

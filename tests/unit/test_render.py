@@ -90,7 +90,7 @@ def test_every_string_field_refuses_the_injection_corpus(path: tuple[Any, ...]) 
     admitted it, the quoting filters refuse it when rendering: it never reaches a file."""
     for value in HOSTILE:
         try:
-            cfg = verify(_set(EXAMPLE_DATA, path, EXAMPLE_DATA_VALUE(path) + value))
+            cfg = verify(_set(EXAMPLE_DATA, path, _example_value(path) + value))
         except ConfigError as exc:
             named = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in path).replace(".[", "[")
             assert any(named in where or where == "(top level)" for where, _ in exc.problems), (value, exc.problems)
@@ -102,7 +102,7 @@ def test_every_string_field_refuses_the_injection_corpus(path: tuple[Any, ...]) 
         assert all(value not in text for text in files.values()), f"{path} let {value!r} into a rendered file"
 
 
-def EXAMPLE_DATA_VALUE(path: tuple[Any, ...]) -> str:  # noqa: N802
+def _example_value(path: tuple[Any, ...]) -> str:
     node: Any = EXAMPLE_DATA
     for part in path:
         node = node[part]
