@@ -18,7 +18,9 @@ from appliance import config as config_mod
 from appliance.config import GatewayConfig
 from appliance.errors import SmgwError
 from appliance.render import generate, tunnel_views
-from firewall import nftables
+from appliance.zone_policy import zone_policy
+from firewall import iptables, nftables
+from firewall.errors import FirewallError
 from pki.token import Token, read_pin
 
 _config = click.option("--config", "config_path", type=click.Path(path_type=Path),
@@ -83,13 +85,19 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         cfg = config_mod.load(config_path)
         _files_present(cfg)
         files = generate(cfg, pkcs11_ids(cfg, None))
-        if cfg.firewall.backend != "nftables":
-            raise SmgwError("firewall.backend = iptables: not built yet; use nftables")
-        nftables.check(files["nftables.conf"])
-        write_tree(files, cfg.paths.state / "rendered")
-        nftables.apply(files["nftables.conf"], cfg.paths.state)
+        if cfg.firewall.backend == "nftables":
+            nftables.check(files["nftables.conf"])
+            write_tree(files, cfg.paths.state / "rendered")
+            nftables.apply(files["nftables.conf"], cfg.paths.state)
+            _quietly(iptables.remove)
+            loaded = "table inet smgw"
+        else:
+            write_tree(files, cfg.paths.state / "rendered")
+            iptables.apply(zone_policy(cfg))
+            _quietly(nftables.remove)
+            loaded = "iptables filter chains SMGW-*"
         forwarding_off()
-        click.echo(f"applied: {len(files)} files, table inet smgw loaded, forwarding off")
+        click.echo(f"applied: {len(files)} files, {loaded} loaded, forwarding off")
 
     @main.group("tunnels")
     def tunnels_group() -> None:
@@ -156,6 +164,14 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         click.echo(f"gateway {cfg.gateway.id}")
         for t in tunnels:
             click.echo(f"  tunnel {t['name']:<10} {t['state']:<11} restarts {t['restarts']}  {t['last_error']}")
+
+
+def _quietly(remove: Callable[[], None]) -> None:
+    """The other backend's rules go when one is applied; absent tools mean nothing to remove."""
+    try:
+        remove()
+    except FirewallError:
+        pass
 
 
 def _status_doc(supervisor: Any, status: Any) -> dict[str, object]:

@@ -18,7 +18,7 @@ from appliance.config import GatewayConfig
 from appliance.config_net import Admin, Party
 from appliance.errors import SmgwError
 from appliance.zone_policy import tunnel_device, zone_policy
-from firewall import nftables
+from firewall import iptables, nftables
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 _OVPN_DOUBLE = re.compile(r"[A-Za-z0-9 ._/:+=@,-]*")
@@ -100,7 +100,11 @@ def environment(templates: Path = TEMPLATES) -> jinja2.Environment:
 
 def generate(cfg: GatewayConfig, pkcs11_ids: dict[str, str], templates: Path = TEMPLATES) -> dict[str, str]:
     env = environment(templates)
-    files = {"nftables.conf": nftables.render(zone_policy(cfg), templates)}
+    policy = zone_policy(cfg)
+    if cfg.firewall.backend == "nftables":
+        files = {"nftables.conf": nftables.render(policy, templates)}
+    else:
+        files = {"iptables.rules": iptables.render(policy)}
     client = env.get_template("openvpn-client.conf.j2")
     for view in tunnel_views(cfg, pkcs11_ids):
         files[f"openvpn/{view.name}.conf"] = client.render(t=view)

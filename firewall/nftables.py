@@ -92,3 +92,11 @@ def loaded(table: str = "smgw") -> str:
     if done.returncode != 0:
         raise FirewallError(f"table inet {table} is not loaded: {done.stderr.strip()[:200]}")
     return done.stdout
+
+
+def remove(table: str = "smgw") -> None:
+    """Delete our table if it is loaded (switching to the iptables backend)."""
+    if _run(["list", "table", "inet", table], "").returncode == 0:
+        done = _run(["delete", "table", "inet", table], "")
+        if done.returncode != 0:
+            raise FirewallError(f"nft could not delete table inet {table}: {done.stderr.strip()[:200]}")

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.system.testbed import make_testbed
 
 GW_WAN, GW_HAN, WAN_HOST, HAN_CLIENT, DSO = "192.0.2.2", "192.168.7.1", "192.0.2.1", "192.168.7.10", "192.0.2.11"
 
 
-def test_probe_matrix_nftables(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["nftables", "iptables"])
+def test_probe_matrix(tmp_path: Path, backend: str) -> None:
     with make_testbed(tmp_path, "modern") as bed:
+        with bed.config.open("a") as config:
+            config.write(f'\n[firewall]\nbackend = "{backend}"\n')
         control = bed.listen("gw", tcp=[22])
         try:  # without the ruleset the same probe gets through: the firewall makes the difference
             assert bed.probe("wan", "tcp", GW_WAN, 22)
@@ -59,3 +64,6 @@ def test_probe_matrix_nftables(tmp_path: Path) -> None:
         assert got == {name: name in allowed for name in got}
         forwarding = bed.lab.run("gw", "cat", "/proc/sys/net/ipv4/ip_forward").stdout.strip()
         assert forwarding == "0"
+        other = ["iptables-legacy", "-S", "SMGW-IN"] if backend == "nftables" else ["nft", "list", "table", "inet",
+                                                                                    "smgw"]
+        assert bed.lab.run("gw", *other).returncode != 0, "the other backend's rules are still loaded"
