@@ -35,10 +35,10 @@ demo: deps
 	$(VENV)/bin/smgw demo $(DEMO_ARGS)
 
 typecheck: deps
-	$(PY) -m mypy --strict reader appliance pki firewall
+	$(PY) -m mypy --strict reader appliance pki firewall headend
 
 lint: deps
-	$(VENV)/bin/ruff check reader appliance pki firewall tests bench
+	$(VENV)/bin/ruff check reader appliance pki firewall headend tests bench
 
 unit: deps
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)

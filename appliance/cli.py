@@ -150,8 +150,8 @@ def _stop_on_signals(stop: threading.Event) -> None:
               default=config_mod.DEFAULT_CONFIG_PATH, show_default=True)
 @clean_errors
 def check_cmd(config_path: Path) -> None:
-    """Load and verify a config; print every error with its key path."""
-    config_mod.load(config_path)
+    """Load and verify a gateway or headend config; print every error with its key path."""
+    config_mod.load_any(config_path)
     click.echo(f"{config_path}: ok")
 
 

@@ -18,9 +18,11 @@ from appliance import config as config_mod
 from appliance.config import GatewayConfig
 from appliance.errors import SmgwError
 from appliance.render import generate, tunnel_views
+from appliance.render_server import generate_headend
 from appliance.zone_policy import zone_policy
 from firewall import iptables, nftables
 from firewall.errors import FirewallError
+from headend.config import HeadendConfig
 from pki.token import Token, read_pin
 
 _config = click.option("--config", "config_path", type=click.Path(path_type=Path),
@@ -71,9 +73,12 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
                   help="JSON {key label: pkcs11-id} instead of reading the token (offline rendering).")
     @wrap
     def render_cmd(config_path: Path, out: Path, ids_file: Path | None) -> None:
-        """Load, verify and generate every file (nftables, OpenVPN) into a folder."""
-        cfg = config_mod.load(config_path)
-        files = generate(cfg, pkcs11_ids(cfg, ids_file))
+        """Load, verify and generate every file into a folder (gateway: firewall, OpenVPN clients; headend: server)."""
+        cfg = config_mod.load_any(config_path)
+        if isinstance(cfg, HeadendConfig):
+            files = generate_headend(cfg)
+        else:
+            files = generate(cfg, pkcs11_ids(cfg, ids_file))
         write_tree(files, out)
         click.echo(f"{out}: {len(files)} files")
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from appliance.config_base import SafeText, StrictModel, no_control
 from appliance.config_net import (
@@ -30,6 +30,7 @@ from appliance.config_net import (
     Wakeup,
 )
 from appliance.errors import ConfigError
+from headend.config import HeadendConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/smgw/gateway.toml")
 _METER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
@@ -166,10 +167,13 @@ def key_path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def verify(data: dict[str, Any], source: str = "<config>") -> GatewayConfig:
+M = TypeVar("M", bound=BaseModel)
+
+
+def verify(data: dict[str, Any], source: str = "<config>", model: type[M] = GatewayConfig) -> M:  # type: ignore[assignment]
     """Validate parsed TOML; raise ``ConfigError`` listing every problem with its key path."""
     try:
-        return GatewayConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False):
@@ -182,16 +186,27 @@ def verify(data: dict[str, Any], source: str = "<config>") -> GatewayConfig:
         raise ConfigError(source, problems) from None
 
 
-def load(path: Path) -> GatewayConfig:
-    """Read and verify a config file; every failure is a ``ConfigError``."""
+def _read(path: Path) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(str(path), [("(file)", f"cannot read: {exc.strerror}")]) from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(str(path), [("(file)", f"not UTF-8 at byte {exc.start}")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [("(syntax)", str(exc))]) from None
+
+
+def load(path: Path) -> GatewayConfig:
+    """Read and verify a gateway config file; every failure is a ``ConfigError``."""
+    return verify(_read(path), str(path))
+
+
+def load_any(path: Path) -> GatewayConfig | HeadendConfig:
+    """A gateway's or a headend's config, told apart by its ``[headend]`` table."""
+    data = _read(path)
+    if "headend" in data:
+        return verify(data, str(path), HeadendConfig)
     return verify(data, str(path))

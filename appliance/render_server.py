@@ -10,10 +10,9 @@ from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Literal
 
-from appliance.render import environment
+from appliance.render import TEMPLATES, environment
+from headend.config import HeadendConfig
 from pki.names import check_name
-
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
 
 @dataclass(frozen=True)
@@ -53,3 +52,14 @@ class ServerTunnel:
 
 def render_server(server: ServerTunnel, templates: Path = TEMPLATES) -> str:
     return environment(templates).get_template("openvpn-server.conf.j2").render(s=server)
+
+
+def generate_headend(cfg: HeadendConfig, templates: Path = TEMPLATES) -> dict[str, str]:
+    """Generate for a headend: its tunnel server config."""
+    tunnel = cfg.tunnel
+    server = ServerTunnel(name=cfg.headend.server_name, listen_address=tunnel.listen.address,
+                          listen_port=tunnel.listen.port, tunnel=tunnel.network, root=cfg.pki.root,
+                          cert=tunnel.cert, key=tunnel.key, crl=cfg.pki.crl,
+                          tls_crypt_v2_server_key=tunnel.tls_crypt_v2_server_key, profile=tunnel.profile,
+                          device=f"tun-{cfg.headend.name}")
+    return {"openvpn/server.conf": render_server(server, templates)}

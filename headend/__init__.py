@@ -1,1 +1,1 @@
-"""Placeholder: this package is built by a later issue (see ARCHITECTURE.md §2)."""
+"""The WAN side: a party's headend (tunnel server, ingest) and the GWA's tools."""

@@ -117,3 +117,36 @@ def test_quoting_filters_refuse(value: str) -> None:
     if value in ("a\nb", "a\rb", "a\x00b", "a'b"):
         with pytest.raises(RenderError):
             ovpn_single(value)
+
+
+def test_headend_example_and_the_iptables_backend_render_their_golden_files() -> None:
+    from appliance.config import load_any
+    from appliance.render_server import generate_headend
+    from headend.config import HeadendConfig
+
+    headend = load_any(ROOT / "examples" / "headend.toml")
+    assert isinstance(headend, HeadendConfig)
+    rendered = {**{f"headend/{k}": v for k, v in generate_headend(headend).items()},
+                **generate(verify(_set(EXAMPLE_DATA, ("firewall", "backend"), "iptables")), IDS)}
+    for name in ("headend/openvpn/server.conf", "iptables.rules"):
+        golden = GOLDEN / name
+        if os.environ.get("SMGW_UPDATE_GOLDEN") == "1":
+            golden.parent.mkdir(parents=True, exist_ok=True)
+            golden.write_text(rendered[name])
+        assert rendered[name] == golden.read_text(), f"{name} differs from its golden file"
+    assert "push \"route " not in rendered["headend/openvpn/server.conf"]
+
+
+@pytest.mark.parametrize(("key", "value", "where"), [
+    (("tunnel", "network"), "10.81.0.0/24", "tunnel"),
+    (("headend", "name"), "DSO", "headend.name"),
+    (("tunnel", "cert"), "/etc/x y.crt", "tunnel.cert"),
+    (("ingest", "database"), "sqlite:////tmp/a;rm", "ingest.database"),
+])
+def test_headend_config_refusals_name_the_key(key: tuple[str, ...], value: str, where: str) -> None:
+    from headend.config import HeadendConfig
+
+    data = tomllib.loads((ROOT / "examples" / "headend.toml").read_text())
+    with pytest.raises(ConfigError) as caught:
+        verify(_set(data, key, value), "headend.toml", HeadendConfig)
+    assert any(where in path for path, _ in caught.value.problems), caught.value.problems

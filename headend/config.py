@@ -1,0 +1,92 @@
+"""``headend.toml``: a market party's data-center side of the tunnels.
+
+Its own strict model (``headend`` imports nothing of ``appliance``, ARCHITECTURE §2), with
+the same habits: unknown keys are errors, names and paths follow strict patterns, every
+address is an IP address.
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from pki.errors import InvalidNameError
+from pki.names import check_name
+
+_PATH = re.compile(r"/[A-Za-z0-9._/+-]*")
+
+
+def _path(value: Path) -> Path:
+    if not _PATH.fullmatch(str(value)) or "/../" in f"{value}/":
+        raise ValueError("absolute path of letters, digits and . _ / + - only (no spaces, quotes or ..)")
+    return value
+
+
+def _dns_name(value: str) -> str:
+    try:
+        return check_name(value)
+    except InvalidNameError as exc:
+        raise ValueError(str(exc)) from None
+
+
+SafePath = Annotated[Path, AfterValidator(_path)]
+DnsName = Annotated[str, AfterValidator(_dns_name)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Party(_Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{0,9}$")] = Field(description="the party's short name")
+    server_name: DnsName = Field(description="CN of the tunnel server certificate (gateways pin it)")
+
+
+class Listen(_Strict):
+    address: IPv4Address
+    port: Port = 1194
+
+
+class Tunnel(_Strict):
+    listen: Listen
+    network: IPv4Interface = Field(description="the server's tunnel address with prefix, e.g. 10.81.0.1/24")
+    profile: Literal["bsi", "modern"] = "bsi"
+    cert: SafePath
+    key: SafePath = Field(description="the server's software key (party side), mode 0600")
+    tls_crypt_v2_server_key: SafePath
+
+    @model_validator(mode="after")
+    def _network(self) -> Tunnel:
+        if self.network.network.num_addresses < 4 or self.network.ip in (self.network.network.network_address,
+                                                                         self.network.network.broadcast_address):
+            raise ValueError("tunnel.network: a host address in a subnet of at least 4 addresses")
+        return self
+
+
+class Pki(_Strict):
+    root: SafePath
+    crl: SafePath
+
+
+class Ingest(_Strict):
+    port: Port = 8443
+    database: Annotated[str, Field(pattern=r"^(sqlite:///?/[A-Za-z0-9._/+-]+|postgresql://[A-Za-z0-9._@:/%+-]+)$")] = (
+        "sqlite:////var/lib/smgw-headend/ingest.db")
+
+
+class Paths(_Strict):
+    state: SafePath = Path("/var/lib/smgw-headend")
+    run: SafePath = Path("/run/smgw-headend")
+
+
+class HeadendConfig(_Strict):
+    headend: Party
+    tunnel: Tunnel
+    pki: Pki
+    ingest: Ingest = Ingest()
+    paths: Paths = Paths()
