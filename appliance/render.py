@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jinja2
 
-from appliance.config import GatewayConfig
+from appliance.config import DEFAULT_CONFIG_PATH, GatewayConfig
 from appliance.config_net import Admin, Party
 from appliance.errors import SmgwError
 from appliance.zone_policy import tunnel_device, zone_policy
@@ -98,7 +98,11 @@ def environment(templates: Path = TEMPLATES) -> jinja2.Environment:
     return env
 
 
-def generate(cfg: GatewayConfig, pkcs11_ids: dict[str, str], templates: Path = TEMPLATES) -> dict[str, str]:
+SMGW_BINARY = Path("/usr/local/bin/smgw")
+
+
+def generate(cfg: GatewayConfig, pkcs11_ids: dict[str, str], templates: Path = TEMPLATES,
+             config_path: Path = DEFAULT_CONFIG_PATH, smgw_binary: Path = SMGW_BINARY) -> dict[str, str]:
     env = environment(templates)
     policy = zone_policy(cfg)
     if cfg.firewall.backend == "nftables":
@@ -106,6 +110,21 @@ def generate(cfg: GatewayConfig, pkcs11_ids: dict[str, str], templates: Path = T
     else:
         files = {"iptables.rules": iptables.render(policy)}
     client = env.get_template("openvpn-client.conf.j2")
-    for view in tunnel_views(cfg, pkcs11_ids):
+    views = tunnel_views(cfg, pkcs11_ids)
+    for view in views:
         files[f"openvpn/{view.name}.conf"] = client.render(t=view)
+    units = UnitView(smgw=smgw_binary, config=config_path, meter_port=Path(cfg.meter.port), state=cfg.paths.state,
+                     run=cfg.paths.run, tunnels=tuple(v.name for v in views))
+    for unit in ("smgw-core.service", "smgw-tunnels.service"):
+        files[f"systemd/{unit}"] = env.get_template(f"systemd/{unit}.j2").render(u=units)
     return files
+
+
+@dataclass(frozen=True, slots=True)
+class UnitView:
+    smgw: Path
+    config: Path
+    meter_port: Path
+    state: Path
+    run: Path
+    tunnels: tuple[str, ...]

@@ -30,7 +30,8 @@ IDS = {"gateway-tls-dso": "SoftHSM\\x20project/SoftHSM\\x20v2/0123456789abcdef/s
 
 def test_example_renders_exactly_the_golden_files() -> None:
     files = generate(load(EXAMPLE), IDS)
-    assert set(files) == {"nftables.conf", "openvpn/dso.conf", "openvpn/supplier.conf", "openvpn/admin.conf"}
+    assert set(files) == {"nftables.conf", "openvpn/dso.conf", "openvpn/supplier.conf", "openvpn/admin.conf",
+                          "systemd/smgw-core.service", "systemd/smgw-tunnels.service"}
     for name, text in files.items():
         golden = GOLDEN / name
         if os.environ.get("SMGW_UPDATE_GOLDEN") == "1":
@@ -150,3 +151,22 @@ def test_headend_config_refusals_name_the_key(key: tuple[str, ...], value: str, 
     with pytest.raises(ConfigError) as caught:
         verify(_set(data, key, value), "headend.toml", HeadendConfig)
     assert any(where in path for path, _ in caught.value.problems), caught.value.problems
+
+
+def test_rendered_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("systemd-analyze missing; CI has systemd")
+        pytest.skip("systemd-analyze missing (under CI=true this is a failure)")
+    files = generate(load(EXAMPLE), IDS, smgw_binary=Path(sys.executable))
+    for name in ("smgw-core.service", "smgw-tunnels.service"):
+        (tmp_path / name).write_text(files[f"systemd/{name}"])
+    done = subprocess.run([analyze, "verify", *(str(tmp_path / n) for n in ("smgw-core.service",
+                                                                          "smgw-tunnels.service"))],
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
