@@ -89,6 +89,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         """Load, verify, generate, then install: nft -c, nft -f (rollback on failure), forwarding off."""
         cfg = config_mod.load(config_path)
         _files_present(cfg)
+        _interfaces_present(cfg)
         files = generate(cfg, pkcs11_ids(cfg, None))
         if cfg.firewall.backend == "nftables":
             nftables.check(files["nftables.conf"])
@@ -193,6 +194,29 @@ def _files_present(cfg: GatewayConfig) -> None:
     missing = [f"{what} ({path})" for what, path in needed.items() if not path.is_file()]
     if missing:
         raise SmgwError("missing: " + "; ".join(missing))
+
+
+def _interfaces_present(cfg: GatewayConfig) -> None:
+    """Each zone's interface exists and carries its configured address (read with pyroute2):
+    a ruleset for a misnamed interface would silently match nothing."""
+    from pyroute2 import IPRoute  # type: ignore[import-untyped]
+
+    zones = {"interfaces.wan": cfg.interfaces.wan, "interfaces.han": cfg.interfaces.han}
+    if cfg.interfaces.lmn is not None:
+        zones["interfaces.lmn"] = cfg.interfaces.lmn
+    problems = []
+    with IPRoute() as ipr:
+        for key, interface in zones.items():
+            found = ipr.link_lookup(ifname=interface.name)
+            if not found:
+                problems.append(f"{key}: no interface {interface.name!r} on this system")
+                continue
+            if interface.address is not None:
+                have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=found[0], family=2)}
+                if (str(interface.address.ip), interface.address.network.prefixlen) not in have:
+                    problems.append(f"{key}: {interface.name} does not carry {interface.address}")
+    if problems:
+        raise SmgwError("; ".join(problems))
 
 
 def _labels(cfg: GatewayConfig) -> list[str]:

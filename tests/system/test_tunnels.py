@@ -165,3 +165,14 @@ def test_apply_refuses_a_missing_crl(tmp_path: Path) -> None:
         done = bed.smgw("gw", "apply", "--config", str(bed.config))
         assert done.returncode == 1 and "pki.crl" in done.stderr and "missing" in done.stderr
         assert bed.lab.run("gw", "nft", "list", "table", "inet", "smgw").returncode != 0  # nothing applied
+
+
+def test_apply_refuses_a_zone_interface_that_is_not_there(tmp_path: Path) -> None:
+    with make_testbed(tmp_path, "modern") as bed:
+        bed.config.write_text(bed.config.read_text().replace('name = "han0"', 'name = "han9"')
+                              .replace('address = "192.0.2.2/24"', 'address = "192.0.2.3/24"'))
+        done = bed.smgw("gw", "apply", "--config", str(bed.config))
+        assert done.returncode == 1
+        assert "interfaces.han: no interface 'han9'" in done.stderr
+        assert "interfaces.wan: wan0 does not carry 192.0.2.3/24" in done.stderr
+        assert bed.lab.run("gw", "nft", "list", "table", "inet", "smgw").returncode != 0
