@@ -3,7 +3,10 @@
 Prints one JSON object: ``ruleset_apply_ms`` (nft -c then nft -f of the rendered ruleset,
 median of 20), ``connect_median_s_bsi`` / ``connect_median_s_modern`` (openvpn started by
 the supervisor -> CONNECTED, token key, median of 10 each), ``openvpn_rss_mb`` (resident
-memory of one connected client), in a netns testbed that is removed afterwards.
+memory of one connected client), and with both parties' tunnels up at once
+``openvpn_pss_mb`` / ``openvpn_private_mb`` (RSS counts the shared libcrypto, libc and
+SoftHSM2 pages in full for every process; private memory is what one more tunnel costs),
+in a netns testbed that is removed afterwards.
 """
 
 from __future__ import annotations
@@ -53,7 +56,21 @@ for _ in range(int(sys.argv[2])):
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1]) / 1024
     sup.stop()
-print(json.dumps({"apply_ms": statistics.median(apply_ms), "connect": connect, "rss_mb": rss}))
+# memory with every party's tunnel up at once: RSS counts shared library pages in full for
+# each process; PSS shares them out; private dirty is what one more tunnel really costs
+views = tunnel_views(cfg, {p.key_label: "" for p in cfg.parties})
+sup = Supervisor({v.name: (rendered / f"openvpn/{v.name}.conf", v.management_socket) for v in views},
+                 read_pin(cfg.token.pin_file))
+sup.start()
+memory = {}
+if sup.run_until(lambda: all(s.state == "CONNECTED" for s in sup.status()), 15):
+    for v in views:
+        roll = {l.split()[0].rstrip(":"): int(l.split()[1]) for l in
+                Path(f"/proc/{sup.pid(v.name)}/smaps_rollup").read_text().splitlines()[1:]}
+        memory[v.name] = {"rss": roll["Rss"] / 1024, "pss": roll["Pss"] / 1024,
+                          "private": (roll["Private_Clean"] + roll["Private_Dirty"]) / 1024}
+sup.stop()
+print(json.dumps({"apply_ms": statistics.median(apply_ms), "connect": connect, "rss_mb": rss, "memory": memory}))
 """
 
 
@@ -80,6 +97,8 @@ def main() -> None:
         "connect_median_s_modern": round(statistics.median(modern["connect"]), 4),  # type: ignore[arg-type]
         "connects": {"bsi": len(bsi["connect"]), "modern": len(modern["connect"]), "tried_each": CYCLES},  # type: ignore[arg-type]
         "openvpn_rss_mb": round(max(bsi["rss_mb"], modern["rss_mb"]), 2),  # type: ignore[type-var]
+        "openvpn_pss_mb": round(max(m["pss"] for r in (bsi, modern) for m in r["memory"].values()), 2),  # type: ignore[attr-defined]
+        "openvpn_private_mb": round(max(m["private"] for r in (bsi, modern) for m in r["memory"].values()), 2),  # type: ignore[attr-defined]
         "parties_in_testbed": len(PARTIES),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
     }
