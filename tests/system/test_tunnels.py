@@ -106,6 +106,9 @@ def test_tunnels_connect_with_token_keys_and_recover_from_kill(tmp_path: Path, p
                 assert bed.probe("gw", "tcp", dso_tunnel, INGEST_PORT)
                 assert not bed.probe("gw", "tcp", dso_tunnel, 2222)
                 assert not bed.probe("gw", "tcp", str(PARTIES["dso"].ip), INGEST_PORT)  # not around it
+                assert bed.probe("gw", "tcp", str(TUNNEL_NET["supplier"].ip), INGEST_PORT)
+                for role in ("han", "wan", "gwa"):  # nobody else reaches into the tunnels
+                    assert not bed.probe(role, "tcp", dso_tunnel, INGEST_PORT)
                 # kill -9: the supervisor restarts and reconnects
                 pid = next(line["pid"] for line in reversed(run.lines) if line["name"] == "dso")
                 bed.lab.run("gw", "kill", "-9", str(pid))

@@ -20,6 +20,7 @@ from tests.system.conftest import ROOT, SMGW, require_root
 
 PIN, SO_PIN = "246810", "13579135"
 PARTIES = {"dso": IPv4Interface("192.0.2.11/24"), "supplier": IPv4Interface("192.0.2.12/24")}
+GWA = IPv4Interface("192.0.2.20/24")  # the Gateway Administrator's host (its admin tunnel comes later)
 TUNNEL_NET = {"dso": IPv4Interface("10.81.0.1/24"), "supplier": IPv4Interface("10.82.0.1/24")}
 INGEST_PORT = 8443
 
@@ -111,7 +112,7 @@ def make_testbed(tmp_path: Path, profile: str) -> Iterator[Bed]:
     _run(*smgw, "pki", "crl", "--dir", str(root / "ca"), "--out", str(root / "crl.pem"), env=env, cwd=ROOT)
     config = root / "gateway.toml"
     config.write_text(_gateway_toml(root, profile, PARTIES))
-    lab = Lab(f"t{uuid.uuid4().hex[:5]}", hosts=dict(PARTIES))
+    lab = Lab(f"t{uuid.uuid4().hex[:5]}", hosts={**PARTIES, "gwa": GWA})
     try:
         lab.build()
         yield Bed(lab=lab, root=root, env=env, config=config, profile=profile)
