@@ -114,6 +114,8 @@ class Admin(StrictModel):
     profile: CryptoProfile = "bsi"
     token_key: Label = "gateway-tls-admin"
     tls_crypt_v2_key: SafePath | None = None
+    idle_timeout_s: float = Field(default=600, ge=1, le=86400, description="close after this long without traffic")
+    max_lifetime_s: float = Field(default=3600, ge=1, le=86400, description="close after this long in any case")
 
     @property
     def key_label(self) -> str:
@@ -123,6 +125,7 @@ class Admin(StrictModel):
 class Wakeup(StrictModel):
     port: Port = Field(default=7500, description="UDP port for signed WakeUp/BreakUp: the only inbound WAN port")
     rate_per_s: int = Field(default=10, ge=1, le=1000, description="datagrams per second the firewall lets in")
+    window_s: float = Field(default=60, ge=1, le=600, description="accepted clock difference of issued_at")
 
 
 class Time(StrictModel):

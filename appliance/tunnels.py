@@ -81,12 +81,20 @@ class Supervisor:
         self._tunnels = {name: _Tunnel(name, conf, sock, TunnelStatus(name)) for name, (conf, sock) in tunnels.items()}
 
     # ------------------------------------------------------------------ control
-    def start(self) -> None:
-        for tunnel in self._tunnels.values():
+    def start(self, names: list[str] | None = None) -> None:
+        for tunnel in self._select(names):
             self._spawn(tunnel)
 
-    def stop(self) -> None:
-        for tunnel in self._tunnels.values():
+    def running(self, name: str) -> bool:
+        tunnel = self._tunnels[name]
+        return tunnel.process is not None or tunnel.restart_at is not None
+
+    def _select(self, names: list[str] | None) -> list[_Tunnel]:
+        return list(self._tunnels.values()) if names is None else [self._tunnels[n] for n in names]
+
+    def stop(self, names: list[str] | None = None) -> None:
+        for tunnel in self._select(names):
+            tunnel.restart_at = None  # a stopped tunnel is not restarted
             self._close(tunnel)
             if tunnel.process is not None and tunnel.process.poll() is None:
                 tunnel.process.terminate()
@@ -95,7 +103,10 @@ class Supervisor:
                 except subprocess.TimeoutExpired:
                     tunnel.process.kill()
                     tunnel.process.wait()
-            tunnel.status.state = "STOPPED"
+            tunnel.process = None
+            tunnel.failures = 0
+            tunnel.status.connected_at = None
+            self._set_state(tunnel, "STOPPED", "")
 
     def status(self) -> list[TunnelStatus]:
         return [t.status for t in self._tunnels.values()]

@@ -86,6 +86,24 @@ class Store:
         with sqlite_errors(self.path, doing), immediate(con):
             return writer.write(con, rows)
 
+    def accept_wakeup(self, *, nonce: str, sequence: int, action: str, issued_at: datetime,
+                      now: datetime) -> str | None:
+        """Record an otherwise valid WakeUp/BreakUp unless it is a replay; returns the refusal
+        reason, or None when recorded. Check and insert are one transaction, so two copies
+        of a datagram racing each other cannot both pass."""
+        if self.read_only:
+            raise StoreError(f"{self.path}: opened read-only")
+        con = self._db()
+        with sqlite_errors(self.path, "checking the wake-up replay cache"), immediate(con):
+            if con.execute("SELECT 1 FROM wakeup_replay WHERE nonce = ?", (nonce,)).fetchone():
+                return f"replayed: nonce {nonce} was accepted before"
+            last = con.execute("SELECT max(sequence) FROM wakeup_replay").fetchone()[0]
+            if last is not None and sequence <= last:
+                return f"replayed: sequence {sequence} is not above the last accepted {last}"
+            con.execute("INSERT INTO wakeup_replay (nonce, sequence, action, issued_at, accepted_at) "
+                        "VALUES (?, ?, ?, ?, ?)", (nonce, sequence, action, utc_text(issued_at, "issued_at"), utc_text(now, "accepted_at")))
+        return None
+
     # -- reading -------------------------------------------------------------------------
 
     def latest_readout(self, meter_id: str | None = None) -> StoredReadout | None:

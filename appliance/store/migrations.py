@@ -92,6 +92,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX logbook_by_readout ON logbook (readout_id);
         """,
     ),
+    Migration(
+        2,
+        "wake-up replay cache",
+        """
+        CREATE TABLE wakeup_replay (
+            nonce TEXT PRIMARY KEY,             -- 32 hex digits, never accepted twice
+            sequence INTEGER NOT NULL,          -- accepted sequences only ever grow
+            action TEXT NOT NULL,
+            issued_at TEXT NOT NULL,            -- UTC, as signed
+            accepted_at TEXT NOT NULL           -- UTC, gateway clock
+        ) STRICT;
+        CREATE INDEX wakeup_replay_by_sequence ON wakeup_replay (sequence);
+        """,
+    ),
 )
 
 

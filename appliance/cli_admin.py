@@ -1,0 +1,122 @@
+"""``smgw admin wakeup|breakup`` (GWA side) and ``smgw gatewatcher run`` (gateway side)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+import click
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from appliance import config as config_mod
+from appliance.errors import SmgwError
+from pki.cms import software_signer
+from pki.encoding import read_certificate, read_crl
+from pki.token import read_pin
+
+_config = click.option("--config", "config_path", type=click.Path(path_type=Path),
+                       default=config_mod.DEFAULT_CONFIG_PATH, show_default=True)
+
+
+def _endpoint(value: str) -> tuple[IPv4Address, int]:
+    host, _, port = value.rpartition(":")
+    try:
+        address, number = IPv4Address(host), int(port)
+    except ValueError:
+        raise SmgwError(f"--to {value!r}: expected IPv4ADDRESS:PORT") from None
+    if not 1 <= number <= 65535:
+        raise SmgwError(f"--to {value!r}: port out of range")
+    return address, number
+
+
+def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
+    wrap = clean_errors
+
+    @main.group("admin")
+    def admin_group() -> None:
+        """The Gateway Administrator's tools."""
+
+    for action in ("wakeup", "breakup"):
+        def make(action: str) -> None:
+            @admin_group.command(action)
+            @click.option("--gateway", "gateway_id", required=True, help="The gateway's id (its certificates' CN).")
+            @click.option("--to", "to", required=True, help="The gateway's WAN address and wake-up port, ADDR:PORT.")
+            @click.option("--cert", type=click.Path(path_type=Path, exists=True), required=True,
+                          help="The GWA wake-up certificate (role gwa-wakeup).")
+            @click.option("--key", type=click.Path(path_type=Path, exists=True), required=True,
+                          help="Its private key (PEM, the GWA's side).")
+            @click.option("--sequence", type=click.IntRange(0, 2**63 - 1), default=None,
+                          help="Default: milliseconds since the epoch.")
+            @wrap
+            def command(gateway_id: str, to: str, cert: Path, key: Path, sequence: int | None) -> None:
+                from headend.gwa import send
+
+                address, port = _endpoint(to)
+                private = serialization.load_pem_private_key(key.read_bytes(), None)
+                if not isinstance(private, ec.EllipticCurvePrivateKey):
+                    raise SmgwError(f"{key}: not an EC private key")
+                size = send(action, gateway_id=gateway_id, address=address, port=port,  # type: ignore[arg-type]
+                            cert=read_certificate(cert), signer=software_signer(private), sequence=sequence)
+                click.echo(f"{action} for {gateway_id} sent to {address}:{port} ({size} bytes)")
+
+            command.__doc__ = f"Sign a {action} and send it to the gateway's wake-up port."
+        make(action)
+
+    @main.group("gatewatcher")
+    def gatewatcher_group() -> None:
+        """The gateway's WakeUp/BreakUp listener."""
+
+    @gatewatcher_group.command("run")
+    @_config
+    @click.option("--seconds", type=click.FloatRange(min=0.1), default=None)
+    @wrap
+    def run_cmd(config_path: Path, seconds: float | None) -> None:
+        """Listen on the wake-up port in the foreground; one JSON line per decision."""
+        from appliance.gatewatcher import ADMIN, GateWatcher
+        from appliance.render import tunnel_views
+        from appliance.store import Store
+        from appliance.tunnels import Supervisor
+
+        cfg = config_mod.load(config_path)
+        if cfg.admin is None:
+            raise SmgwError("no [admin] section: nothing to wake up to")
+        labels = [p.key_label for p in cfg.parties] + [cfg.admin.key_label]
+        view = next(v for v in tunnel_views(cfg, dict.fromkeys(labels, "")) if v.name == ADMIN)
+        conf = cfg.paths.state / "rendered" / "openvpn" / "admin.conf"
+        if not conf.exists():
+            raise SmgwError(f"{conf} missing: run smgw apply first")
+        supervisor = Supervisor({ADMIN: (conf, view.management_socket)}, read_pin(cfg.token.pin_file),
+                                log_dir=cfg.paths.state)
+
+        def emit(event: dict[str, object]) -> None:
+            click.echo(json.dumps(event))
+            sys.stdout.flush()
+
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        deadline = None if seconds is None else time.monotonic() + seconds
+        last_state = ""
+        with Store.open(cfg.store.path) as store:
+            watcher = GateWatcher(cfg, store, supervisor, root=read_certificate(cfg.pki.root),
+                                  crl=read_crl(cfg.pki.crl), on_event=emit)
+            emit({"event": "listening", "port": cfg.wakeup.port})
+            try:
+                while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                    watcher.poll(0.05)
+                    state = next(s.state for s in supervisor.status() if s.name == ADMIN)
+                    if state != last_state:
+                        last_state = state
+                        emit({"event": "admin-state", "state": state})
+            finally:
+                supervisor.stop()
+                watcher.close()
+                emit({"event": "stopped", **watcher.counters.__dict__})
