@@ -4,10 +4,7 @@ crypto profiles, through the supervisor; a kill -9 is repaired; refusals hold.""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +13,7 @@ import pytest
 
 from appliance.render_server import ServerTunnel, render_server
 from tests.system.conftest import SMGW
-from tests.system.testbed import INGEST_PORT, PARTIES, TUNNEL_NET, Bed, make_testbed
+from tests.system.testbed import INGEST_PORT, PARTIES, TUNNEL_NET, Bed, JsonLines, make_testbed
 
 
 @contextmanager
@@ -42,46 +39,6 @@ def party_servers(bed: Bed, *, cert_of: dict[str, str] | None = None,
             proc.wait()
 
 
-class TunnelRun:
-    """``smgw tunnels run`` inside the gateway namespace, its JSON lines read as they come."""
-
-    def __init__(self, bed: Bed, seconds: float) -> None:
-        self.proc = bed.lab.popen("gw", *SMGW, "tunnels", "run", "--config", str(bed.config), "--seconds",
-                                  str(seconds), env=bed.env, stdout=subprocess.PIPE)
-        self.lines: list[dict[str, object]] = []
-        os.set_blocking(self.proc.stdout.fileno(), False)  # type: ignore[union-attr]
-        self._buffer = b""
-
-    def wait_for(self, predicate: object, timeout: float) -> dict[str, object] | None:
-        deadline = time.monotonic() + timeout
-        for line in self.lines:  # one read may have carried the line asked for now
-            if predicate(line):  # type: ignore[operator]
-                return line
-        while time.monotonic() < deadline:
-            try:  # the raw fd: a buffered reader in non-blocking mode can sit on what it already read
-                chunk = os.read(self.proc.stdout.fileno(), 65536)  # type: ignore[union-attr]
-            except BlockingIOError:
-                chunk = b""
-            if chunk:
-                self._buffer += chunk
-                *complete, self._buffer = self._buffer.split(b"\n")
-                fresh = [json.loads(raw) for raw in complete]
-                self.lines += fresh  # all of them, before looking: a later wait may want one of these
-                for line in fresh:
-                    if predicate(line):  # type: ignore[operator]
-                        return line
-            time.sleep(0.02)
-        return None
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 def _connected(name: str) -> object:
     return lambda line: line["name"] == name and line["state"] == "CONNECTED"
 
@@ -95,7 +52,7 @@ def test_tunnels_connect_with_token_keys_and_recover_from_kill(tmp_path: Path, p
         assert "pkcs11-id 'SoftHSM\\x20project/SoftHSM\\x20v2/" in rendered
         assert not list(bed.root.glob("**/gw-*.key")), "a gateway key file exists outside the token"
         with party_servers(bed):
-            run = TunnelRun(bed, seconds=40)
+            run = JsonLines(bed, "tunnels", "run", seconds=40)
             try:
                 for name in PARTIES:
                     line = run.wait_for(_connected(name), 20)
@@ -130,7 +87,7 @@ def _refused(bed: Bed, reason: str, log_name: str = "state/openvpn-dso.log", **s
     log = bed.root / log_name
     offset = log.stat().st_size if log.exists() else 0
     with party_servers(bed, **servers):  # type: ignore[arg-type]
-        run = TunnelRun(bed, seconds=6)
+        run = JsonLines(bed, "tunnels", "run", seconds=6)
         try:
             assert run.wait_for(_connected("dso"), 5) is None, f"the tunnel came up although {reason} must stop it"
         finally:

@@ -3,11 +3,14 @@ party servers with software keys, and a gateway.toml pointing at all of it."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Interface
@@ -23,6 +26,9 @@ PARTIES = {"dso": IPv4Interface("192.0.2.11/24"), "supplier": IPv4Interface("192
 GWA = IPv4Interface("192.0.2.20/24")  # the Gateway Administrator's host (its admin tunnel comes later)
 TUNNEL_NET = {"dso": IPv4Interface("10.81.0.1/24"), "supplier": IPv4Interface("10.82.0.1/24")}
 INGEST_PORT = 8443
+WAKEUP_PORT = 7500
+ADMIN_IDLE_S = 30
+ADMIN_NET = IPv4Interface("10.90.0.1/24")
 
 
 def require_tools() -> None:
@@ -78,6 +84,10 @@ def _gateway_toml(root: Path, profile: str, parties: dict[str, IPv4Interface]) -
         lines.append(f'[[parties]]\nname = "{name}"\nserver_name = "{name}.example"\nprofile = "{profile}"\n'
                      f'ingest_port = {INGEST_PORT}\ntls_crypt_v2_key = "{root}/{name}.tc-client.key"\n'
                      f'remote = {{ address = "{address.ip}", port = 1194 }}\n')
+    lines.append(f'[admin]\nserver_name = "gwa.example"\nprofile = "{profile}"\napi_port = 8443\n'
+                 f'tls_crypt_v2_key = "{root}/admin.tc-client.key"\nidle_timeout_s = {ADMIN_IDLE_S}\n'
+                 f'remote = {{ address = "{GWA.ip}", port = 1194 }}\n')
+    lines.append(f'[wakeup]\nport = {WAKEUP_PORT}\n')
     return "\n".join(lines)
 
 
@@ -109,6 +119,20 @@ def make_testbed(tmp_path: Path, profile: str) -> Iterator[Bed]:
         _run("openvpn", "--genkey", "tls-crypt-v2-server", str(root / f"{name}.tc-server.key"), env=env, cwd=ROOT)
         _run("openvpn", "--tls-crypt-v2", str(root / f"{name}.tc-server.key"), "--genkey", "tls-crypt-v2-client",
              str(root / f"{name}.tc-client.key"), env=env, cwd=ROOT)
+    # the GWA: its admin tunnel server, the gateway's admin key in the token, the wake-up signer
+    _run(*smgw, "pki", "issue", "--dir", str(root / "ca"), "--role", "gwa-admin", "--name", "gwa.example",
+         "--generate", "--out", str(root / "gwa-server"), env=env, cwd=ROOT)
+    _run(*smgw, "pki", "issue", "--dir", str(root / "ca"), "--role", "gwa-wakeup", "--name", "gwa.example",
+         "--generate", "--out", str(root / "gwa-wakeup"), env=env, cwd=ROOT)
+    _run(*smgw, "token", "keygen", "--key", "gateway-tls-admin", "--profile", profile, env=env, cwd=ROOT)
+    _run(*smgw, "token", "csr", "--key", "gateway-tls-admin", "--name", "gw-0001", "--out", str(root / "admin.csr"),
+         env=env, cwd=ROOT)
+    _run(*smgw, "pki", "issue", "--dir", str(root / "ca"), "--role", "gateway-tls", "--name", "gw-0001",
+         "--csr", str(root / "admin.csr"), "--out", str(root / "gw-admin"), env=env, cwd=ROOT)
+    _run(*smgw, "token", "import", "--key", "gateway-tls-admin", "--cert", str(root / "gw-admin.crt"), env=env, cwd=ROOT)
+    _run("openvpn", "--genkey", "tls-crypt-v2-server", str(root / "admin.tc-server.key"), env=env, cwd=ROOT)
+    _run("openvpn", "--tls-crypt-v2", str(root / "admin.tc-server.key"), "--genkey", "tls-crypt-v2-client",
+         str(root / "admin.tc-client.key"), env=env, cwd=ROOT)
     _run(*smgw, "pki", "crl", "--dir", str(root / "ca"), "--out", str(root / "crl.pem"), env=env, cwd=ROOT)
     config = root / "gateway.toml"
     config.write_text(_gateway_toml(root, profile, PARTIES))
@@ -118,3 +142,46 @@ def make_testbed(tmp_path: Path, profile: str) -> Iterator[Bed]:
         yield Bed(lab=lab, root=root, env=env, config=config, profile=profile)
     finally:
         lab.close()
+
+
+class JsonLines:
+    """An ``smgw`` command inside the gateway namespace whose JSON lines are read as they come."""
+
+    def __init__(self, bed: Bed, *command: str, seconds: float) -> None:
+        self.proc = bed.lab.popen("gw", *SMGW, *command, "--config", str(bed.config), "--seconds", str(seconds),
+                                  env=bed.env, stdout=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        self._fd = self.proc.stdout.fileno()
+        os.set_blocking(self._fd, False)
+        self.lines: list[dict[str, object]] = []
+        self._buffer = b""
+
+    def wait_for(self, predicate: Callable[[dict[str, object]], bool], timeout: float) -> dict[str, object] | None:
+        deadline = time.monotonic() + timeout
+        for line in self.lines:  # one read may have carried the line asked for now
+            if predicate(line):
+                return line
+        while time.monotonic() < deadline:
+            try:  # the raw fd: a buffered reader in non-blocking mode can sit on what it already read
+                chunk = os.read(self._fd, 65536)
+            except BlockingIOError:
+                chunk = b""
+            if chunk:
+                self._buffer += chunk
+                *complete, self._buffer = self._buffer.split(b"\n")
+                fresh = [json.loads(raw) for raw in complete]
+                self.lines += fresh  # all of them, before looking: a later wait may want one of these
+                for line in fresh:
+                    if predicate(line):
+                        return line
+            time.sleep(0.02)
+        return None
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.wait_for(lambda line: False, 0.1)

@@ -1,0 +1,105 @@
+"""The wake-up cycle in the netns testbed: refusals open nothing, a valid WakeUp brings the
+admin tunnel to the GWA up, BreakUp takes it down, a replay is refused after a restart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+
+from appliance.render_server import ServerTunnel, render_server
+from headend.gwa import default_sequence
+from pki.cms import software_signer
+from pki.encoding import read_certificate
+from pki.wakeup import encode, new_body
+from tests.system.conftest import SMGW
+from tests.system.testbed import ADMIN_NET, GWA, WAKEUP_PORT, Bed, JsonLines, make_testbed
+
+GW_WAN = "192.0.2.2"
+
+
+@contextmanager
+def gwa_server(bed: Bed) -> Iterator[None]:
+    conf = bed.root / "gwa-server.conf"
+    conf.write_text(render_server(ServerTunnel(
+        name="gwa.example", listen_address=GWA.ip, listen_port=1194, tunnel=ADMIN_NET, root=bed.root / "ca/ca.crt",
+        cert=bed.root / "gwa-server.crt", key=bed.root / "gwa-server.key", crl=bed.root / "crl.pem",
+        tls_crypt_v2_server_key=bed.root / "admin.tc-server.key", profile=bed.profile, device="tun-gwa")))  # type: ignore[arg-type]
+    proc = bed.lab.popen("gwa", "openvpn", "--config", str(conf), "--log-append", str(bed.root / "gwa-server.log"),
+                         env=bed.env)
+    try:
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def send_raw(bed: Bed, role: str, datagram: bytes) -> None:
+    blob = bed.root / "datagram.bin"
+    blob.write_bytes(datagram)
+    code = (f"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(open({str(blob)!r}, 'rb')"
+            f".read(), ({GW_WAN!r}, {WAKEUP_PORT}))")
+    assert bed.lab.run(role, SMGW[0], "-c", code, env=bed.env).returncode == 0
+
+
+def admin(bed: Bed, action: str, *, gateway: str = "gw-0001", cert: str = "gwa-wakeup") -> None:
+    done = bed.lab.run("gwa", *SMGW, "admin", action, "--gateway", gateway, "--to", f"{GW_WAN}:{WAKEUP_PORT}",
+                       "--cert", str(bed.root / f"{cert}.crt"), "--key", str(bed.root / f"{cert}.key"), env=bed.env)
+    assert done.returncode == 0, done.stderr
+
+
+def _refusal(reason: str) -> object:
+    return lambda line: line.get("event") == "refused" and reason in str(line.get("reason"))
+
+
+def test_wakeup_cycle_and_refusals(tmp_path: Path) -> None:
+    with make_testbed(tmp_path, "modern") as bed:
+        applied = bed.smgw("gw", "apply", "--config", str(bed.config))
+        assert applied.returncode == 0, applied.stderr
+        key = serialization.load_pem_private_key((bed.root / "gwa-wakeup.key").read_bytes(), None)
+        saved = encode(new_body("gw-0001", "wakeup", default_sequence()), read_certificate(bed.root / "gwa-wakeup.crt"),
+                       software_signer(key))  # type: ignore[arg-type]
+        with gwa_server(bed):
+            watch = JsonLines(bed, "gatewatcher", "run", seconds=60)
+            try:
+                assert watch.wait_for(lambda line: line.get("event") == "listening", 10)
+                # refused, with the reason, and nothing opened
+                send_raw(bed, "wan", b"\x30\x82garbage")
+                assert watch.wait_for(_refusal("MalformedError"), 5)
+                admin(bed, "wakeup", cert="dso-server")  # a party's key
+                assert watch.wait_for(_refusal("RoleError"), 5)
+                admin(bed, "wakeup", gateway="gw-0002")
+                assert watch.wait_for(_refusal("addressed to gateway gw-0002"), 5)
+                send_raw(bed, "wan", saved[: len(saved) // 2])
+                assert watch.wait_for(_refusal("MalformedError"), 5)
+                send_raw(bed, "wan", saved + b"\0" * 4096)
+                assert watch.wait_for(_refusal("over 4096 bytes"), 5)
+                assert not any(line.get("event") == "admin-tunnel" for line in watch.lines)
+                # a valid WakeUp (sent from the WAN, not from the GWA's own host: the source does not matter)
+                send_raw(bed, "wan", saved)
+                assert watch.wait_for(lambda line: line.get("event") == "accepted", 5)
+                opened = watch.wait_for(lambda line: line.get("event") == "admin-tunnel"
+                                        and line.get("state") == "opening", 5)
+                assert opened is not None and opened["to"] == f"{GWA.ip}:1194"
+                assert watch.wait_for(lambda line: line.get("state") == "CONNECTED", 15), watch.lines[-5:]
+                # the admin API port is closed to HAN and WAN (the API itself comes with ISSUE 7's next step)
+                assert not bed.probe("han", "tcp", "192.168.7.1", 8443)
+                assert not bed.probe("wan", "tcp", GW_WAN, 8443)
+                # BreakUp closes it at once
+                admin(bed, "breakup")
+                assert watch.wait_for(lambda line: line.get("event") == "admin-tunnel"
+                                      and line.get("why") == "breakup", 5)
+                assert watch.wait_for(lambda line: line.get("state") == "STOPPED", 5)
+            finally:
+                watch.stop()
+            # after a restart of the GateWatcher the same WakeUp is still a replay
+            watch = JsonLines(bed, "gatewatcher", "run", seconds=20)
+            try:
+                assert watch.wait_for(lambda line: line.get("event") == "listening", 10)
+                send_raw(bed, "wan", saved)
+                assert watch.wait_for(_refusal("replayed"), 5)
+                assert not any(line.get("event") == "admin-tunnel" for line in watch.lines)
+            finally:
+                watch.stop()
