@@ -3,7 +3,9 @@ admin tunnel to the GWA up, BreakUp takes it down, a replay is refused after a r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from headend.gwa import default_sequence
 from pki.cms import software_signer
 from pki.encoding import read_certificate
 from pki.wakeup import encode, new_body
-from tests.system.conftest import SMGW
+from tests.system.conftest import SMGW, Simulator
 from tests.system.testbed import ADMIN_NET, GWA, WAKEUP_PORT, Bed, JsonLines, make_testbed
 
 GW_WAN = "192.0.2.2"
@@ -103,3 +105,57 @@ def test_wakeup_cycle_and_refusals(tmp_path: Path) -> None:
                 assert not any(line.get("event") == "admin-tunnel" for line in watch.lines)
             finally:
                 watch.stop()
+
+
+FLOOD = """
+import os, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+t0 = time.monotonic()
+for i in range(10000):
+    s.sendto(os.urandom(64 + i % 900), (sys.argv[1], int(sys.argv[2])))
+print(time.monotonic() - t0)
+"""
+
+
+def test_flood_leaves_readings_flowing_and_idle_timeout_closes(tmp_path: Path, meter_sim: Callable[..., Simulator]
+                                                               ) -> None:
+    sim = meter_sim("normal")
+    with make_testbed(tmp_path, "modern") as bed:
+        text = bed.config.read_text().replace("idle_timeout_s = 30", "idle_timeout_s = 2")
+        bed.config.write_text(f'[meter]\nport = "{sim.link}"\npoll_interval = 1\ntimeout = 5\nattempts = 2\n' + text)
+        assert bed.smgw("gw", "apply", "--config", str(bed.config)).returncode == 0
+        reader = bed.lab.popen("gw", *SMGW, "gateway", "run", "--config", str(bed.config), env=bed.env)
+        db = bed.root / "state/smgw.db"
+        with gwa_server(bed):
+            watch = JsonLines(bed, "gatewatcher", "run", seconds=60)
+            try:
+                assert watch.wait_for(lambda line: line.get("event") == "listening", 10)
+                deadline = time.monotonic() + 20
+                while _readouts(db) < 1 and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                before = _readouts(db)
+                flood = bed.lab.run("wan", SMGW[0], "-c", FLOOD, GW_WAN, str(WAKEUP_PORT), env=bed.env)
+                assert flood.returncode == 0, flood.stderr
+                time.sleep(4)
+                assert _readouts(db) >= before + 2, "readings stopped during the flood"
+                # still answering: a valid WakeUp right after the flood opens the tunnel ...
+                admin(bed, "wakeup")
+                assert watch.wait_for(lambda line: line.get("state") == "CONNECTED", 15), watch.lines[-5:]
+                # ... and with no traffic through it, the idle timeout closes it
+                closed = watch.wait_for(lambda line: line.get("why") == "idle timeout", 15)
+                assert closed is not None, watch.lines[-5:]
+            finally:
+                watch.stop()
+                reader.terminate()
+                reader.wait(timeout=10)
+        stopped = next(line for line in watch.lines if line.get("event") == "stopped")
+        assert int(stopped["refused"]) + int(stopped["dropped_rate"]) >= 1  # type: ignore[call-overload]
+        assert int(stopped["accepted"]) == 1  # type: ignore[call-overload]
+
+
+def _readouts(db: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            return int(con.execute("SELECT count(*) FROM readouts").fetchone()[0])
+    except sqlite3.Error:
+        return 0
