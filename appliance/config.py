@@ -30,6 +30,7 @@ from appliance.config_net import (
     Wakeup,
 )
 from appliance.errors import ConfigError
+from appliance.profiles import AccessProfile, check_profiles
 from headend.config import HeadendConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/smgw/gateway.toml")
@@ -129,6 +130,7 @@ class GatewayConfig(StrictModel):
     token: Token = Token()
     pki: Pki = Pki()
     paths: Paths = Paths()
+    profiles: list[AccessProfile] = Field(default_factory=list, max_length=64)
 
     @model_validator(mode="after")
     def _cross_references(self) -> GatewayConfig:
@@ -173,7 +175,7 @@ M = TypeVar("M", bound=BaseModel)
 def verify(data: dict[str, Any], source: str = "<config>", model: type[M] = GatewayConfig) -> M:  # type: ignore[assignment]
     """Validate parsed TOML; raise ``ConfigError`` listing every problem with its key path."""
     try:
-        return model.model_validate(data)
+        model_obj = model.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False):
@@ -184,6 +186,12 @@ def verify(data: dict[str, Any], source: str = "<config>", model: type[M] = Gate
                 message = message[len("Value error, "):]
             problems.append((key_path(tuple(err["loc"])), message))
         raise ConfigError(source, problems) from None
+    if isinstance(model_obj, GatewayConfig):
+        cross = check_profiles(model_obj.profiles, [p.name for p in model_obj.parties],
+                               model_obj.meter.poll_interval, model_obj.meter.load_profile)
+        if cross:
+            raise ConfigError(source, cross)
+    return model_obj
 
 
 def _read(path: Path) -> dict[str, Any]:

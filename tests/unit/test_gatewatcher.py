@@ -95,8 +95,8 @@ def test_every_refusal_names_its_reason(world: dict[str, object]) -> None:
      + b'","sequence":1}', "gateway_id"),
     (b'{"gateway_id":"gw-0001","action":"wakeup","issued_at":"2026-13-01T00:00:00Z","nonce":"' + b"0" * 32
      + b'","sequence":1}', "issued_at"),
-    (b'{"gateway_id":"gw-0001","action":"wakeup","issued_at":"2026-01-01T00:00:00Z","nonce":"xyz",'
-     b'"sequence":1}', "nonce"),
+    ((b'{"gateway_id":"gw-0001","action":"wakeup","issued_at":"2026-01-01T00:00:00Z","nonce":"xyz",'
+     b'"sequence":1}'), "nonce"),
     (b'{"gateway_id":"gw-0001","action":"wakeup","issued_at":"2026-01-01T00:00:00Z","nonce":"' + b"0" * 32
      + b'","sequence":true}', "sequence"),
     (b"\xff\xfe", "JSON"),
