@@ -18,7 +18,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gateway.toml"
 def test_default_model_is_pinned() -> None:
     dump = json.loads(GatewayConfig().model_dump_json())
     assert dump["parties"] == [] and dump["admin"] is None
-    assert dump["wakeup"] == {"port": 7500, "rate_per_s": 10}
+    assert dump["wakeup"] == {"port": 7500, "rate_per_s": 10, "window_s": 60.0}
+    assert dump["profiles"] == []
     assert dump["interfaces"] == {"wan": {"name": "wan0", "address": None}, "han": {"name": "han0", "address": None},
                                   "lmn": None}
     assert dump["firewall"]["backend"] == "nftables" and dump["token"]["label"] == "smgw"
