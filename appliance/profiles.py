@@ -147,7 +147,7 @@ def describe(profile: AccessProfile) -> str:
     names = ", ".join(f"{a} ({CATALOGUE[profile.source][a].meaning})" for a in profile.values)
     who = "a pseudonym instead of your meter number" if profile.identity == "pseudonym" else "your meter number"
     return (f"{profile.party} receives {names}, as the {profile.aggregation} over each {_span(profile.interval_s)}, "
-            f"to {profile.resolution} decimal places, every {_span(profile.send_every_s)}, under {who}; "
+            f"to {profile.resolution} decimal place{'' if profile.resolution == 1 else 's'}, every {_span(profile.send_every_s)}, under {who}; "
             f"kept {profile.retention_days} days.")
 
 
