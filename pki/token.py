@@ -189,6 +189,27 @@ class Token:
                                     has_certificate=key[Attribute.LABEL] in certs))
         return sorted(out, key=lambda k: k.label)
 
+    # ------------------------------------------------------------- secrets
+    def generate_secret(self, label: str) -> None:
+        """A 256-bit HMAC key made inside the token (sensitive, not extractable): the
+        per-party pseudonym key, so no one outside the token can link pseudonyms to meters."""
+        check_name(label)
+        with self.session() as s:
+            if list(s.get_objects({Attribute.LABEL: label, Attribute.CLASS: ObjectClass.SECRET_KEY})):
+                raise TokenError(f"token {self.label!r} already holds a secret {label!r}")
+            s.generate_key(KeyType.GENERIC_SECRET, 256, label=label, id=hashlib.sha256(label.encode()).digest()[:8],
+                           store=True, template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
+                                                 Attribute.SIGN: True, Attribute.VERIFY: True,
+                                                 Attribute.PRIVATE: True})
+
+    def hmac_sha256(self, label: str, data: bytes) -> bytes:
+        with self.session() as s:
+            key = self._one(s, label, ObjectClass.SECRET_KEY)
+            try:
+                return bytes(key.sign(data, mechanism=Mechanism.SHA256_HMAC))
+            except pkcs11.PKCS11Error as exc:
+                raise TokenError(f"token refused HMAC with {label!r}: {type(exc).__name__}") from None
+
     def openvpn_ids(self) -> dict[str, str]:
         """``{key label: pkcs11-id}`` for every certified key, in pkcs11-helper's serialized
         form (what ``openvpn --show-pkcs11-ids`` prints), so configs need no subprocess."""

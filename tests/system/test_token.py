@@ -229,3 +229,22 @@ def test_token_init_refuses_bad_labels_and_pins(label: str, so_pin: str, pin: st
 def test_token_init_is_refused_for_a_smart_card_module(tmp_path: Path) -> None:
     with pytest.raises(TokenError, match="SoftHSM2 only"):
         init_softhsm_token("card", "12345678", "123456", module=tmp_path / "opensc-pkcs11.so")
+
+
+def test_pseudonym_key_stays_in_the_token_and_gives_stable_distinct_pseudonyms(token: Token) -> None:
+    import pkcs11
+    from pkcs11 import Attribute, ObjectClass
+
+    token.generate_secret("pseudonym-dso")
+    token.generate_secret("pseudonym-supplier")
+    first = token.hmac_sha256("pseudonym-dso", b"37155794")
+    assert first == token.hmac_sha256("pseudonym-dso", b"37155794") and len(first) == 32
+    assert first != token.hmac_sha256("pseudonym-supplier", b"37155794")
+    assert first != token.hmac_sha256("pseudonym-dso", b"37155795")
+    with pytest.raises(TokenError, match="already holds"):
+        token.generate_secret("pseudonym-dso")
+    with token.session() as s:
+        key = next(s.get_objects({Attribute.LABEL: "pseudonym-dso", Attribute.CLASS: ObjectClass.SECRET_KEY}))
+        assert key[Attribute.SENSITIVE] and not key[Attribute.EXTRACTABLE]
+        with pytest.raises(pkcs11.PKCS11Error):
+            key[Attribute.VALUE]
