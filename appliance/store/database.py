@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from appliance.store import writer
-from appliance.store.codec import CodecError, utc_text
+from appliance.store.codec import CodecError, parse_decimal, parse_utc, utc_text
 from appliance.store.connection import connect
 from appliance.store.errors import StoreError, sqlite_errors
 from appliance.store.migrations import user_version
 from appliance.store.records import (
+    OutboxItem,
     Row,
     StoredInterval,
     StoredLogbookEntry,
@@ -103,6 +105,75 @@ class Store:
             con.execute("INSERT INTO wakeup_replay (nonce, sequence, action, issued_at, accepted_at) "
                         "VALUES (?, ?, ?, ?, ?)", (nonce, sequence, action, utc_text(issued_at, "issued_at"), utc_text(now, "accepted_at")))
         return None
+
+    # -- outbox --------------------------------------------------------------------------
+
+    def progress(self, profile: str) -> datetime | None:
+        rows = self._query("reading profile progress", "SELECT done_until FROM profile_progress WHERE profile = ?",
+                           (profile,))
+        return parse_utc(rows[0][0]) if rows else None
+
+    def set_progress(self, profile: str, done_until: datetime) -> None:
+        con = self._db()
+        with sqlite_errors(self.path, "writing profile progress"), immediate(con):
+            con.execute("INSERT INTO profile_progress (profile, done_until) VALUES (?, ?) ON CONFLICT (profile) "
+                        "DO UPDATE SET done_until = excluded.done_until", (profile, utc_text(done_until, "done_until")))
+
+    def enqueue(self, *, delivery_id: str, party: str, profile: str, window: tuple[datetime, datetime],
+                payload: bytes, summary: str, now: datetime) -> None:
+        """The sealed delivery into the outbox and the profile's progress past its window, in
+        one transaction: a crash leaves either both or neither, so no window is sent twice
+        or skipped."""
+        con = self._db()
+        start, end = utc_text(window[0], "window_from"), utc_text(window[1], "window_to")
+        with sqlite_errors(self.path, f"queueing delivery {delivery_id}"), immediate(con):
+            con.execute("INSERT INTO outbox (delivery_id, party, profile, window_from, window_to, payload, summary, "
+                        "created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (delivery_id, party, profile, start, end, payload, summary, utc_text(now, "created_at"),
+                         utc_text(now, "next_attempt_at")))
+            con.execute("INSERT INTO profile_progress (profile, done_until) VALUES (?, ?) ON CONFLICT (profile) "
+                        "DO UPDATE SET done_until = excluded.done_until", (profile, end))
+
+    def next_pending(self, party: str) -> OutboxItem | None:
+        """The oldest unacknowledged delivery of a party: deliveries go out in order."""
+        rows = self._query("reading the outbox", f"SELECT {OutboxItem.COLUMNS} FROM outbox "
+                           "WHERE party = ? AND acked_at IS NULL ORDER BY id LIMIT 1", (party,))
+        return OutboxItem.from_row(rows[0]) if rows else None
+
+    def pending_count(self, party: str | None = None) -> int:
+        where, params = ("AND party = ?", (party,)) if party is not None else ("", ())
+        return int(self._query("counting the outbox",
+                               f"SELECT count(*) FROM outbox WHERE acked_at IS NULL {where}", params)[0][0])
+
+    def delivery_failed(self, outbox_id: int, error: str, retry_at: datetime) -> None:
+        con = self._db()
+        with sqlite_errors(self.path, "recording a failed send"), immediate(con):
+            con.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+                        (error[:500], utc_text(retry_at, "next_attempt_at"), outbox_id))
+
+    def delivery_acked(self, delivery_id: str, at: datetime) -> bool:
+        """Mark acknowledged; False if it was already (an idempotent ack)."""
+        con = self._db()
+        with sqlite_errors(self.path, f"acknowledging {delivery_id}"), immediate(con):
+            cursor = con.execute("UPDATE outbox SET acked_at = ?, attempts = attempts + 1 "
+                                 "WHERE delivery_id = ? AND acked_at IS NULL", (utc_text(at, "acked_at"), delivery_id))
+            return cursor.rowcount == 1
+
+    def register_samples(self, meter_id: str, address: str, since: datetime, until: datetime
+                         ) -> list[tuple[datetime, Decimal]]:
+        """Numeric values of one register, one per readout (its first occurrence), in time order."""
+        rows = self._query(
+            "reading register samples",
+            "SELECT r.read_at, g.value FROM readings g JOIN readouts r ON r.id = g.readout_id "
+            "WHERE g.meter_id = ? AND g.address = ? AND r.read_at >= ? AND r.read_at < ? AND g.value IS NOT NULL "
+            "AND g.seq = (SELECT min(seq) FROM readings WHERE readout_id = r.id AND address = g.address) "
+            "ORDER BY r.read_at", (meter_id, address, *self._period(since, until)))
+        out = []
+        for at, value in rows:
+            number = parse_decimal(value)
+            if number is not None:
+                out.append((parse_utc(at), number))
+        return out
 
     # -- reading -------------------------------------------------------------------------
 

@@ -106,6 +106,33 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX wakeup_replay_by_sequence ON wakeup_replay (sequence);
         """,
     ),
+    Migration(
+        3,
+        "outbox and profile progress",
+        """
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,             -- creation order: sent in this order per party
+            delivery_id TEXT NOT NULL UNIQUE,
+            party TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            window_from TEXT NOT NULL,          -- UTC
+            window_to TEXT NOT NULL,            -- UTC
+            payload BLOB NOT NULL,              -- CMS EnvelopedData(SignedData(document)): nothing in clear
+            summary TEXT NOT NULL,              -- for the consumer log: addresses, resolution, no values
+            created_at TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT NOT NULL,
+            last_error TEXT,
+            acked_at TEXT                       -- set only when the headend acknowledged the id
+        ) STRICT;
+        CREATE INDEX outbox_pending ON outbox (party, id) WHERE acked_at IS NULL;
+
+        CREATE TABLE profile_progress (
+            profile TEXT PRIMARY KEY,
+            done_until TEXT NOT NULL            -- UTC end of the last window turned into a delivery
+        ) STRICT;
+        """,
+    ),
 )
 
 

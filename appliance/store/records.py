@@ -100,3 +100,30 @@ class StoredLogbookEntry:
     def from_row(cls, row: Row) -> StoredLogbookEntry:
         return cls(meter_id=row[0], timestamp=parse_utc(row[1]), status=row[2],
                    values=tuple(json.loads(row[3])), readout_id=row[4])
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One sealed delivery waiting for (or past) its acknowledgement."""
+
+    id: int
+    delivery_id: str
+    party: str
+    profile: str
+    window_from: datetime
+    window_to: datetime
+    payload: bytes
+    summary: str
+    attempts: int
+    next_attempt_at: datetime
+    acked_at: datetime | None
+
+    COLUMNS: ClassVar[str] = ("id, delivery_id, party, profile, window_from, window_to, payload, summary, attempts, "
+                              "next_attempt_at, acked_at")
+
+    @classmethod
+    def from_row(cls, row: Row) -> OutboxItem:
+        return cls(id=row[0], delivery_id=row[1], party=row[2], profile=row[3],
+                   window_from=parse_utc(row[4]), window_to=parse_utc(row[5]), payload=bytes(row[6]),
+                   summary=row[7], attempts=row[8], next_attempt_at=parse_utc(row[9]),
+                   acked_at=parse_optional_utc(row[10]))

@@ -297,22 +297,22 @@ def test_new_migration_upgrades_and_a_failing_one_rolls_back(db: Path,
         store.save_readout(meter_id="m", readout=_readout(), read_at=T0)
     base = migrations.MIGRATIONS
     v = migrations.latest_version()
-    outbox = Migration(v + 1, "outbox", """
-        CREATE TABLE outbox (id INTEGER PRIMARY KEY, body TEXT NOT NULL) STRICT;
-        CREATE TRIGGER outbox_guard BEFORE DELETE ON outbox BEGIN SELECT 1; SELECT 2; END;
+    later_table = Migration(v + 1, "later_table", """
+        CREATE TABLE later_table (id INTEGER PRIMARY KEY, body TEXT NOT NULL) STRICT;
+        CREATE TRIGGER later_guard BEFORE DELETE ON later_table BEGIN SELECT 1; SELECT 2; END;
     """)
     broken = Migration(v + 2, "broken", """
         CREATE TABLE half_done (x TEXT) STRICT;
         CREATE TABLE readouts (x TEXT);
     """)
-    monkeypatch.setattr(migrations, "MIGRATIONS", (*base, outbox, broken))
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*base, later_table, broken))
     with pytest.raises(StoreError, match=f"migration {v + 2} \\(broken\\).*already exists"):
         Store.open(db)
     with _raw(db) as con:  # the good step stayed, the broken one left no trace
         assert con.execute("PRAGMA user_version").fetchone()[0] == v + 1
         names = {row[0] for row in con.execute("SELECT name FROM sqlite_schema")}
-        assert {"outbox", "outbox_guard"} <= names and "half_done" not in names
-    monkeypatch.setattr(migrations, "MIGRATIONS", (*base, outbox))
+        assert {"later_table", "later_guard"} <= names and "half_done" not in names
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*base, later_table))
     with Store.open(db) as store:
         assert store.schema_version() == v + 1 and store.count_readouts() == 1
 
