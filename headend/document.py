@@ -1,0 +1,152 @@
+"""The delivery document, version 1: what a gateway signs and a headend stores.
+
+Canonical JSON (sorted keys, no spaces) so the same delivery is the same bytes. Values are
+exact decimal strings with their units, never floats; an interval with no sample carries
+``null``. ``parse`` is what the headend runs on a decrypted, verified document: every field
+checked, every refusal a ``DocumentError`` that names the field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+VERSION = 1
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+_DECIMAL = re.compile(r"-?\d{1,18}(?:\.\d{1,9})?")
+_ID = re.compile(r"[0-9a-f]{32}")
+_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
+_SUBJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+_ADDRESS = re.compile(r"[0-9A-Z]{1,3}(?:\.[0-9A-Z]{1,3}){1,2}")
+_UNIT = re.compile(r"[A-Za-z%]{1,8}")
+MAX_VALUES = 20000
+
+
+class DocumentError(ValueError):
+    """Not a valid delivery document; the message names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    address: str
+    unit: str
+    start: dt.datetime
+    end: dt.datetime
+    value: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    delivery_id: str
+    gateway: str
+    subject: str  #: the meter id, or the party's pseudonym of it
+    identity: str  #: "meter_id" or "pseudonym"
+    party: str
+    profile: str
+    resolution: int
+    window_from: dt.datetime
+    window_to: dt.datetime
+    created_at: dt.datetime
+    values: tuple[Value, ...]
+
+
+def _time(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build(delivery: Delivery) -> bytes:
+    doc = {
+        "version": VERSION, "delivery_id": delivery.delivery_id, "gateway": delivery.gateway,
+        "subject": delivery.subject, "identity": delivery.identity, "party": delivery.party,
+        "profile": delivery.profile, "resolution": delivery.resolution,
+        "window": {"from": _time(delivery.window_from), "to": _time(delivery.window_to)},
+        "created_at": _time(delivery.created_at),
+        "values": [{"address": v.address, "unit": v.unit, "from": _time(v.start), "to": _time(v.end),
+                    "value": None if v.value is None else str(v.value)} for v in delivery.values],
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _need(doc: dict[str, Any], key: str, kind: type, where: str = "") -> Any:
+    if key not in doc:
+        raise DocumentError(f"{where}{key}: missing")
+    value = doc[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise DocumentError(f"{where}{key}: must be {kind.__name__}")
+    return value
+
+
+def _match(pattern: re.Pattern[str], value: str, where: str) -> str:
+    if not pattern.fullmatch(value):
+        raise DocumentError(f"{where}: {value[:40]!r} is not valid")
+    return value
+
+
+def _parse_time(value: str, where: str) -> dt.datetime:
+    _match(_TIME, value, where)
+    try:
+        return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        raise DocumentError(f"{where}: {value!r} is not a real time") from None
+
+
+def parse(data: bytes) -> Delivery:
+    try:
+        doc = json.loads(data.decode("utf-8"), parse_float=Decimal)  # a JSON number is never a str: refused below
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise DocumentError("document is not UTF-8 JSON") from None
+    if not isinstance(doc, dict):
+        raise DocumentError("document must be a JSON object")
+    known = {"version", "delivery_id", "gateway", "subject", "identity", "party", "profile", "resolution", "window",
+             "created_at", "values"}
+    extra = set(doc) - known
+    if extra:
+        raise DocumentError(f"unknown field {min(extra)!r}")
+    if _need(doc, "version", int) != VERSION:
+        raise DocumentError(f"version: {doc['version']} is not {VERSION}")
+    identity = _need(doc, "identity", str)
+    if identity not in ("meter_id", "pseudonym"):
+        raise DocumentError("identity: must be meter_id or pseudonym")
+    resolution = _need(doc, "resolution", int)
+    if not 0 <= resolution <= 6:
+        raise DocumentError("resolution: 0 to 6")
+    window = _need(doc, "window", dict)
+    values_raw = _need(doc, "values", list)
+    if len(values_raw) > MAX_VALUES:
+        raise DocumentError(f"values: more than {MAX_VALUES}")
+    values = []
+    for i, item in enumerate(values_raw):
+        where = f"values[{i}]."
+        if not isinstance(item, dict) or set(item) != {"address", "unit", "from", "to", "value"}:
+            raise DocumentError(f"values[{i}]: must have exactly address, unit, from, to, value")
+        raw = item["value"]
+        if raw is not None and not (isinstance(raw, str) and _DECIMAL.fullmatch(raw)):
+            raise DocumentError(f"{where}value: must be an exact decimal string or null")
+        try:
+            number = None if raw is None else Decimal(raw)
+        except InvalidOperation:
+            raise DocumentError(f"{where}value: not a decimal") from None
+        values.append(Value(
+            address=_match(_ADDRESS, _need(item, "address", str, where), f"{where}address"),
+            unit=_match(_UNIT, _need(item, "unit", str, where), f"{where}unit"),
+            start=_parse_time(_need(item, "from", str, where), f"{where}from"),
+            end=_parse_time(_need(item, "to", str, where), f"{where}to"), value=number))
+    delivery = Delivery(
+        delivery_id=_match(_ID, _need(doc, "delivery_id", str), "delivery_id"),
+        gateway=_match(_SUBJECT, _need(doc, "gateway", str), "gateway"),
+        subject=_match(_SUBJECT, _need(doc, "subject", str), "subject"), identity=identity,
+        party=_match(_NAME, _need(doc, "party", str), "party"),
+        profile=_match(_NAME, _need(doc, "profile", str), "profile"), resolution=resolution,
+        window_from=_parse_time(_need(window, "from", str, "window."), "window.from"),
+        window_to=_parse_time(_need(window, "to", str, "window."), "window.to"),
+        created_at=_parse_time(_need(doc, "created_at", str), "created_at"), values=tuple(values))
+    if delivery.window_to <= delivery.window_from:
+        raise DocumentError("window: to must be after from")
+    for i, v in enumerate(delivery.values):
+        if not delivery.window_from <= v.start < v.end <= delivery.window_to:
+            raise DocumentError(f"values[{i}]: interval outside the window")
+    return delivery

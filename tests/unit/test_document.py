@@ -1,0 +1,58 @@
+"""The delivery document: round trip, and every refusal names its field."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from headend.document import Delivery, DocumentError, Value, build, parse
+
+T = dt.datetime(2026, 11, 25, 8, 0, tzinfo=dt.UTC)
+GOOD = Delivery(delivery_id="0" * 32, gateway="gw-0001", subject="37155794", identity="meter_id", party="dso",
+                profile="dso-taf7", resolution=3, window_from=T, window_to=T + dt.timedelta(minutes=30),
+                created_at=T + dt.timedelta(minutes=31),
+                values=(Value("1.5", "kW", T, T + dt.timedelta(minutes=15), Decimal("0.412")),
+                        Value("1.5", "kW", T + dt.timedelta(minutes=15), T + dt.timedelta(minutes=30), None)))
+
+
+def test_round_trip_is_exact_and_canonical() -> None:
+    data = build(GOOD)
+    assert parse(data) == GOOD
+    assert build(parse(data)) == data and b" " not in data
+
+
+def _with(change: dict[str, object]) -> bytes:
+    doc = json.loads(build(GOOD))
+    doc.update(change)
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"version": 2}, "version"),
+    ({"values": [{"address": "1.5", "unit": "kW", "from": "2026-11-25T08:00:00Z", "to": "2026-11-25T08:15:00Z",
+                  "value": 0.412}]}, "values[0].value"),
+    ({"values": [{"address": "1.5", "unit": "kW", "from": "2026-11-25T07:00:00Z", "to": "2026-11-25T08:15:00Z",
+                  "value": "1"}]}, "outside the window"),
+    ({"subject": "<script>"}, "subject"),
+    ({"delivery_id": "x"}, "delivery_id"),
+    ({"extra": 1}, "unknown field"),
+    ({"window": {"from": "2026-11-25T08:30:00Z", "to": "2026-11-25T08:00:00Z"}}, "window"),
+    ({"identity": "name"}, "identity"),
+    ({"resolution": True}, "resolution"),
+])
+def test_refusals_name_the_field(change: dict[str, object], field: str) -> None:
+    with pytest.raises(DocumentError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        parse(_with(change))
+
+
+@given(st.binary(max_size=2000))
+def test_any_bytes_parse_or_raise_document_error(data: bytes) -> None:
+    try:
+        parse(data)
+    except DocumentError:
+        pass
