@@ -1,0 +1,77 @@
+"""The outbox sender: a party's deliveries, oldest first, through that party's tunnel only.
+
+The connection is bound to the tunnel's own address, so the kernel can route it nowhere
+but into the tunnel (and the firewall allows the ingest port only on that tunnel's
+interface). A delivery leaves the outbox only when the headend answered 200 with its id;
+anything else is retried with exponential backoff and jitter, and the next delivery of
+that party waits: deliveries arrive in order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import json
+import logging
+import random
+from dataclasses import dataclass
+
+from appliance.store import Store
+
+log = logging.getLogger("smgw.sender")
+MAX_BACKOFF_S = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    party: str
+    host: str  #: the party's ingest address inside the tunnel
+    port: int
+    source: str | None  #: this gateway's tunnel address (None only in unit tests over loopback)
+
+
+def backoff(attempts: int, rng: random.Random) -> float:
+    """Seconds to the next try after ``attempts`` failures: 2, 4, 8 .. 3600, jittered by -50 %..0."""
+    return min(MAX_BACKOFF_S, 2.0 ** max(1, attempts)) * (0.5 + rng.random() / 2)
+
+
+def post(route: Route, payload: bytes, timeout: float) -> tuple[int, dict[str, object]]:
+    connection = http.client.HTTPConnection(route.host, route.port, timeout=timeout,
+                                            source_address=(route.source, 0) if route.source else None)
+    try:
+        connection.request("POST", "/v1/deliveries", body=payload,
+                           headers={"Content-Type": "application/cms", "Content-Length": str(len(payload))})
+        response = connection.getresponse()
+        raw = response.read(65536)
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = {"error": f"not JSON: {raw[:80]!r}"}
+        return response.status, doc if isinstance(doc, dict) else {"error": "not a JSON object"}
+    finally:
+        connection.close()
+
+
+def send_due(store: Store, route: Route, now: dt.datetime, rng: random.Random, *, limit: int = 100,
+             timeout: float = 10.0) -> int:
+    """Send the party's due deliveries in order; stop at the first failure. Returns how many were acknowledged."""
+    sent = 0
+    while sent < limit:
+        item = store.next_pending(route.party)
+        if item is None or item.next_attempt_at > now:
+            return sent
+        try:
+            status, doc = post(route, item.payload, timeout)
+        except OSError as exc:
+            status, doc = 0, {"error": f"{type(exc).__name__}: {exc}"}
+        if status == 200 and doc.get("delivery_id") == item.delivery_id:
+            store.delivery_acked(item.delivery_id, now)
+            sent += 1
+            continue
+        error = f"HTTP {status}: {doc.get('error', doc)}" if status else str(doc["error"])
+        retry = now + dt.timedelta(seconds=backoff(item.attempts + 1, rng))
+        store.delivery_failed(item.id, error, retry)
+        log.warning("delivery %s to %s failed (%s); retry at %s", item.delivery_id, route.party, error,
+                    retry.isoformat())
+        return sent
+    return sent

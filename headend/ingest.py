@@ -1,0 +1,169 @@
+"""The headend's ingest: one delivery in, verified, decrypted, checked, stored, acknowledged.
+
+``ingest`` decides; ``serve`` is a small threaded HTTP server around it, bound to the
+tunnel server's own address so only tunnel clients reach it. Every refusal is a 4xx with
+the reason in the body and a log line; the sender's identity is checked three ways: the
+signature chains to the pinned root with role gateway-sig and is not revoked, the document
+names the signer as its gateway, and the delivery came through the tunnel of that same
+gateway (its client certificate's CN, from the OpenVPN server's status file).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from headend.document import DocumentError, parse
+from headend.store import HeadendStore, dumps
+from pki.cms import CmsError, RevokedError, verify
+from pki.cms_envelope import KeyAgreement, decrypt
+from pki.errors import PkiError
+
+log = logging.getLogger("smgw.headend")
+MAX_BODY = 1 << 20
+
+
+@dataclass(frozen=True)
+class IngestContext:
+    party: str
+    root: x509.Certificate
+    crl: x509.CertificateRevocationList
+    enc_cert: x509.Certificate
+    agree: KeyAgreement
+    peer_cn: Callable[[str], str | None]  #: tunnel address of the sender -> its client certificate's CN
+    store: HeadendStore
+
+
+def _cn(cert: x509.Certificate) -> str:
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else ""
+
+
+def ingest(ctx: IngestContext, body: bytes, source_ip: str, now: dt.datetime) -> tuple[int, dict[str, object]]:
+    """(HTTP status, JSON body) for one POSTed delivery."""
+    if len(body) > MAX_BODY:
+        return 413, {"error": f"delivery over {MAX_BODY} bytes"}
+    try:
+        signed = decrypt(body, ctx.enc_cert, ctx.agree)
+    except CmsError as exc:
+        return 400, {"error": f"cannot decrypt: {type(exc).__name__}: {exc}"}
+    try:
+        content, signer = verify(signed, root=ctx.root, role="gateway-sig", crl=ctx.crl, require_crl=True)
+    except RevokedError as exc:
+        return 403, {"error": f"signer revoked: {exc}"}
+    except PkiError as exc:
+        return 403, {"error": f"signature refused: {type(exc).__name__}: {exc}"}
+    try:
+        delivery = parse(content)
+    except DocumentError as exc:
+        return 422, {"error": f"document: {exc}"}
+    gateway = _cn(signer)
+    if delivery.gateway != gateway:
+        return 403, {"error": f"signed by {gateway} but names gateway {delivery.gateway}"}
+    peer = ctx.peer_cn(source_ip)
+    if peer != gateway:
+        return 403, {"error": f"signed by {gateway} but sent through the tunnel of {peer or 'no known client'}"}
+    if delivery.party != ctx.party:
+        return 422, {"error": f"addressed to party {delivery.party}, this is {ctx.party}"}
+    fresh = ctx.store.store(delivery, now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return 200, {"delivery_id": delivery.delivery_id, "stored": fresh}
+
+
+def status_file_peers(path: Path) -> Callable[[str], str | None]:
+    """Tunnel address -> client CN, read from the OpenVPN server's ``status-version 3`` file
+    (re-read when an address is not known yet: a gateway that just connected)."""
+    cache: dict[str, str] = {}
+
+    def load() -> None:
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            return
+        cache.clear()
+        for line in lines:
+            fields = line.split("\t")
+            if fields[0] == "CLIENT_LIST" and len(fields) > 3:
+                cache[fields[3]] = fields[1]
+
+    def lookup(address: str) -> str | None:
+        if address not in cache:
+            load()
+        return cache.get(address)
+
+    return lookup
+
+
+_READINGS = re.compile(r"/v1/meters/([A-Za-z0-9][A-Za-z0-9._:-]{0,63})/readings")
+_DELIVERY = re.compile(r"/v1/deliveries/([0-9a-f]{32})")
+
+
+def make_handler(ctx: IngestContext) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "smgw-headend"
+        sys_version = ""
+
+        def _reply(self, status: int, doc: dict[str, object] | list[dict[str, object]]) -> None:
+            data = dumps(doc)
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            log.debug("%s %s", self.client_address[0], format % args)
+
+        def do_POST(self) -> None:
+            if self.path != "/v1/deliveries":
+                self._reply(404, {"error": "POST /v1/deliveries only"})
+                return
+            try:
+                length = int(self.headers.get("Content-Length", ""))
+            except ValueError:
+                self._reply(411, {"error": "Content-Length required"})
+                return
+            if not 0 < length <= MAX_BODY:
+                self._reply(413, {"error": f"body must be 1..{MAX_BODY} bytes"})
+                return
+            body = self.rfile.read(length)
+            status, doc = ingest(ctx, body, self.client_address[0], dt.datetime.now(dt.UTC))
+            if status != 200:
+                log.warning("refused delivery from %s: %s", self.client_address[0], doc["error"])
+            elif not doc["stored"]:
+                log.info("delivery %s again from %s: acknowledged, not stored twice", doc["delivery_id"],
+                         self.client_address[0])
+            self._reply(status, doc)
+
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            readings, one = _READINGS.fullmatch(url.path), _DELIVERY.fullmatch(url.path)
+            if readings:
+                query = parse_qs(url.query)
+                since, until = query.get("from", [""])[0], query.get("to", ["9999"])[0]
+                if not re.fullmatch(r"[0-9T:Z-]{0,20}", since) or not re.fullmatch(r"[0-9T:Z-]{0,20}", until):
+                    self._reply(400, {"error": "from/to: ISO-8601 UTC times"})
+                    return
+                self._reply(200, ctx.store.readings(readings.group(1), since, until))
+            elif one:
+                found = ctx.store.delivery(one.group(1))
+                self._reply(200, found) if found else self._reply(404, {"error": "no such delivery"})
+            else:
+                self._reply(404, {"error": "unknown path"})
+
+    return Handler
+
+
+def serve(ctx: IngestContext, address: str, port: int) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((address, port), make_handler(ctx))
+    server.daemon_threads = True
+    return server
+

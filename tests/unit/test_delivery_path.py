@@ -1,0 +1,100 @@
+"""Processor -> outbox -> sender -> the real ingest HTTP server (loopback) -> headend store:
+acknowledged once, in order, idempotent; forged, mis-addressed and wrong-tunnel deliveries refused."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appliance.processor import SealKit, process
+from appliance.profiles import AccessProfile
+from appliance.sender import Route, post, send_due
+from appliance.store import Store
+from headend.ingest import IngestContext, serve
+from headend.store import HeadendStore
+from pki.ca import CertificateAuthority, init_ca
+from pki.cms import sign, software_signer
+from pki.cms_envelope import encrypt, software_agreement
+from tests.pkihelpers import PASS
+from tests.unit.test_processor import START, _readout
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[dict[str, object]]:
+    init_ca(tmp_path / "ca", passphrase=PASS, profile="modern")
+    ca = CertificateAuthority(tmp_path / "ca", PASS)
+    sig, sig_key = ca.issue_generated("gateway-sig", "gw-0001")
+    enc, enc_key = ca.issue_generated("party-enc", "dso.example")
+    store = Store.open(tmp_path / "smgw.db")
+    for minute in range(16):
+        store.save_readout(meter_id="37155794", readout=_readout(minute), read_at=START + dt.timedelta(minutes=minute))
+    headend = HeadendStore(f"sqlite:///{tmp_path}/headend.db")
+    peers = {"127.0.0.1": "gw-0001"}
+    ctx = IngestContext(party="dso", root=ca.cert, crl=ca.crl(), enc_cert=enc, agree=software_agreement(enc_key),
+                        peer_cn=peers.get, store=headend)
+    server = serve(ctx, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    kit = SealKit(gateway_id="gw-0001", sig_cert=sig, signer=software_signer(sig_key), enc_certs={"dso": enc},
+                  pseudonym=lambda party, meter: "ps-x")
+    yield {"tmp": tmp_path, "ca": ca, "store": store, "headend": headend, "kit": kit, "peers": peers, "enc": enc,
+           "route": Route("dso", "127.0.0.1", server.server_address[1], None)}
+    server.shutdown()
+    headend.close()
+    store.close()
+
+
+def test_deliveries_arrive_once_in_order_and_are_refused_when_forged(world: dict[str, object]) -> None:
+    store: Store = world["store"]  # type: ignore[assignment]
+    route: Route = world["route"]  # type: ignore[assignment]
+    headend: HeadendStore = world["headend"]  # type: ignore[assignment]
+    profile = AccessProfile(name="dso-rt", party="dso", values=["1.8.0"], interval_s=60, send_every_s=120)
+    process([profile], store, world["kit"], "37155794", START)  # type: ignore[arg-type]
+    assert process([profile], store, world["kit"], "37155794", START + dt.timedelta(minutes=10)) == 5  # type: ignore[arg-type]
+    rng = random.Random(1)
+    first = store.next_pending("dso")
+    assert first is not None
+    assert send_due(store, route, START + dt.timedelta(minutes=10), rng) == 5
+    assert store.pending_count("dso") == 0 and headend.count() == 5
+    # a re-sent delivery (its ack was lost): acknowledged again, stored once
+    status, doc = post(route, first.payload, 5)
+    assert (status, doc) == (200, {"delivery_id": first.delivery_id, "stored": False}) and headend.count() == 5
+    values = headend.readings("37155794", "2026-11-25T08:00:00Z", "2026-11-25T08:10:00Z")
+    assert [v["value"] for v in values][:2] == ["4417.218", "4417.231"]  # last of each minute, truncated
+    # the same document signed by a key outside the PKI
+    tmp: Path = world["tmp"]  # type: ignore[assignment]
+    init_ca(tmp / "rogue", passphrase=PASS, profile="modern")
+    rogue = CertificateAuthority(tmp / "rogue", PASS)
+    fake, fake_key = rogue.issue_generated("gateway-sig", "gw-0001")
+    forged = encrypt(sign(b"{}", fake, software_signer(fake_key)), world["enc"])  # type: ignore[arg-type]
+    status, doc = post(route, forged, 5)
+    assert status == 403 and "UnknownSignerError" in str(doc["error"])
+    # garbage and a tampered ciphertext: 400, never 500
+    status, doc = post(route, b"\x30\x03\x02\x01\x01", 5)
+    assert status == 400
+    tampered = bytearray(first.payload)
+    tampered[-20] ^= 1
+    assert post(route, bytes(tampered), 5)[0] == 400
+    # the right signature, sent through another gateway's tunnel
+    world["peers"]["127.0.0.1"] = "gw-0002"  # type: ignore[index]
+    status, doc = post(route, first.payload, 5)
+    assert status == 403 and "tunnel of gw-0002" in str(doc["error"])
+
+
+def test_an_unreachable_headend_keeps_the_delivery_and_backs_off(world: dict[str, object]) -> None:
+    store: Store = world["store"]  # type: ignore[assignment]
+    profile = AccessProfile(name="dso-rt", party="dso", values=["1.8.0"], interval_s=60, send_every_s=120)
+    process([profile], store, world["kit"], "37155794", START)  # type: ignore[arg-type]
+    process([profile], store, world["kit"], "37155794", START + dt.timedelta(minutes=4))  # type: ignore[arg-type]
+    dead = Route("dso", "127.0.0.1", 9, None)  # discard port: connection refused
+    now = START + dt.timedelta(minutes=4)
+    assert send_due(store, dead, now, random.Random(2)) == 0
+    item = store.next_pending("dso")
+    assert item is not None and item.attempts == 1 and item.next_attempt_at > now
+    assert send_due(store, world["route"], now, random.Random(2)) == 0  # type: ignore[arg-type]  # not due yet
+    assert send_due(store, world["route"], item.next_attempt_at, random.Random(2)) == 2  # type: ignore[arg-type]
