@@ -181,15 +181,20 @@ def gateway_group() -> None:
               help="Stop after this many stored readouts (demo and tests).")
 @clean_errors
 def gateway_run_cmd(config_path: Path, readouts: int | None) -> None:
-    """Run the core service in the foreground (reader loop for now)."""
+    """Run the core service in the foreground: reader loop, then data processor and sender."""
     from appliance.gateway import run_reader_loop
 
     cfg = config_mod.load(config_path)
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("smgw").setLevel(logging.INFO)
+    after = None
+    if cfg.profiles:
+        from appliance.delivery_service import DeliveryService
+
+        after = DeliveryService(cfg)
     stop = threading.Event()
     _stop_on_signals(stop)
-    stats = run_reader_loop(cfg, stop, max_readouts=readouts)
+    stats = run_reader_loop(cfg, stop, max_readouts=readouts, after_readout=after)
     click.echo(f"stopped: {stats.readouts} readouts stored, {stats.failures} failures", err=True)
 
 
@@ -201,6 +206,7 @@ def _register_subcommands() -> None:
     cli_token.register(main, clean_errors)
     cli_net.register(main, clean_errors)
     cli_admin.register(main, clean_errors)
+    cli_admin.register_headend(main, clean_errors)
 
 
 _register_subcommands()

@@ -120,3 +120,45 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
                 supervisor.stop()
                 watcher.close()
                 emit({"event": "stopped", **watcher.counters.__dict__})
+
+
+def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
+    @main.group("headend")
+    def headend_group() -> None:
+        """A market party's data-center side."""
+
+    @headend_group.command("run")
+    @_config
+    @click.option("--seconds", type=click.FloatRange(min=0.1), default=None)
+    @click.option("--listen", default=None, help="Address to bind (default: the tunnel server's own address).")
+    @clean_errors
+    def headend_run_cmd(config_path: Path, seconds: float | None, listen: str | None) -> None:
+        """Serve the ingest inside the tunnel: verify, decrypt, store, acknowledge."""
+        from appliance.render_server import status_file
+        from headend.config import HeadendConfig
+        from headend.ingest import IngestContext, serve, status_file_peers
+        from headend.store import HeadendStore
+        from pki.cms_envelope import software_agreement
+
+        cfg = config_mod.load_any(config_path)
+        if not isinstance(cfg, HeadendConfig):
+            raise SmgwError(f"{config_path}: not a headend config (no [headend] table)")
+        key = serialization.load_pem_private_key(cfg.ingest.enc_key.read_bytes(), None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise SmgwError(f"{cfg.ingest.enc_key}: not an EC private key")
+        store = HeadendStore(cfg.ingest.database)
+        ctx = IngestContext(party=cfg.headend.name, root=read_certificate(cfg.pki.root), crl=read_crl(cfg.pki.crl),
+                            enc_cert=read_certificate(cfg.ingest.enc_cert), agree=software_agreement(key),
+                            peer_cn=status_file_peers(status_file(cfg)), store=store)
+        server = serve(ctx, listen or str(cfg.tunnel.network.ip), cfg.ingest.port)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        worker = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+        worker.start()
+        click.echo(json.dumps({"event": "listening", "address": server.server_address[0], "port": cfg.ingest.port}))
+        sys.stdout.flush()
+        stop.wait(seconds)
+        server.shutdown()
+        click.echo(json.dumps({"event": "stopped", "deliveries": store.count()}))
+        store.close()

@@ -99,10 +99,18 @@ class Party(StrictModel):
     token_key: Label | None = Field(default=None, description="token key label (default gateway-tls-<name>)")
     tls_crypt_v2_key: SafePath | None = Field(
         default=None, description="this gateway's tls-crypt-v2 client key (default <state>/openvpn/<name>.tc.key)")
+    encryption_cert: SafePath | None = Field(
+        default=None, description="the party's party-enc certificate (default /etc/smgw/pki/<name>-enc.crt)")
+    ingest_address: IPv4Address | None = Field(
+        default=None, description="the ingest inside the tunnel (default: .1 of the tunnel address's /24)")
 
     @property
     def key_label(self) -> str:
         return self.token_key or f"gateway-tls-{self.name}"
+
+    @property
+    def encryption_cert_path(self) -> Path:
+        return self.encryption_cert or Path(f"/etc/smgw/pki/{self.name}-enc.crt")
 
 
 class Admin(StrictModel):
@@ -158,6 +166,7 @@ class Paths(StrictModel):
 
 class GatewayIdentity(StrictModel):
     id: DnsName = Field(default="gw-0001", description="the gateway's name (its certificates' CN)")
+    sig_key: Label = Field(default="gateway-sig", description="token key that signs deliveries (role gateway-sig)")
 
 
 __all__ = ["Admin", "Endpoint", "Firewall", "GatewayIdentity", "Interface", "Interfaces", "Party", "Paths",

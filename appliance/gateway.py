@@ -11,6 +11,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,6 +82,7 @@ def run_reader_loop(
     *,
     max_readouts: int | None = None,
     rng: random.Random | None = None,
+    after_readout: Callable[[Store, str], None] | None = None,
 ) -> LoopStats:
     """Poll until ``stop`` is set (or ``max_readouts`` readouts are stored)."""
     rng = rng or random.Random()
@@ -113,6 +115,11 @@ def run_reader_loop(
                 "readout %d stored: %d readings from %s (attempts %d)",
                 readout_id, len(readout.readings), readout.identification.text, readout.attempts,
             )
+            if after_readout is not None:
+                try:  # processing and sending must never stop the reader
+                    after_readout(store, meter.id or readout.meter_id())
+                except Exception:
+                    log.exception("processing after readout %d failed", readout_id)
             if max_readouts is not None and stats.readouts >= max_readouts:
                 break
             stop.wait(max(0.0, meter.poll_interval - (time.monotonic() - started)))

@@ -29,6 +29,7 @@ class ServerTunnel:
     profile: Literal["bsi", "modern"] = "bsi"
     device: str = "tun-srv"
     extra_push: tuple[str, ...] = field(default=())  # tests only: what a hostile server might push
+    status_file: Path | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -61,5 +62,9 @@ def generate_headend(cfg: HeadendConfig, templates: Path = TEMPLATES) -> dict[st
                           listen_port=tunnel.listen.port, tunnel=tunnel.network, root=cfg.pki.root,
                           cert=tunnel.cert, key=tunnel.key, crl=cfg.pki.crl,
                           tls_crypt_v2_server_key=tunnel.tls_crypt_v2_server_key, profile=tunnel.profile,
-                          device=f"tun-{cfg.headend.name}")
+                          device=f"tun-{cfg.headend.name}", status_file=status_file(cfg))
     return {"openvpn/server.conf": render_server(server, templates)}
+
+
+def status_file(cfg: HeadendConfig) -> Path:
+    return cfg.paths.run / "openvpn-status.log"

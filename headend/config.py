@@ -75,6 +75,8 @@ class Pki(_Strict):
 
 class Ingest(_Strict):
     port: Port = 8443
+    enc_cert: SafePath = Field(default=Path("/etc/smgw-headend/pki/enc.crt"), description="role party-enc")
+    enc_key: SafePath = Field(default=Path("/etc/smgw-headend/pki/enc.key"), description="its key, mode 0600")
     database: Annotated[str, Field(pattern=r"^(sqlite:///?/[A-Za-z0-9._/+-]+|postgresql://[A-Za-z0-9._@:/%+-]+)$")] = (
         "sqlite:////var/lib/smgw-headend/ingest.db")
 
