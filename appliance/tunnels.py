@@ -22,6 +22,7 @@ from appliance.errors import SmgwError
 from appliance.ovpn_mgmt import (
     ByteCount,
     Fatal,
+    Hold,
     ManagementClient,
     ManagementError,
     PasswordFailed,
@@ -209,6 +210,11 @@ class Supervisor:
                 tunnel.failures = 0
             tunnel.status.local_ip = event.local_ip
             self._set_state(tunnel, event.name, event.detail)
+        elif isinstance(event, Hold):
+            # management-hold holds again after every soft restart (a TLS error, a ping
+            # timeout): release it, or the tunnel stays down for good
+            assert tunnel.sock is not None
+            tunnel.sock.sendall(b"hold release\n")
         elif isinstance(event, PasswordNeeded):
             if tunnel.pin_refused:
                 log.error("tunnel %s: token PIN refused before; not retrying it", tunnel.name)

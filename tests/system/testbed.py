@@ -83,6 +83,7 @@ def _gateway_toml(root: Path, profile: str, parties: dict[str, IPv4Interface]) -
     for name, address in parties.items():
         lines.append(f'[[parties]]\nname = "{name}"\nserver_name = "{name}.example"\nprofile = "{profile}"\n'
                      f'ingest_port = {INGEST_PORT}\ntls_crypt_v2_key = "{root}/{name}.tc-client.key"\n'
+                     f'encryption_cert = "{root}/{name}-enc.crt"\n'
                      f'remote = {{ address = "{address.ip}", port = 1194 }}\n')
     lines.append(f'[admin]\nserver_name = "gwa.example"\nprofile = "{profile}"\napi_port = 8443\n'
                  f'tls_crypt_v2_key = "{root}/admin.tc-client.key"\nidle_timeout_s = {ADMIN_IDLE_S}\n'
@@ -119,6 +120,16 @@ def make_testbed(tmp_path: Path, profile: str) -> Iterator[Bed]:
         _run("openvpn", "--genkey", "tls-crypt-v2-server", str(root / f"{name}.tc-server.key"), env=env, cwd=ROOT)
         _run("openvpn", "--tls-crypt-v2", str(root / f"{name}.tc-server.key"), "--genkey", "tls-crypt-v2-client",
              str(root / f"{name}.tc-client.key"), env=env, cwd=ROOT)
+    # deliveries: each party's encryption certificate (its side, software key), the gateway's SIG key in the token
+    for name in PARTIES:
+        _run(*smgw, "pki", "issue", "--dir", str(root / "ca"), "--role", "party-enc", "--name", f"{name}.example",
+             "--generate", "--out", str(root / f"{name}-enc"), env=env, cwd=ROOT)
+    _run(*smgw, "token", "keygen", "--key", "gateway-sig", "--profile", profile, env=env, cwd=ROOT)
+    _run(*smgw, "token", "csr", "--key", "gateway-sig", "--name", "gw-0001", "--out", str(root / "sig.csr"),
+         env=env, cwd=ROOT)
+    _run(*smgw, "pki", "issue", "--dir", str(root / "ca"), "--role", "gateway-sig", "--name", "gw-0001",
+         "--csr", str(root / "sig.csr"), "--out", str(root / "gw-sig"), env=env, cwd=ROOT)
+    _run(*smgw, "token", "import", "--key", "gateway-sig", "--cert", str(root / "gw-sig.crt"), env=env, cwd=ROOT)
     # the GWA: its admin tunnel server, the gateway's admin key in the token, the wake-up signer
     _run(*smgw, "pki", "issue", "--dir", str(root / "ca"), "--role", "gwa-admin", "--name", "gwa.example",
          "--generate", "--out", str(root / "gwa-server"), env=env, cwd=ROOT)
@@ -185,3 +196,19 @@ class JsonLines:
             self.proc.kill()
             self.proc.wait()
         self.wait_for(lambda line: False, 0.1)
+
+
+def headend_toml(bed: Bed, name: str) -> Path:
+    """The party's headend config in the testbed (its server, its ingest, its database)."""
+    root = bed.root
+    path = root / f"{name}-headend.toml"
+    path.write_text(
+        f'[headend]\nname = "{name}"\nserver_name = "{name}.example"\n'
+        f'[tunnel]\nlisten = {{ address = "{PARTIES[name].ip}", port = 1194 }}\nnetwork = "{TUNNEL_NET[name]}"\n'
+        f'profile = "{bed.profile}"\ncert = "{root}/{name}-server.crt"\nkey = "{root}/{name}-server.key"\n'
+        f'tls_crypt_v2_server_key = "{root}/{name}.tc-server.key"\n'
+        f'[pki]\nroot = "{root}/ca/ca.crt"\ncrl = "{root}/crl.pem"\n'
+        f'[ingest]\nport = {INGEST_PORT}\ndatabase = "sqlite:///{root}/{name}-headend/ingest.db"\n'
+        f'enc_cert = "{root}/{name}-enc.crt"\nenc_key = "{root}/{name}-enc.key"\n'
+        f'[paths]\nstate = "{root}/{name}-headend"\nrun = "{root}/{name}-headend/run"\n')
+    return path

@@ -1,0 +1,115 @@
+"""Meter simulator -> gateway (token keys) -> each party's tunnel -> its headend: each holds
+what its profile allows, at its resolution, under its identity, and nothing in clear."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+from tests.system.conftest import SMGW, Simulator
+from tests.system.testbed import PARTIES, Bed, JsonLines, headend_toml, make_testbed
+
+PROFILES = """
+[[profiles]]
+name = "dso-rt"
+party = "dso"
+values = ["1.8.0"]
+interval_s = 60
+send_every_s = 60
+resolution = 3
+
+[[profiles]]
+name = "supplier-rt"
+party = "supplier"
+values = ["1.8.0", "21.7.0"]
+interval_s = 60
+send_every_s = 60
+resolution = 1
+identity = "pseudonym"
+"""
+
+
+def _values(db: Path) -> list[tuple[str, str, str, str | None]]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        return con.execute("SELECT d.subject, v.address, v.unit, v.value FROM delivery_values v "
+                           "JOIN deliveries d ON d.delivery_id = v.delivery_id ORDER BY v.period_from").fetchall()
+
+
+def _start_headends(bed: Bed) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for name in PARTIES:
+        config = headend_toml(bed, name)
+        rendered = bed.root / f"{name}-rendered"
+        done = subprocess.run([*SMGW, "render", "--config", str(config), "--out", str(rendered)], env=bed.env,
+                              capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        (bed.root / f"{name}-headend/run").mkdir(parents=True, exist_ok=True)
+        procs.append(bed.lab.popen(name, "openvpn", "--config", str(rendered / "openvpn/server.conf"),
+                                   "--log-append", str(bed.root / f"{name}-server.log"), env=bed.env))
+        time.sleep(0.3)  # the tun device and its address exist before the ingest binds to it
+        procs.append(bed.lab.popen(name, *SMGW, "headend", "run", "--config", str(config), env=bed.env))
+    return procs
+
+
+def test_each_party_receives_exactly_its_profile_through_its_tunnel(tmp_path: Path,
+                                                                    meter_sim: Callable[..., Simulator]) -> None:
+    sim = meter_sim("normal")
+    with make_testbed(tmp_path, "bsi") as bed:
+        bed.config.write_text(f'[meter]\nport = "{sim.link}"\npoll_interval = 2\ntimeout = 5\nattempts = 2\n'
+                              + bed.config.read_text() + PROFILES)
+        applied = bed.smgw("gw", "apply", "--config", str(bed.config))
+        assert applied.returncode == 0, applied.stderr
+        procs = _start_headends(bed)
+        tunnels = JsonLines(bed, "tunnels", "run", seconds=200)
+        core = None
+        try:
+            for name in PARTIES:
+                assert tunnels.wait_for(lambda line, n=name: line["name"] == n and line["state"] == "CONNECTED", 20)
+            # start the core late in a minute: the first window then closes a few seconds on
+            while time.time() % 60 < 45:
+                time.sleep(0.5)
+            core = bed.lab.popen("gw", *SMGW, "-v", "gateway", "run", "--config", str(bed.config), env=bed.env,
+                                 stdout=subprocess.DEVNULL)
+            dbs = {name: bed.root / f"{name}-headend/ingest.db" for name in PARTIES}
+            deadline = time.monotonic() + 100
+            while time.monotonic() < deadline and not all(db.exists() and _values(db) for db in dbs.values()):
+                time.sleep(1)
+            dso, supplier = _values(dbs["dso"]), _values(dbs["supplier"])
+            assert dso and supplier, "no delivery arrived"
+            # the DSO: 1.8.0 only, meter id, 3 places
+            assert {(s, a, u) for s, a, u, _ in dso} == {("37155794", "1.8.0", "kWh")}
+            assert all(v is None or Decimal(v) == Decimal(v).quantize(Decimal("0.001")) for *_, v in dso)
+            # the supplier: 1.8.0 and 21.7.0 under a pseudonym, 1 place
+            assert {a for _, a, _, _ in supplier} == {"1.8.0", "21.7.0"}
+            subjects = {s for s, *_ in supplier}
+            assert len(subjects) == 1 and next(iter(subjects)).startswith("ps-") and "37155794" not in subjects
+            assert all(v is None or Decimal(v) == Decimal(v).quantize(Decimal("0.1")) for *_, v in supplier)
+            # nothing of the meter id in the supplier's database, and the read API serves the DSO's data
+            assert b"37155794" not in dbs["supplier"].read_bytes()
+            api = bed.lab.run("dso", SMGW[0], "-c", "import urllib.request,sys; print(urllib.request.urlopen("
+                              "'http://10.81.0.1:8443/v1/meters/37155794/readings?from=2000').read().decode())",
+                              env=bed.env)
+            assert api.returncode == 0 and json.loads(api.stdout)[0]["address"] == "1.8.0"
+        finally:
+            if core is not None:
+                core.terminate()
+                core.wait(timeout=10)
+            tunnels.stop()
+            for proc in procs:
+                proc.terminate()
+                proc.wait(timeout=10)
+        # every delivery in the gateway's outbox is acknowledged or still waiting, and the headends hold each once
+        with sqlite3.connect(bed.root / "state/smgw.db") as con:
+            acked = {d for (d,) in con.execute("SELECT delivery_id FROM outbox WHERE acked_at IS NOT NULL")}
+        stored = set()
+        for db in dbs.values():
+            with sqlite3.connect(db) as con:
+                rows = [d for (d,) in con.execute("SELECT delivery_id FROM deliveries")]
+            assert len(rows) == len(set(rows))
+            stored |= set(rows)
+        assert acked <= stored and acked
