@@ -84,3 +84,10 @@ def test_check_cli_reports_toml_syntax_and_missing_file(tmp_path: Path) -> None:
 def test_check_cli_ok(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["check", "--config", str(EXAMPLE)])
     assert result.exit_code == 0 and "ok" in result.output
+
+
+def test_readme_config_reference_is_the_generated_one() -> None:
+    from appliance.config_doc import table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert table() in readme, "README config reference is stale: python -m appliance.config_doc"
