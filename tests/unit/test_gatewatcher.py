@@ -16,7 +16,13 @@ from pki.cms import software_signer
 from pki.wakeup import MAX_DATAGRAM, WakeupFormatError, encode, new_body, parse_body
 from tests.pkihelpers import PASS
 
-NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)  # re-read per test by the fixture: a suite can run long
+
+
+@pytest.fixture(autouse=True)
+def _fresh_now() -> None:
+    global NOW
+    NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 @pytest.fixture
@@ -30,14 +36,15 @@ def world(tmp_path: Path) -> dict[str, object]:
 
 
 def _msg(w: dict[str, object], action: str = "wakeup", *, gateway: str = "gw-0001", sequence: int = 1,
-         now: dt.datetime = NOW, cert: object = None, key: object = None) -> bytes:
-    return encode(new_body(gateway, action, sequence, now), cert or w["wake"],  # type: ignore[arg-type]
+         now: dt.datetime | None = None, cert: object = None, key: object = None) -> bytes:
+    return encode(new_body(gateway, action, sequence, now or NOW), cert or w["wake"],  # type: ignore[arg-type]
                   software_signer(key or w["key"]))  # type: ignore[arg-type]
 
 
-def _judge(w: dict[str, object], datagram: bytes, store: Store, now: dt.datetime = NOW) -> Accepted | Refused:
+def _judge(w: dict[str, object], datagram: bytes, store: Store, now: dt.datetime | None = None) -> Accepted | Refused:
     ca: CertificateAuthority = w["ca"]  # type: ignore[assignment]
-    return judge(datagram, gateway_id="gw-0001", root=ca.cert, crl=ca.crl(), now=now, window_s=60, store=store)
+    return judge(datagram, gateway_id="gw-0001", root=ca.cert, crl=ca.crl(), now=now or NOW, window_s=60,
+                 store=store)
 
 
 def test_accepts_a_valid_wakeup_once_also_across_a_restart(world: dict[str, object]) -> None:
