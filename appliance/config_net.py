@@ -19,12 +19,10 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 
 from appliance.config_base import SafeText, StrictModel
-from pki.errors import InvalidNameError
-from pki.names import check_name
+from headend.config import DnsName, SafePath  # the one definition; headend may not import appliance
 
 _IDENT = re.compile(r"[a-z][a-z0-9]{0,9}")
 _IFNAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,14}")
-_PATH = re.compile(r"/[A-Za-z0-9._/+-]*")
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
 
 
@@ -40,19 +38,6 @@ def _ifname(value: str) -> str:
     return value
 
 
-def _path(value: Path) -> Path:
-    if not _PATH.fullmatch(str(value)) or "/../" in f"{value}/":
-        raise ValueError("absolute path of letters, digits and . _ / + - only (no spaces, quotes or ..)")
-    return value
-
-
-def _dns_name(value: str) -> str:
-    try:
-        return check_name(value)
-    except InvalidNameError as exc:
-        raise ValueError(str(exc)) from None
-
-
 def _label(value: str) -> str:
     if not _LABEL.fullmatch(value):
         raise ValueError("1-32 of letters, digits and . _ - starting alphanumeric")
@@ -61,8 +46,6 @@ def _label(value: str) -> str:
 
 Ident = Annotated[str, AfterValidator(_ident)]
 IfName = Annotated[str, AfterValidator(_ifname)]
-SafePath = Annotated[Path, AfterValidator(_path)]
-DnsName = Annotated[str, AfterValidator(_dns_name)]
 Label = Annotated[str, AfterValidator(_label)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 CryptoProfile = Literal["bsi", "modern"]

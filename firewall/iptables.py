@@ -115,8 +115,10 @@ def _iptc() -> Any:
     return iptc
 
 
-def _build(iptc: Any, spec: IptRule) -> Any:
-    rule = iptc.Rule()
+def _build(iptc: Any, spec: IptRule, family6: bool = False) -> Any:
+    """A python-iptables rule from a record; IPv6 rules carry interfaces and target only
+    (the IPv6 table holds nothing but loopback)."""
+    rule = iptc.Rule6() if family6 else iptc.Rule()
     if spec.in_interface:
         rule.in_interface = spec.in_interface
     if spec.out_interface:
@@ -176,18 +178,7 @@ def _install(iptc: Any, table: Any, specs: list[IptRule], family6: bool = False)
         jump.create_target(ours)
         chain.append_rule(jump)
     for spec in specs:
-        built = _build(iptc, spec) if not family6 else _build6(iptc, spec)
-        iptc.Chain(table, spec.chain).append_rule(built)
-
-
-def _build6(iptc: Any, spec: IptRule) -> Any:
-    rule = iptc.Rule6()
-    if spec.in_interface:
-        rule.in_interface = spec.in_interface
-    if spec.out_interface:
-        rule.out_interface = spec.out_interface
-    rule.create_target(spec.target)
-    return rule
+        iptc.Chain(table, spec.chain).append_rule(_build(iptc, spec, family6))
 
 
 def remove() -> None:
