@@ -119,7 +119,8 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
 
         cfg = config_mod.load(config_path)
         rendered = cfg.paths.state / "rendered" / "openvpn"
-        views = tunnel_views(cfg, {v: v for v in _labels(cfg)})
+        # the parties' tunnels only: the admin tunnel is the GateWatcher's, opened by a WakeUp
+        views = [v for v in tunnel_views(cfg, {v: v for v in _labels(cfg)}) if v.name != "admin"]
         missing = [v.name for v in views if not (rendered / f"{v.name}.conf").exists()]
         if missing:
             raise SmgwError(f"no rendered config for {', '.join(missing)}: run smgw apply first")

@@ -38,6 +38,7 @@ class DeliveryService:
                        if any(profile.party == p.name for profile in cfg.profiles)},
             pseudonym=self._pseudonym)
         self.rng = random.Random()
+        self._up: dict[str, str] = {}  # party -> local tunnel address while CONNECTED
 
     def _pseudonym(self, party: str, meter_id: str) -> str:
         label = f"pseudonym-{party}"
@@ -68,7 +69,12 @@ class DeliveryService:
         queued = process(self.cfg.profiles, store, self.kit, meter_id, now)
         if queued:
             log.info("queued %d deliveries", queued)
-        for route in self.routes():
+        routes = self.routes()
+        for route in routes:
+            # (back) up: no need to wait out the backoff
+            if self._up.get(route.party) != route.source and store.retry_now(route.party, now):
+                log.info("tunnel %s is up: sending its waiting deliveries now", route.party)
             sent = send_due(store, route, now, self.rng)
             if sent:
                 log.info("sent %d deliveries to %s", sent, route.party)
+        self._up = {route.party: route.source or "" for route in routes}

@@ -42,6 +42,14 @@ class PasswordNeeded:
 
 
 @dataclass(frozen=True, slots=True)
+class NeedOk:
+    """``>NEED-OK:Need 'token-insertion-request' confirmation``: pkcs11-helper asks, after a
+    soft restart, whether the token is present; unanswered, OpenVPN waits for ever."""
+
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
 class PasswordFailed:
     kind: str
 
@@ -76,10 +84,11 @@ class Info:
     text: str
 
 
-Event = State | Hold | PasswordNeeded | PasswordFailed | Fatal | ByteCount | Log | Reply | Info
+Event = State | Hold | PasswordNeeded | NeedOk | PasswordFailed | Fatal | ByteCount | Log | Reply | Info
 
 _NEED = re.compile(r"Need '([^']{1,64})' (?:password|username/password)")
 _FAILED = re.compile(r"Verification Failed: '([^']{1,64})'")
+_NEED_OK = re.compile(r">NEED-OK:Need '([^']{1,64})' confirmation")
 
 
 def quote(value: str) -> str:
@@ -107,6 +116,9 @@ def _parse(line: str) -> Event | None:
         if failed:
             return PasswordFailed(failed.group(1))
         return Info(line)
+    need_ok = _NEED_OK.match(line)
+    if need_ok:
+        return NeedOk(need_ok.group(1))
     if line.startswith(">FATAL:"):
         return Fatal(line[7:])
     if line.startswith(">BYTECOUNT:"):
@@ -160,6 +172,9 @@ class ManagementClient:
 
     def password(self, kind: str, secret: str) -> bytes:
         return self.command("password", kind, secret)
+
+    def need_ok(self, kind: str) -> bytes:
+        return self.command("needok", kind, "ok")
 
     def signal(self, name: str) -> bytes:
         if name not in ("SIGHUP", "SIGTERM", "SIGUSR1", "SIGUSR2"):

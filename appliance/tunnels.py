@@ -25,6 +25,7 @@ from appliance.ovpn_mgmt import (
     Hold,
     ManagementClient,
     ManagementError,
+    NeedOk,
     PasswordFailed,
     PasswordNeeded,
     State,
@@ -94,13 +95,18 @@ class Supervisor:
         return list(self._tunnels.values()) if names is None else [self._tunnels[n] for n in names]
 
     def stop(self, names: list[str] | None = None) -> None:
-        for tunnel in self._select(names):
+        """SIGTERM to every selected openvpn at once, then wait for all (5 s in total), then SIGKILL."""
+        chosen = self._select(names)
+        for tunnel in chosen:
             tunnel.restart_at = None  # a stopped tunnel is not restarted
             self._close(tunnel)
             if tunnel.process is not None and tunnel.process.poll() is None:
                 tunnel.process.terminate()
+        deadline = time.monotonic() + 5
+        for tunnel in chosen:
+            if tunnel.process is not None:
                 try:
-                    tunnel.process.wait(timeout=5)
+                    tunnel.process.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     tunnel.process.kill()
                     tunnel.process.wait()
@@ -215,6 +221,12 @@ class Supervisor:
             # timeout): release it, or the tunnel stays down for good
             assert tunnel.sock is not None
             tunnel.sock.sendall(b"hold release\n")
+        elif isinstance(event, NeedOk):
+            assert tunnel.sock is not None
+            if event.kind == "token-insertion-request":  # the token is built in: it is there
+                tunnel.sock.sendall(tunnel.client.need_ok(event.kind))
+            else:
+                log.error("tunnel %s: OpenVPN asks to confirm %r; not answered", tunnel.name, event.kind)
         elif isinstance(event, PasswordNeeded):
             if tunnel.pin_refused:
                 log.error("tunnel %s: token PIN refused before; not retrying it", tunnel.name)

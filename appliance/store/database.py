@@ -151,6 +151,13 @@ class Store:
             con.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
                         (error[:500], utc_text(retry_at, "next_attempt_at"), outbox_id))
 
+    def retry_now(self, party: str, now: datetime) -> int:
+        """Make a party's waiting deliveries due at once (its tunnel just came back up)."""
+        con = self._db()
+        with sqlite_errors(self.path, "rescheduling the outbox"), immediate(con):
+            return con.execute("UPDATE outbox SET next_attempt_at = ? WHERE party = ? AND acked_at IS NULL "
+                               "AND next_attempt_at > ?", (utc_text(now, "now"), party, utc_text(now, "now"))).rowcount
+
     def delivery_acked(self, delivery_id: str, at: datetime) -> bool:
         """Mark acknowledged; False if it was already (an idempotent ack)."""
         con = self._db()

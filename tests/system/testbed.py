@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -156,46 +157,49 @@ def make_testbed(tmp_path: Path, profile: str) -> Iterator[Bed]:
 
 
 class JsonLines:
-    """An ``smgw`` command inside the gateway namespace whose JSON lines are read as they come."""
+    """An ``smgw`` command inside the gateway namespace whose JSON lines are collected by a
+    reader thread, so a test that sleeps never leaves the child blocked on a full pipe."""
 
     def __init__(self, bed: Bed, *command: str, seconds: float) -> None:
         self.proc = bed.lab.popen("gw", *SMGW, *command, "--config", str(bed.config), "--seconds", str(seconds),
                                   env=bed.env, stdout=subprocess.PIPE)
-        assert self.proc.stdout is not None
-        self._fd = self.proc.stdout.fileno()
-        os.set_blocking(self._fd, False)
         self.lines: list[dict[str, object]] = []
-        self._buffer = b""
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            with self._lock:
+                self.lines.append(line)
 
     def wait_for(self, predicate: Callable[[dict[str, object]], bool], timeout: float) -> dict[str, object] | None:
         deadline = time.monotonic() + timeout
-        for line in self.lines:  # one read may have carried the line asked for now
-            if predicate(line):
-                return line
-        while time.monotonic() < deadline:
-            try:  # the raw fd: a buffered reader in non-blocking mode can sit on what it already read
-                chunk = os.read(self._fd, 65536)
-            except BlockingIOError:
-                chunk = b""
-            if chunk:
-                self._buffer += chunk
-                *complete, self._buffer = self._buffer.split(b"\n")
-                fresh = [json.loads(raw) for raw in complete]
-                self.lines += fresh  # all of them, before looking: a later wait may want one of these
-                for line in fresh:
-                    if predicate(line):
-                        return line
+        seen = 0
+        while True:
+            with self._lock:
+                fresh = self.lines[seen:]
+            for line in fresh:
+                if predicate(line):
+                    return line
+            seen += len(fresh)
+            if time.monotonic() >= deadline:
+                return None
             time.sleep(0.02)
-        return None
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self.wait_for(lambda line: False, 0.1)
+        self._reader.join(timeout=5)
 
 
 def headend_toml(bed: Bed, name: str) -> Path:
