@@ -18,8 +18,8 @@ from appliance.store import Store
 from headend.ingest import IngestContext, serve
 from headend.store import HeadendStore
 from pki.ca import CertificateAuthority, init_ca
-from pki.cms import sign, software_signer
-from pki.cms_envelope import encrypt, software_agreement
+from pki.cms import sign, software_signer, verify
+from pki.cms_envelope import decrypt, encrypt, software_agreement
 from tests.pkihelpers import PASS
 from tests.unit.test_processor import START, _readout
 
@@ -42,7 +42,7 @@ def world(tmp_path: Path) -> Iterator[dict[str, object]]:
     thread.start()
     kit = SealKit(gateway_id="gw-0001", sig_cert=sig, signer=software_signer(sig_key), enc_certs={"dso": enc},
                   pseudonym=lambda party, meter: "ps-x")
-    yield {"tmp": tmp_path, "ca": ca, "store": store, "headend": headend, "kit": kit, "peers": peers, "enc": enc,
+    yield {"tmp": tmp_path, "agree": software_agreement(enc_key), "ca": ca, "store": store, "headend": headend, "kit": kit, "peers": peers, "enc": enc,
            "route": Route("dso", "127.0.0.1", server.server_address[1], None)}
     server.shutdown()
     headend.close()
@@ -80,6 +80,16 @@ def test_deliveries_arrive_once_in_order_and_are_refused_when_forged(world: dict
     tampered = bytearray(first.payload)
     tampered[-20] ^= 1
     assert post(route, bytes(tampered), 5)[0] == 400
+    # mis-addressed: properly signed and encrypted for this party, but naming another one
+    import dataclasses
+
+    from headend.document import build, parse
+
+    kit: SealKit = world["kit"]  # type: ignore[assignment]
+    content = parse(verify(decrypt(first.payload, world["enc"], world["agree"]), root=world["ca"].cert)[0])  # type: ignore[arg-type, attr-defined]
+    other = dataclasses.replace(content, party="supplier", delivery_id="f" * 32)
+    status, doc = post(route, encrypt(sign(build(other), kit.sig_cert, kit.signer), world["enc"]), 5)  # type: ignore[arg-type]
+    assert status == 422 and "addressed to party supplier" in str(doc["error"])
     # the right signature, sent through another gateway's tunnel
     world["peers"]["127.0.0.1"] = "gw-0002"  # type: ignore[index]
     status, doc = post(route, first.payload, 5)
