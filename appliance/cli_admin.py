@@ -81,20 +81,14 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
     def run_cmd(config_path: Path, seconds: float | None) -> None:
         """Listen on the wake-up port in the foreground; one JSON line per decision."""
         from appliance.gatewatcher import ADMIN, GateWatcher
-        from appliance.render import tunnel_views
+        from appliance.render import supervised
         from appliance.store import Store
         from appliance.tunnels import Supervisor
 
         cfg = config_mod.load(config_path)
         if cfg.admin is None:
             raise SmgwError("no [admin] section: nothing to wake up to")
-        labels = [p.key_label for p in cfg.parties] + [cfg.admin.key_label]
-        view = next(v for v in tunnel_views(cfg, dict.fromkeys(labels, "")) if v.name == ADMIN)
-        conf = cfg.paths.state / "rendered" / "openvpn" / "admin.conf"
-        if not conf.exists():
-            raise SmgwError(f"{conf} missing: run smgw apply first")
-        supervisor = Supervisor({ADMIN: (conf, view.management_socket)}, read_pin(cfg.token.pin_file),
-                                log_dir=cfg.paths.state)
+        supervisor = Supervisor(supervised(cfg, [ADMIN]), read_pin(cfg.token.pin_file), log_dir=cfg.paths.state)
 
         def emit(event: dict[str, object]) -> None:
             click.echo(json.dumps(event))

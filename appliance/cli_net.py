@@ -17,7 +17,7 @@ import click
 from appliance import config as config_mod
 from appliance.config import GatewayConfig
 from appliance.errors import SmgwError
-from appliance.render import generate, tunnel_views
+from appliance.render import generate, supervised, tunnel_views
 from appliance.render_server import generate_headend
 from appliance.zone_policy import zone_policy
 from firewall import iptables, nftables
@@ -118,14 +118,9 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         from appliance.tunnels import Supervisor
 
         cfg = config_mod.load(config_path)
-        rendered = cfg.paths.state / "rendered" / "openvpn"
         # the parties' tunnels only: the admin tunnel is the GateWatcher's, opened by a WakeUp
-        views = [v for v in tunnel_views(cfg, {v: v for v in _labels(cfg)}) if v.name != "admin"]
-        missing = [v.name for v in views if not (rendered / f"{v.name}.conf").exists()]
-        if missing:
-            raise SmgwError(f"no rendered config for {', '.join(missing)}: run smgw apply first")
-        supervisor = Supervisor({v.name: (rendered / f"{v.name}.conf", v.management_socket) for v in views},
-                                read_pin(cfg.token.pin_file), log_dir=cfg.paths.state)
+        supervisor = Supervisor(supervised(cfg, [p.name for p in cfg.parties]), read_pin(cfg.token.pin_file),
+                                log_dir=cfg.paths.state)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -144,12 +139,10 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
                         click.echo(json.dumps(_status_doc(supervisor, status)))
                         sys.stdout.flush()
                 if changed:
-                    write_tree({"tunnels.json": json.dumps([_status_doc(supervisor, s) for s in supervisor.status()])},
-                               cfg.paths.run)
+                    _write_status(supervisor, cfg.paths.run)
         finally:
             supervisor.stop()
-            write_tree({"tunnels.json": json.dumps([_status_doc(supervisor, s) for s in supervisor.status()])},
-                       cfg.paths.run)
+            _write_status(supervisor, cfg.paths.run)
 
     @main.command("status")
     @_config
@@ -185,6 +178,11 @@ def _status_doc(supervisor: Any, status: Any) -> dict[str, object]:
     doc = asdict(status)
     doc.update(pid=supervisor.pid(status.name), connect_seconds=status.connect_seconds())
     return doc
+
+
+def _write_status(supervisor: Any, run: Path) -> None:
+    """``<paths.run>/tunnels.json``: what ``smgw status`` and the sender read."""
+    write_tree({"tunnels.json": json.dumps([_status_doc(supervisor, s) for s in supervisor.status()])}, run)
 
 
 def _files_present(cfg: GatewayConfig) -> None:

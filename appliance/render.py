@@ -71,6 +71,20 @@ class TunnelView:
     management_socket: Path
 
 
+def management_socket(cfg: GatewayConfig, name: str) -> Path:
+    return cfg.paths.run / f"openvpn-{name}.sock"
+
+
+def supervised(cfg: GatewayConfig, names: list[str]) -> dict[str, tuple[Path, Path]]:
+    """``{tunnel: (rendered config, management socket)}``: what the supervisor runs, as
+    ``smgw apply`` wrote it; a name without its rendered config is an error."""
+    rendered = cfg.paths.state / "rendered" / "openvpn"
+    missing = [name for name in names if not (rendered / f"{name}.conf").exists()]
+    if missing:
+        raise RenderError(f"no rendered config for {', '.join(missing)}: run smgw apply first")
+    return {name: (rendered / f"{name}.conf", management_socket(cfg, name)) for name in names}
+
+
 def tunnel_views(cfg: GatewayConfig, pkcs11_ids: dict[str, str]) -> list[TunnelView]:
     """One view per party (and the admin tunnel). ``pkcs11_ids`` maps token key labels to
     their pkcs11-helper serialized ids (read from the token at apply time)."""
@@ -87,7 +101,7 @@ def tunnel_views(cfg: GatewayConfig, pkcs11_ids: dict[str, str]) -> list[TunnelV
             remote_port=source.remote.port, server_name=source.server_name, profile=source.profile,
             root=cfg.pki.root, crl=cfg.pki.crl, pkcs11_module=cfg.token.module, pkcs11_id=pkcs11_ids[label],
             tls_crypt_v2_key=source.tls_crypt_v2_key or cfg.paths.state / "openvpn" / f"{name}.tc.key",
-            management_socket=cfg.paths.run / f"openvpn-{name}.sock"))
+            management_socket=management_socket(cfg, name)))
     return views
 
 

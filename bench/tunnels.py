@@ -31,7 +31,7 @@ _DRIVER = r"""
 import json, os, statistics, sys, time
 from pathlib import Path
 from appliance import config as config_mod
-from appliance.render import tunnel_views
+from appliance.render import supervised
 from appliance.tunnels import Supervisor
 from firewall import nftables
 from pki.token import read_pin
@@ -44,10 +44,9 @@ for _ in range(20):
     t0 = time.perf_counter()
     nftables.apply(ruleset, cfg.paths.state)
     apply_ms.append((time.perf_counter() - t0) * 1000)
-view = next(v for v in tunnel_views(cfg, {p.key_label: "" for p in cfg.parties}) if v.name == "dso")
 connect, rss = [], None
 for _ in range(int(sys.argv[2])):
-    sup = Supervisor({"dso": (rendered / "openvpn/dso.conf", view.management_socket)}, read_pin(cfg.token.pin_file))
+    sup = Supervisor(supervised(cfg, ["dso"]), read_pin(cfg.token.pin_file))
     sup.start()
     ok = sup.run_until(lambda: sup.status()[0].state == "CONNECTED", 15)
     if ok:
@@ -58,16 +57,15 @@ for _ in range(int(sys.argv[2])):
     sup.stop()
 # memory with every party's tunnel up at once: RSS counts shared library pages in full for
 # each process; PSS shares them out; private dirty is what one more tunnel really costs
-views = tunnel_views(cfg, {p.key_label: "" for p in cfg.parties})
-sup = Supervisor({v.name: (rendered / f"openvpn/{v.name}.conf", v.management_socket) for v in views},
-                 read_pin(cfg.token.pin_file))
+names = [p.name for p in cfg.parties]
+sup = Supervisor(supervised(cfg, names), read_pin(cfg.token.pin_file))
 sup.start()
 memory = {}
 if sup.run_until(lambda: all(s.state == "CONNECTED" for s in sup.status()), 15):
-    for v in views:
+    for name in names:
         roll = {l.split()[0].rstrip(":"): int(l.split()[1]) for l in
-                Path(f"/proc/{sup.pid(v.name)}/smaps_rollup").read_text().splitlines()[1:]}
-        memory[v.name] = {"rss": roll["Rss"] / 1024, "pss": roll["Pss"] / 1024,
+                Path(f"/proc/{sup.pid(name)}/smaps_rollup").read_text().splitlines()[1:]}
+        memory[name] = {"rss": roll["Rss"] / 1024, "pss": roll["Pss"] / 1024,
                           "private": (roll["Private_Clean"] + roll["Private_Dirty"]) / 1024}
 sup.stop()
 print(json.dumps({"apply_ms": statistics.median(apply_ms), "connect": connect, "rss_mb": rss, "memory": memory}))

@@ -32,7 +32,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from appliance import config as config_mod
 from appliance.gatewatcher import ADMIN, GateWatcher, judge
-from appliance.render import tunnel_views
+from appliance.render import supervised
 from appliance.store import Store
 from appliance.tunnels import Supervisor
 from headend.gwa import default_sequence
@@ -44,10 +44,7 @@ from pki.wakeup import encode, new_body
 cfg = config_mod.load(Path(sys.argv[1]))
 root_dir = Path(sys.argv[2])
 runs = int(sys.argv[3])
-labels = [p.key_label for p in cfg.parties] + [cfg.admin.key_label]
-view = next(v for v in tunnel_views(cfg, dict.fromkeys(labels, "")) if v.name == ADMIN)
-sup = Supervisor({ADMIN: (cfg.paths.state / "rendered/openvpn/admin.conf", view.management_socket)},
-                 read_pin(cfg.token.pin_file))
+sup = Supervisor(supervised(cfg, [ADMIN]), read_pin(cfg.token.pin_file))
 cert = read_certificate(root_dir / "gwa-wakeup.crt")
 signer = software_signer(serialization.load_pem_private_key((root_dir / "gwa-wakeup.key").read_bytes(), None))
 root, crl = read_certificate(cfg.pki.root), read_crl(cfg.pki.crl)
