@@ -11,7 +11,6 @@ import functools
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from typing import Any, TypeVar
 import click
 
 from appliance import config as config_mod
+from appliance.cli_common import config_option, stop_on_signals
 from appliance.errors import EXPECTED_ERRORS, ConfigError
 from appliance.readout_json import readout_document
 from reader.models import Readout
@@ -132,22 +132,13 @@ def meter_sim_cmd(link: Path, scenario: str, address: str) -> None:
         names = ", ".join(sorted(SCENARIOS))
         raise click.BadParameter(f"unknown scenario {scenario!r}; one of: {names}", param_hint="--scenario")
     stop = threading.Event()
-    _stop_on_signals(stop)
+    stop_on_signals(stop)
     run_simulator(link, scenario, stop=stop, address=address,
                   password=os.environ.get("SMGW_METER_PASSWORD", "00000000"))
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
-    def handler(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
 @main.command("check")
-@click.option("--config", "config_path", type=click.Path(path_type=Path),
-              default=config_mod.DEFAULT_CONFIG_PATH, show_default=True)
+@config_option
 @clean_errors
 def check_cmd(config_path: Path) -> None:
     """Load and verify a gateway or headend config; print every error with its key path."""
@@ -175,8 +166,7 @@ def gateway_group() -> None:
 
 
 @gateway_group.command("run")
-@click.option("--config", "config_path", type=click.Path(path_type=Path),
-              default=config_mod.DEFAULT_CONFIG_PATH, show_default=True)
+@config_option
 @click.option("--readouts", type=click.IntRange(min=1), default=None,
               help="Stop after this many stored readouts (demo and tests).")
 @clean_errors
@@ -193,7 +183,7 @@ def gateway_run_cmd(config_path: Path, readouts: int | None) -> None:
 
         after = DeliveryService(cfg)
     stop = threading.Event()
-    _stop_on_signals(stop)
+    stop_on_signals(stop)
     stats = run_reader_loop(cfg, stop, max_readouts=readouts, after_readout=after)
     click.echo(f"stopped: {stats.readouts} readouts stored, {stats.failures} failures", err=True)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import threading
 import time
@@ -13,17 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from appliance import config as config_mod
+from appliance.cli_common import config_option, stop_on_signals
 from appliance.errors import SmgwError
 from pki.cms import software_signer
-from pki.encoding import read_certificate, read_crl
+from pki.encoding import read_certificate, read_crl, read_private_key
 from pki.token import read_pin
-
-_config = click.option("--config", "config_path", type=click.Path(path_type=Path),
-                       default=config_mod.DEFAULT_CONFIG_PATH, show_default=True)
 
 
 def _endpoint(value: str) -> tuple[IPv4Address, int]:
@@ -60,9 +55,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
                 from headend.gwa import send
 
                 address, port = _endpoint(to)
-                private = serialization.load_pem_private_key(key.read_bytes(), None)
-                if not isinstance(private, ec.EllipticCurvePrivateKey):
-                    raise SmgwError(f"{key}: not an EC private key")
+                private = read_private_key(key)
                 size = send(action, gateway_id=gateway_id, address=address, port=port,  # type: ignore[arg-type]
                             cert=read_certificate(cert), signer=software_signer(private), sequence=sequence)
                 click.echo(f"{action} for {gateway_id} sent to {address}:{port} ({size} bytes)")
@@ -75,7 +68,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         """The gateway's WakeUp/BreakUp listener."""
 
     @gatewatcher_group.command("run")
-    @_config
+    @config_option
     @click.option("--seconds", type=click.FloatRange(min=0.1), default=None)
     @wrap
     def run_cmd(config_path: Path, seconds: float | None) -> None:
@@ -95,8 +88,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
             sys.stdout.flush()
 
         stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        stop_on_signals(stop)
         deadline = None if seconds is None else time.monotonic() + seconds
         last_state = ""
         with Store.open(cfg.store.path) as store:
@@ -122,7 +114,7 @@ def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> N
         """A market party's data-center side."""
 
     @headend_group.command("run")
-    @_config
+    @config_option
     @click.option("--seconds", type=click.FloatRange(min=0.1), default=None)
     @click.option("--listen", default=None, help="Address to bind (default: the tunnel server's own address).")
     @clean_errors
@@ -137,17 +129,14 @@ def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> N
         cfg = config_mod.load_any(config_path)
         if not isinstance(cfg, HeadendConfig):
             raise SmgwError(f"{config_path}: not a headend config (no [headend] table)")
-        key = serialization.load_pem_private_key(cfg.ingest.enc_key.read_bytes(), None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise SmgwError(f"{cfg.ingest.enc_key}: not an EC private key")
+        key = read_private_key(cfg.ingest.enc_key)
         store = HeadendStore(cfg.ingest.database)
         ctx = IngestContext(party=cfg.headend.name, root=read_certificate(cfg.pki.root), crl=read_crl(cfg.pki.crl),
                             enc_cert=read_certificate(cfg.ingest.enc_cert), agree=software_agreement(key),
                             peer_cn=status_file_peers(status_file(cfg)), store=store)
         server = serve(ctx, listen or str(cfg.tunnel.network.ip), cfg.ingest.port)
         stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        stop_on_signals(stop)
         worker = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
         worker.start()
         click.echo(json.dumps({"event": "listening", "address": server.server_address[0], "port": cfg.ingest.port}))

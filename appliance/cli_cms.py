@@ -9,25 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import click
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from pki.cms import sign, software_signer, verify
 from pki.cms_envelope import decrypt, encrypt, software_agreement
-from pki.encoding import read_certificate, read_crl
-from pki.errors import PkiError
+from pki.encoding import read_certificate, read_crl, read_private_key
 from pki.profiles import ROLES
 from pki.token import DEFAULT_MODULE, Token, read_pin
-
-
-def _key(path: Path) -> ec.EllipticCurvePrivateKey:
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), None)
-    except (ValueError, TypeError):
-        raise PkiError(f"{path}: not an unencrypted PEM private key") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise PkiError(f"{path}: not an EC key")
-    return key
 
 
 def _token(token_label: str, pin_file: Path | None) -> Token:
@@ -66,7 +53,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         _one_of(key, token_key)
         content = sys.stdin.buffer.read()
         if key is not None:
-            signer = software_signer(_key(key))
+            signer = software_signer(read_private_key(key))
         else:
             tok, label = _token(token_label, pin_file), str(token_key)
             signer = lambda digest: tok.sign_digest(label, digest)
@@ -103,7 +90,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         """Decrypt stdin with a software key or a token key."""
         _one_of(key, token_key)
         if key is not None:
-            agree = software_agreement(_key(key))
+            agree = software_agreement(read_private_key(key))
         else:
             tok, label = _token(token_label, pin_file), str(token_key)
             agree = lambda peer: tok.agree(label, peer)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import threading
 import time
@@ -15,6 +14,7 @@ from typing import Any
 import click
 
 from appliance import config as config_mod
+from appliance.cli_common import config_option, stop_on_signals
 from appliance.config import GatewayConfig
 from appliance.errors import SmgwError
 from appliance.render import generate, supervised, tunnel_views
@@ -24,9 +24,6 @@ from firewall import iptables, nftables
 from firewall.errors import FirewallError
 from headend.config import HeadendConfig
 from pki.token import Token, read_pin
-
-_config = click.option("--config", "config_path", type=click.Path(path_type=Path),
-                       default=config_mod.DEFAULT_CONFIG_PATH, show_default=True)
 
 
 def pkcs11_ids(cfg: GatewayConfig, ids_file: Path | None) -> dict[str, str]:
@@ -67,7 +64,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
     wrap = clean_errors
 
     @main.command("render")
-    @_config
+    @config_option
     @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write into.")
     @click.option("--pkcs11-ids", "ids_file", type=click.Path(path_type=Path), default=None,
                   help="JSON {key label: pkcs11-id} instead of reading the token (offline rendering).")
@@ -83,7 +80,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         click.echo(f"{out}: {len(files)} files")
 
     @main.command("apply")
-    @_config
+    @config_option
     @wrap
     def apply_cmd(config_path: Path) -> None:
         """Load, verify, generate, then install: nft -c, nft -f (rollback on failure), forwarding off."""
@@ -110,7 +107,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         """The per-party OpenVPN tunnels."""
 
     @tunnels_group.command("run")
-    @_config
+    @config_option
     @click.option("--seconds", type=click.FloatRange(min=0.1), default=None, help="Stop after this long.")
     @wrap
     def tunnels_run_cmd(config_path: Path, seconds: float | None) -> None:
@@ -122,8 +119,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         supervisor = Supervisor(supervised(cfg, [p.name for p in cfg.parties]), read_pin(cfg.token.pin_file),
                                 log_dir=cfg.paths.state)
         stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        stop_on_signals(stop)
         deadline = None if seconds is None else time.monotonic() + seconds
         supervisor.start()
         last: dict[str, tuple[str, int]] = {}
@@ -145,7 +141,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
             _write_status(supervisor, cfg.paths.run)
 
     @main.command("status")
-    @_config
+    @config_option
     @click.option("--json", "as_json", is_flag=True)
     @wrap
     def status_cmd(config_path: Path, as_json: bool) -> None:

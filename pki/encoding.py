@@ -1,4 +1,5 @@
-"""Reading certificates, requests and CRLs from files that may be PEM or DER.
+"""Reading certificates, requests and CRLs from files that may be PEM or DER, and the
+software keys of the GWA and party side (PEM, unencrypted).
 
 One place for the sniffing, so every CLI verb accepts both and refuses alike.
 """
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from pki.errors import CsrError, PkiError
 
@@ -35,3 +38,14 @@ def read_csr(path: Path) -> x509.CertificateSigningRequest:
 
 def read_crl(path: Path) -> x509.CertificateRevocationList:
     return _read(path, x509.load_pem_x509_crl, x509.load_der_x509_crl, "CRL", PkiError)
+
+
+def read_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    """A software EC key (GWA and party side only; a gateway's keys live in its token)."""
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), None)
+    except (OSError, ValueError, TypeError):
+        raise PkiError(f"{path}: not an unencrypted PEM private key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise PkiError(f"{path}: not an EC key")
+    return key
