@@ -8,6 +8,8 @@ default-drop policies with nothing allowed but loopback: the gateway speaks IPv4
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -142,26 +144,29 @@ def _build(iptc: Any, spec: IptRule, family6: bool = False) -> Any:
     return rule
 
 
+@contextmanager
+def _committed(iptc: Any, table_cls: Any) -> Iterator[Any]:
+    """The filter table built in memory and committed once (libiptc replaces it atomically)."""
+    table = table_cls(table_cls.FILTER)
+    table.autocommit = False
+    table.refresh()
+    try:
+        yield table
+        table.commit()
+    except iptc.IPTCError as exc:
+        raise FirewallError(f"libiptc refused the rules: {exc}") from None
+    finally:
+        table.autocommit = True
+
+
 def apply(policy: Policy) -> None:
     """Replace the filter table's smgw chains and policies in one libiptc commit per family."""
     iptc = _iptc()
-    specs = rules(policy)
-    try:
-        table = iptc.Table(iptc.Table.FILTER)
-        table.autocommit = False
-        table.refresh()
-        _install(iptc, table, specs)
-        table.commit()
-        table.autocommit = True
-        table6 = iptc.Table6(iptc.Table6.FILTER)
-        table6.autocommit = False
-        table6.refresh()
+    with _committed(iptc, iptc.Table) as table:
+        _install(iptc, table, rules(policy))
+    with _committed(iptc, iptc.Table6) as table6:
         _install(iptc, table6, [IptRule("SMGW-IN", "ACCEPT", in_interface="lo"),
                                 IptRule("SMGW-OUT", "ACCEPT", out_interface="lo")], family6=True)
-        table6.commit()
-        table6.autocommit = True
-    except iptc.IPTCError as exc:
-        raise FirewallError(f"libiptc refused the rules: {exc}") from None
 
 
 def _install(iptc: Any, table: Any, specs: list[IptRule], family6: bool = False) -> None:
@@ -185,15 +190,11 @@ def remove() -> None:
     """Back to an empty filter table with ACCEPT policies (switching to the nftables backend)."""
     iptc = _iptc()
     for table_cls in (iptc.Table, iptc.Table6):
-        table = table_cls(table_cls.FILTER)
-        table.autocommit = False
-        table.refresh()
-        for builtin, ours in CHAINS.items():
-            chain = iptc.Chain(table, builtin)
-            chain.flush()
-            chain.set_policy("ACCEPT")
-            if table.is_chain(ours):
-                iptc.Chain(table, ours).flush()
-                table.delete_chain(ours)
-        table.commit()
-        table.autocommit = True
+        with _committed(iptc, table_cls) as table:
+            for builtin, ours in CHAINS.items():
+                chain = iptc.Chain(table, builtin)
+                chain.flush()
+                chain.set_policy("ACCEPT")
+                if table.is_chain(ours):
+                    iptc.Chain(table, ours).flush()
+                    table.delete_chain(ours)
