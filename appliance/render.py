@@ -21,7 +21,7 @@ from appliance.zone_policy import tunnel_device, zone_policy
 from firewall import iptables, nftables
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
-_OVPN_DOUBLE = re.compile(r"[A-Za-z0-9 ._/:+=@,-]*")
+_SAFE_QUOTED = re.compile(r"[A-Za-z0-9 ._/:+=@,-]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -29,12 +29,18 @@ class RenderError(SmgwError):
     """A value that cannot be written into its target file safely."""
 
 
+def _double_quoted(value: object, target: str) -> str:
+    """Letters, digits and ``. _ / : + = @ , -`` and spaces, in double quotes: nothing either
+    OpenVPN or systemd would read as a quote, an escape, a variable or a line end."""
+    text = str(value)
+    if not _SAFE_QUOTED.fullmatch(text) or not text:
+        raise RenderError(f"value {text[:40]!r} cannot go into {target}")
+    return f'"{text}"'
+
+
 def ovpn(value: object) -> str:
     """A double-quoted OpenVPN config token: no quotes, backslashes or control characters."""
-    text = str(value)
-    if not _OVPN_DOUBLE.fullmatch(text) or not text:
-        raise RenderError(f"value {text[:40]!r} cannot go into an OpenVPN config")
-    return f'"{text}"'
+    return _double_quoted(value, "an OpenVPN config")
 
 
 def ovpn_single(value: object) -> str:
@@ -47,10 +53,7 @@ def ovpn_single(value: object) -> str:
 
 def systemd_arg(value: object) -> str:
     """One argument in a unit's ExecStart: quoted; %, $, quotes and control characters refused."""
-    text = str(value)
-    if not _OVPN_DOUBLE.fullmatch(text) or not text:
-        raise RenderError(f"value {text[:40]!r} cannot go into a systemd unit")
-    return f'"{text}"'
+    return _double_quoted(value, "a systemd unit")
 
 
 @dataclass(frozen=True, slots=True)
