@@ -189,7 +189,7 @@ def gateway_run_cmd(config_path: Path, readouts: int | None) -> None:
 
 
 def _register_subcommands() -> None:
-    from appliance import cli_admin, cli_cms, cli_net, cli_pki, cli_token
+    from appliance import cli_admin, cli_cms, cli_log, cli_net, cli_pki, cli_token
 
     cli_pki.register(main, clean_errors)
     cli_cms.register(main, clean_errors)
@@ -197,6 +197,7 @@ def _register_subcommands() -> None:
     cli_net.register(main, clean_errors)
     cli_admin.register(main, clean_errors)
     cli_admin.register_headend(main, clean_errors)
+    cli_log.register(main, clean_errors)
 
 
 _register_subcommands()

@@ -73,6 +73,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
     @wrap
     def run_cmd(config_path: Path, seconds: float | None) -> None:
         """Listen on the wake-up port in the foreground; one JSON line per decision."""
+        from appliance.audit import Auditor
         from appliance.gatewatcher import ADMIN, GateWatcher
         from appliance.render import supervised
         from appliance.store import Store
@@ -83,15 +84,21 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
             raise SmgwError("no [admin] section: nothing to wake up to")
         supervisor = Supervisor(supervised(cfg, [ADMIN]), read_pin(cfg.token.pin_file), log_dir=cfg.paths.state)
 
+        auditor: Auditor | None = None
+
         def emit(event: dict[str, object]) -> None:
             click.echo(json.dumps(event))
             sys.stdout.flush()
+            if auditor is not None:  # every decision into the system log (refusal floods summarised)
+                kind = str(event.get("event", "event"))
+                auditor.record("system", f"gatewatcher.{kind}", {k: v for k, v in event.items() if k != "event"})
 
         stop = threading.Event()
         stop_on_signals(stop)
         deadline = None if seconds is None else time.monotonic() + seconds
         last_state = ""
         with Store.open(cfg.store.path) as store:
+            auditor = Auditor.for_config(store, cfg)
             watcher = GateWatcher(cfg, store, supervisor, root=read_certificate(cfg.pki.root),
                                   crl=read_crl(cfg.pki.crl), on_event=emit)
             emit({"event": "listening", "port": cfg.wakeup.port})
@@ -106,6 +113,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
                 supervisor.stop()
                 watcher.close()
                 emit({"event": "stopped", **watcher.counters.__dict__})
+                auditor.flush()
 
 
 def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:

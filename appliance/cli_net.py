@@ -112,6 +112,8 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
     @wrap
     def tunnels_run_cmd(config_path: Path, seconds: float | None) -> None:
         """Supervise the rendered tunnels in the foreground; one JSON line per state change."""
+        from appliance.audit import Auditor
+        from appliance.store import Store
         from appliance.tunnels import Supervisor
 
         cfg = config_mod.load(config_path)
@@ -121,6 +123,8 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         stop = threading.Event()
         stop_on_signals(stop)
         deadline = None if seconds is None else time.monotonic() + seconds
+        store = Store.open(cfg.store.path)
+        auditor = Auditor.for_config(store, cfg)
         supervisor.start()
         last: dict[str, tuple[str, int]] = {}
         try:
@@ -132,13 +136,19 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
                     if last.get(status.name) != key:
                         last[status.name] = key
                         changed = True
-                        click.echo(json.dumps(_status_doc(supervisor, status)))
+                        doc = _status_doc(supervisor, status)
+                        click.echo(json.dumps(doc))
                         sys.stdout.flush()
+                        if status.state in AUDITED_STATES:
+                            auditor.record("system", "tunnel.state", doc)
                 if changed:
                     _write_status(supervisor, cfg.paths.run)
+                auditor.flush()
         finally:
             supervisor.stop()
             _write_status(supervisor, cfg.paths.run)
+            auditor.record("system", "tunnel.state", {"name": "*", "state": "STOPPED"})
+            store.close()
 
     @main.command("status")
     @config_option
@@ -160,6 +170,10 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         click.echo(f"gateway {cfg.gateway.id}")
         for t in tunnels:
             click.echo(f"  tunnel {t['name']:<10} {t['state']:<11} restarts {t['restarts']}  {t['last_error']}")
+
+
+#: tunnel states worth a system-log row (the steps in between only in the service log)
+AUDITED_STATES = frozenset({"STARTING", "CONNECTED", "RECONNECTING", "RESTARTING", "EXITING", "STOPPED"})
 
 
 def _quietly(remove: Callable[[], None]) -> None:

@@ -22,9 +22,11 @@ from appliance.config_net import (
     Firewall,
     GatewayIdentity,
     Interfaces,
+    Logs,
     Party,
     Paths,
     Pki,
+    Retention,
     Time,
     Token,
     Wakeup,
@@ -130,6 +132,8 @@ class GatewayConfig(StrictModel):
     token: Token = Token()
     pki: Pki = Pki()
     paths: Paths = Paths()
+    logs: Logs = Logs()
+    retention: Retention = Retention()
     profiles: list[AccessProfile] = Field(default_factory=list, max_length=64)
 
     @model_validator(mode="after")

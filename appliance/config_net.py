@@ -147,10 +147,31 @@ class Paths(StrictModel):
     run: SafePath = Field(default=Path("/run/smgw"), description="sockets and pid files")
 
 
+class Logs(StrictModel):
+    """The three audit logs (system, calibration, consumer): how their rows are sealed."""
+
+    key: Literal["token", "none"] = Field(
+        default="token", description="seal rows with HMAC-SHA256 by a token key (token) or plain SHA-256 "
+                                     "(none: only for a gateway without a token, e.g. reader-only tests)")
+    audit_key: Label = Field(default="audit-log", description="token secret key for the HMAC (made on first use)")
+    rate_per_s: float = Field(default=20.0, gt=0, le=1000,
+                              description="rows per second per event kind; more are counted into one summary row")
+
+
+class Retention(StrictModel):
+    """How long the gateway keeps what; expired rows are deleted with secure_delete, the WAL truncated."""
+
+    readings_days: float = Field(default=400, gt=0, le=3650, description="readouts, readings, load profile, logbook")
+    system_log_days: float = Field(default=365, gt=0, le=3650)
+    calibration_log_days: float = Field(default=3650, gt=0, le=3650)
+    consumer_log_days: float = Field(default=730, gt=0, le=3650)
+    interval_s: float = Field(default=3600, ge=1, le=86400, description="how often the core applies retention")
+
+
 class GatewayIdentity(StrictModel):
     id: DnsName = Field(default="gw-0001", description="the gateway's name (its certificates' CN)")
     sig_key: Label = Field(default="gateway-sig", description="token key that signs deliveries (role gateway-sig)")
 
 
 __all__ = ["Admin", "Endpoint", "Firewall", "GatewayIdentity", "Interface", "Interfaces", "Party", "Paths",
-           "Pki", "SafeText", "Time", "Token", "Wakeup"]
+           "Logs", "Pki", "Retention", "SafeText", "Time", "Token", "Wakeup"]

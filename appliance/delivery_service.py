@@ -13,6 +13,7 @@ import logging
 import random
 from ipaddress import IPv4Interface
 
+from appliance.audit import mac_source
 from appliance.config import GatewayConfig
 from appliance.errors import SmgwError
 from appliance.processor import SealKit, process, pseudonym_from_hmac
@@ -38,6 +39,7 @@ class DeliveryService:
                        if any(profile.party == p.name for profile in cfg.profiles)},
             pseudonym=self._pseudonym)
         self.rng = random.Random()
+        self.macs = mac_source(cfg, create=True)  # seals each acknowledgement's consumer-log row
         self._up: dict[str, str] = {}  # party -> local tunnel address while CONNECTED
 
     def _pseudonym(self, party: str, meter_id: str) -> str:
@@ -74,7 +76,7 @@ class DeliveryService:
             # (back) up: no need to wait out the backoff
             if self._up.get(route.party) != route.source and store.retry_now(route.party, now):
                 log.info("tunnel %s is up: sending its waiting deliveries now", route.party)
-            sent = send_due(store, route, now, self.rng)
+            sent = send_due(store, route, now, self.rng, macs=self.macs)
             if sent:
                 log.info("sent %d deliveries to %s", sent, route.party)
         self._up = {route.party: route.source or "" for route in routes}

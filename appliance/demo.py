@@ -32,6 +32,8 @@ def _config_text(link: Path, db: Path, poll: float) -> str:
         "timeout = 10\n"
         "[store]\n"
         f'path = "{db}"\n'
+        "[logs]\n"
+        'key = "none"\n'
     )
 
 

@@ -82,6 +82,6 @@ def process(profiles: list[AccessProfile], store: Store, kit: SealKit, meter_id:
             summary = (f"{', '.join(profile.values)} as {profile.aggregation} per {profile.interval_s} s "
                        f"to {profile.resolution} places, identity {identity}, {len(values)} values")
             store.enqueue(delivery_id=delivery.delivery_id, party=profile.party, profile=profile.name, window=window,
-                          payload=sealed, summary=summary, now=now)
+                          payload=sealed, summary=summary, now=now, meter_id=meter_id)
             queued += 1
     return queued

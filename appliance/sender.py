@@ -14,9 +14,12 @@ import http.client
 import json
 import logging
 import random
+from contextlib import nullcontext
 from dataclasses import dataclass
 
+from appliance.audit import MacSource
 from appliance.store import Store
+from pki.errors import PkiError
 
 log = logging.getLogger("smgw.sender")
 MAX_BACKOFF_S = 3600.0
@@ -53,8 +56,13 @@ def post(route: Route, payload: bytes, timeout: float) -> tuple[int, dict[str, o
 
 
 def send_due(store: Store, route: Route, now: dt.datetime, rng: random.Random, *, limit: int = 100,
-             timeout: float = 10.0) -> int:
-    """Send the party's due deliveries in order; stop at the first failure. Returns how many were acknowledged."""
+             timeout: float = 10.0, macs: MacSource | None = None) -> int:
+    """Send the party's due deliveries in order; stop at the first failure. Returns how many were acknowledged.
+
+    With ``macs`` each acknowledgement and its consumer-log row commit together; if the row
+    cannot be sealed (token gone), the delivery stays in the outbox and goes again later
+    (the headend stores by delivery id, so the second copy is only acknowledged).
+    """
     sent = 0
     while sent < limit:
         item = store.next_pending(route.party)
@@ -65,9 +73,13 @@ def send_due(store: Store, route: Route, now: dt.datetime, rng: random.Random, *
         except OSError as exc:
             status, doc = 0, {"error": f"{type(exc).__name__}: {exc}"}
         if status == 200 and doc.get("delivery_id") == item.delivery_id:
-            store.delivery_acked(item.delivery_id, now)
-            sent += 1
-            continue
+            try:
+                with macs() if macs is not None else nullcontext() as mac:
+                    store.delivery_acked(item.delivery_id, now, mac)
+                sent += 1
+                continue
+            except PkiError as exc:
+                status, doc = 0, {"error": f"acknowledged, but its consumer-log row cannot be sealed: {exc}"}
         error = f"HTTP {status}: {doc.get('error', doc)}" if status else str(doc["error"])
         retry = now + dt.timedelta(seconds=backoff(item.attempts + 1, rng))
         store.delivery_failed(item.id, error, retry)

@@ -82,6 +82,8 @@ def _configure(con: sqlite3.Connection, path: Path, *, read_only: bool) -> None:
     if mode.lower() != "wal":
         raise StoreError(f"{path}: cannot switch to WAL mode (journal mode stays {mode!r})")
     con.execute("PRAGMA synchronous = FULL")
+    # deleted rows are overwritten with zeros in the file (retention must really forget)
+    con.execute("PRAGMA secure_delete = ON")
 
 
 def _check_identity(con: sqlite3.Connection, path: Path) -> int:

@@ -9,13 +9,15 @@ One connection per ``Store`` and per thread that made it (sqlite3's default chec
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from appliance.store import writer
+from appliance.audit_chain import ChainRow, MacFunction
+from appliance.store import audit, writer
 from appliance.store.codec import CodecError, parse_decimal, parse_utc, utc_text
 from appliance.store.connection import connect
 from appliance.store.errors import StoreError, sqlite_errors
@@ -120,7 +122,7 @@ class Store:
                         "DO UPDATE SET done_until = excluded.done_until", (profile, utc_text(done_until, "done_until")))
 
     def enqueue(self, *, delivery_id: str, party: str, profile: str, window: tuple[datetime, datetime],
-                payload: bytes, summary: str, now: datetime) -> None:
+                payload: bytes, summary: str, now: datetime, meter_id: str | None = None) -> None:
         """The sealed delivery into the outbox and the profile's progress past its window, in
         one transaction: a crash leaves either both or neither, so no window is sent twice
         or skipped."""
@@ -128,9 +130,9 @@ class Store:
         start, end = utc_text(window[0], "window_from"), utc_text(window[1], "window_to")
         with sqlite_errors(self.path, f"queueing delivery {delivery_id}"), immediate(con):
             con.execute("INSERT INTO outbox (delivery_id, party, profile, window_from, window_to, payload, summary, "
-                        "created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "created_at, next_attempt_at, meter_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (delivery_id, party, profile, start, end, payload, summary, utc_text(now, "created_at"),
-                         utc_text(now, "next_attempt_at")))
+                         utc_text(now, "next_attempt_at"), meter_id))
             con.execute("INSERT INTO profile_progress (profile, done_until) VALUES (?, ?) ON CONFLICT (profile) "
                         "DO UPDATE SET done_until = excluded.done_until", (profile, end))
 
@@ -158,13 +160,85 @@ class Store:
             return con.execute("UPDATE outbox SET next_attempt_at = ? WHERE party = ? AND acked_at IS NULL "
                                "AND next_attempt_at > ?", (utc_text(now, "now"), party, utc_text(now, "now"))).rowcount
 
-    def delivery_acked(self, delivery_id: str, at: datetime) -> bool:
-        """Mark acknowledged; False if it was already (an idempotent ack)."""
+    def delivery_acked(self, delivery_id: str, at: datetime, mac: MacFunction | None = None) -> bool:
+        """Mark acknowledged and, given ``mac``, write its consumer-log row in the same
+        transaction (so a crash cannot leave a sent delivery the household never sees);
+        False if it was acknowledged already (an idempotent ack logs nothing)."""
         con = self._db()
         with sqlite_errors(self.path, f"acknowledging {delivery_id}"), immediate(con):
             cursor = con.execute("UPDATE outbox SET acked_at = ?, attempts = attempts + 1 "
                                  "WHERE delivery_id = ? AND acked_at IS NULL", (utc_text(at, "acked_at"), delivery_id))
-            return cursor.rowcount == 1
+            if cursor.rowcount != 1:
+                return False
+            if mac is not None:
+                row = con.execute("SELECT party, profile, window_from, window_to, summary, meter_id FROM outbox "
+                                  "WHERE delivery_id = ?", (delivery_id,)).fetchone()
+                audit.append_in_transaction(con, "consumer", at, "delivery.sent", row[5], {
+                    "delivery_id": delivery_id, "party": row[0], "profile": row[1], "from": row[2], "to": row[3],
+                    "what": row[4]}, mac)
+            return True
+
+    # -- retention -----------------------------------------------------------------------
+
+    def prune_readings(self, before: datetime) -> dict[str, object]:
+        """Delete readouts (with their readings), load-profile intervals and logbook events
+        older than ``before``, in one transaction. A readout that brought a still-kept interval
+        or event stays until they go. Returns counts and the period, never values."""
+        cutoff = utc_text(before, "before")
+        con = self._db()
+        with sqlite_errors(self.path, "deleting expired readings"), immediate(con):
+            period = con.execute("SELECT min(read_at), max(read_at) FROM readouts WHERE read_at < ?",
+                                 (cutoff,)).fetchone()
+            intervals = con.execute("DELETE FROM load_profile WHERE start < ?", (cutoff,)).rowcount
+            events = con.execute("DELETE FROM logbook WHERE ts < ?", (cutoff,)).rowcount
+            readings = con.execute(
+                "SELECT count(*) FROM readings WHERE readout_id IN (SELECT id FROM readouts WHERE read_at < ? "
+                "AND id NOT IN (SELECT readout_id FROM load_profile) AND id NOT IN (SELECT readout_id FROM logbook))",
+                (cutoff,)).fetchone()[0]
+            readouts = con.execute(
+                "DELETE FROM readouts WHERE read_at < ? AND id NOT IN (SELECT readout_id FROM load_profile) "
+                "AND id NOT IN (SELECT readout_id FROM logbook)", (cutoff,)).rowcount
+        return {"readouts": readouts, "readings": int(readings), "intervals": intervals, "logbook_events": events,
+                "from": period[0], "to": period[1]}
+
+    def prune_outbox(self, profile: str, before: datetime) -> int:
+        """Delete ``profile``'s deliveries acknowledged before ``before``; unacknowledged ones
+        are never deleted (they have not reached their party yet)."""
+        con = self._db()
+        with sqlite_errors(self.path, "deleting expired deliveries"), immediate(con):
+            return con.execute("DELETE FROM outbox WHERE profile = ? AND acked_at IS NOT NULL AND acked_at < ?",
+                               (profile, utc_text(before, "before"))).rowcount
+
+    def outbox_profiles(self) -> list[str]:
+        return [str(r[0]) for r in self._query("listing outbox profiles", "SELECT DISTINCT profile FROM outbox")]
+
+    def truncate_wal(self) -> bool:
+        """Copy the WAL into the database and truncate it to zero bytes, so deleted rows do
+        not live on in old WAL frames; False if a reader kept it from finishing (next time)."""
+        with sqlite_errors(self.path, "checkpointing the WAL"):
+            busy = self._db().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        return int(busy) == 0
+
+    # -- audit logs ----------------------------------------------------------------------
+
+    def audit_append(self, log: str, at: datetime, event: str, consumer: str | None,
+                     detail: Mapping[str, object], mac: MacFunction) -> int:
+        """Seal and append one row to ``log``; returns its sequence number."""
+        with sqlite_errors(self.path, f"writing the {log} log"):
+            return audit.append(self._db(), log, at, event, consumer, detail, mac)
+
+    def audit_rows(self, log: str, *, since: datetime | None = None, consumer: str | None = None,
+                   limit: int | None = None) -> list[ChainRow]:
+        with sqlite_errors(self.path, f"reading the {log} log"):
+            return audit.rows(self._db(), log, since=since, consumer=consumer, limit=limit)
+
+    def audit_last(self, log: str, event: str, consumer: str | None = None) -> ChainRow | None:
+        with sqlite_errors(self.path, f"reading the {log} log"):
+            return audit.last(self._db(), log, event, consumer)
+
+    def audit_prune(self, log: str, before: datetime, now: datetime, mac: MacFunction) -> int:
+        with sqlite_errors(self.path, f"pruning the {log} log"):
+            return audit.prune(self._db(), log, before, now, mac)
 
     def register_samples(self, meter_id: str, address: str, since: datetime, until: datetime
                          ) -> list[tuple[datetime, Decimal]]:

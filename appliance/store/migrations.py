@@ -133,6 +133,32 @@ MIGRATIONS: tuple[Migration, ...] = (
         ) STRICT;
         """,
     ),
+    Migration(
+        4,
+        "audit logs (system, calibration, consumer), hash-chained; outbox meter",
+        """
+        CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY,
+            log TEXT NOT NULL CHECK (log IN ('system', 'calibration', 'consumer')),
+            seq INTEGER NOT NULL,               -- per log, 1, 2, 3 ...; the chain is the truth
+            at TEXT NOT NULL,                   -- UTC, gateway clock
+            event TEXT NOT NULL,
+            consumer TEXT,                      -- whose entry (consumer log): the meter id
+            detail TEXT NOT NULL,               -- canonical JSON (audit_chain.canonical_detail)
+            prev_mac BLOB NOT NULL,
+            mac BLOB NOT NULL,                  -- audit_chain.seal(prev_mac, content)
+            UNIQUE (log, seq)
+        ) STRICT;
+        CREATE INDEX audit_log_by_time ON audit_log (log, at);
+        ALTER TABLE outbox ADD COLUMN meter_id TEXT;  -- whose data: the consumer-log row names them
+        CREATE INDEX audit_log_by_consumer ON audit_log (consumer, at) WHERE consumer IS NOT NULL;
+        -- append-only for the code; an attacker with the file drops this, the chain still tells
+        CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON audit_log
+        BEGIN
+            SELECT RAISE(ABORT, 'audit log rows are append-only');
+        END;
+        """,
+    ),
 )
 
 

@@ -7,6 +7,7 @@ namespaces or real daemons use ``require_root`` and fail instead of skipping whe
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -14,6 +15,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from pki.token import DEFAULT_MODULE, Token
+from pki.token_init import init_softhsm_token
 
 ROOT = Path(__file__).resolve().parents[2]
 SMGW = [sys.executable, "-m", "appliance.cli"]
@@ -64,3 +68,29 @@ def meter_sim(tmp_path: Path) -> Iterator[Callable[..., Simulator]]:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+PIN = "246810"
+
+
+def need_softhsm() -> str:
+    util = shutil.which("softhsm2-util")
+    if util is None or not DEFAULT_MODULE.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("softhsm2 is missing; CI installs it")
+        pytest.skip("softhsm2 missing (under CI=true this is a failure)")
+    return util
+
+
+@pytest.fixture(scope="session")
+def token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Token]:
+    """One token for the session: the PKCS#11 library is loaded once per process and reads
+    SOFTHSM2_CONF only then, so every test shares it (each uses its own key labels)."""
+    util = need_softhsm()
+    tmp_path = tmp_path_factory.mktemp("softhsm")
+    (tmp_path / "tokens").mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tmp_path}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    init_softhsm_token("gw-test", "13579135", PIN, util=util)
+    yield Token("gw-test", PIN)

@@ -142,3 +142,20 @@ def test_each_party_receives_exactly_its_profile_through_its_tunnel(tmp_path: Pa
             assert len(rows) == len(set(rows))
             stored |= set(rows)
         assert acked <= stored and acked
+        # the consumer log holds one row per acknowledged delivery, for this meter, and every chain is intact
+        shown = bed.smgw("gw", "log", "show", "--log", "consumer", "--consumer", "37155794", "--json",
+                         "--config", str(bed.config))
+        assert shown.returncode == 0, shown.stderr
+        rows = [json.loads(line) for line in shown.stdout.splitlines()]
+        sent = [r["detail"]["delivery_id"] for r in rows if r["event"] == "delivery.sent"]
+        assert sorted(sent) == sorted(acked)
+        assert {r["detail"]["party"] for r in rows if r["event"] == "delivery.sent"} == set(PARTIES)
+        assert any(r["event"] == "profiles.active" for r in rows)
+        system = bed.smgw("gw", "log", "show", "--log", "system", "--json", "--config", str(bed.config))
+        events = [json.loads(line) for line in system.stdout.splitlines()]
+        assert {e["detail"]["name"] for e in events if e["event"] == "tunnel.state"
+                and e["detail"]["state"] == "CONNECTED"} >= set(PARTIES)
+        assert any(e["event"] == "core.started" for e in events)
+        verified = bed.smgw("gw", "log", "verify", "--json", "--config", str(bed.config))
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert json.loads(verified.stdout)["key"] == "token"

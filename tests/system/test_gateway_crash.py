@@ -29,6 +29,8 @@ def _config(tmp_path: Path, link: Path, db: Path) -> Path:
         "logbook = true\n"
         "[store]\n"
         f'path = "{db}"\n'
+        "[logs]\n"
+        'key = "none"  # no token in this test: rows are sealed with SHA-256\n'
     )
     return cfg
 

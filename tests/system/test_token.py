@@ -4,10 +4,8 @@ CA (and the openssl binary) accept what the token produced."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,33 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from pki.ca import CertificateAuthority, init_ca
 from pki.profiles import require_role
-from pki.token import DEFAULT_MODULE, Token, TokenError, read_pin
+from pki.token import Token, TokenError, read_pin
 from pki.token_init import init_softhsm_token
-
-PIN = "246810"
-
-
-def need_softhsm() -> str:
-    util = shutil.which("softhsm2-util")
-    if util is None or not DEFAULT_MODULE.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("softhsm2 is missing; CI installs it")
-        pytest.skip("softhsm2 missing (under CI=true this is a failure)")
-    return util
-
-
-@pytest.fixture(scope="session")
-def token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Token]:
-    """One token for the session: the PKCS#11 library is loaded once per process and reads
-    SOFTHSM2_CONF only then, so every test shares it (each uses its own key labels)."""
-    util = need_softhsm()
-    tmp_path = tmp_path_factory.mktemp("softhsm")
-    (tmp_path / "tokens").mkdir()
-    conf = tmp_path / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {tmp_path}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n")
-    os.environ["SOFTHSM2_CONF"] = str(conf)
-    init_softhsm_token("gw-test", "13579135", PIN, util=util)
-    yield Token("gw-test", PIN)
+from tests.system.conftest import PIN, need_softhsm
 
 
 @pytest.mark.parametrize("profile", ["bsi", "modern"])
