@@ -173,5 +173,5 @@ class GatewayIdentity(StrictModel):
     sig_key: Label = Field(default="gateway-sig", description="token key that signs deliveries (role gateway-sig)")
 
 
-__all__ = ["Admin", "Endpoint", "Firewall", "GatewayIdentity", "Interface", "Interfaces", "Party", "Paths",
-           "Logs", "Pki", "Retention", "SafeText", "Time", "Token", "Wakeup"]
+__all__ = ["Admin", "Endpoint", "Firewall", "GatewayIdentity", "Interface", "Interfaces", "Logs", "Party", "Paths",
+           "Pki", "Retention", "SafeText", "Time", "Token", "Wakeup"]

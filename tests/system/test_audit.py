@@ -63,8 +63,8 @@ TAMPERING: dict[str, Callable[[str], tuple[str, ...]]] = {
     "inserted": lambda log: (
         f"UPDATE audit_log SET seq = -seq WHERE log = '{log}' AND seq >= 5",
         f"UPDATE audit_log SET seq = 1 - seq WHERE log = '{log}' AND seq < 0",
-        "INSERT INTO audit_log (log, seq, at, event, consumer, detail, prev_mac, mac) SELECT log, 5, at, event, "
-        f"consumer, '{{\"forged\":1}}', mac, randomblob(32) FROM audit_log WHERE log = '{log}' AND seq = 4"),
+        ("INSERT INTO audit_log (log, seq, at, event, consumer, detail, prev_mac, mac) SELECT log, 5, at, event, "
+        f"consumer, '{{\"forged\":1}}', mac, randomblob(32) FROM audit_log WHERE log = '{log}' AND seq = 4")),
     "reordered": lambda log: (
         f"UPDATE audit_log SET seq = -1 WHERE log = '{log}' AND seq = 4",
         f"UPDATE audit_log SET seq = 4 WHERE log = '{log}' AND seq = 5",
