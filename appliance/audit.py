@@ -83,6 +83,7 @@ class Auditor:
                consumer: str | None = None, at: dt.datetime | None = None) -> bool:
         """Append one row (after any that wait); True if everything waiting is now written."""
         now = at or dt.datetime.now(dt.UTC)
+        self._summaries()  # a finished flood's count goes in before what follows it
         if log_name == "system" and not self._allowed(event, now):
             return self.flush()
         self._queue(_Row(log_name, now, event, consumer, dict(detail or {})))

@@ -19,6 +19,7 @@ from appliance.config import GatewayConfig
 from appliance.errors import SmgwError
 from appliance.render import generate, supervised, tunnel_views
 from appliance.render_server import generate_headend
+from appliance.selftest import FIREWALL_SNAPSHOT, blocking, read_results, run_checks, write_results
 from appliance.zone_policy import zone_policy
 from firewall import iptables, nftables
 from firewall.errors import FirewallError
@@ -100,6 +101,9 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
             _quietly(nftables.remove)
             loaded = "iptables filter chains SMGW-*"
         forwarding_off()
+        # what the kernel holds right after loading: the self-test compares against it
+        snapshot = nftables.loaded() if cfg.firewall.backend == "nftables" else iptables.loaded()
+        write_tree({FIREWALL_SNAPSHOT: snapshot}, cfg.paths.state)
         click.echo(f"applied: {len(files)} files, {loaded} loaded, forwarding off")
 
     @main.group("tunnels")
@@ -164,12 +168,45 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
             tunnels = []
         except (OSError, ValueError) as exc:
             raise SmgwError(f"{path}: unreadable ({exc})") from None
+        checks = read_results(cfg)
+        stopped = blocking(checks)
         if as_json:
-            click.echo(json.dumps({"gateway": cfg.gateway.id, "tunnels": tunnels}))
+            click.echo(json.dumps({"gateway": cfg.gateway.id, "tunnels": tunnels, "sending": not stopped,
+                                   "selftests": {name: asdict(c) for name, c in sorted(checks.items())}}))
             return
-        click.echo(f"gateway {cfg.gateway.id}")
+        click.echo(f"gateway {cfg.gateway.id}" + (" (sending stopped by a failed self-test)" if stopped else ""))
         for t in tunnels:
             click.echo(f"  tunnel {t['name']:<10} {t['state']:<11} restarts {t['restarts']}  {t['last_error']}")
+        for name, c in sorted(checks.items()):
+            mark = "ok" if c.ok else ("FAILED" if c.critical else "warning")
+            click.echo(f"  self-test {name:<14} {mark:<7} {c.at}  {c.detail}")
+
+    @main.command("selftest")
+    @config_option
+    @click.option("--json", "as_json", is_flag=True)
+    @wrap
+    def selftest_cmd(config_path: Path, as_json: bool) -> None:
+        """Run every self-test now (the firewall ones need root) and publish the results; exit 1
+        if a critical one fails. Run from a timer beside the unprivileged core."""
+        from appliance.audit import Auditor
+        from appliance.store import Store
+
+        cfg = config_mod.load(config_path)
+        with Store.open(cfg.store.path) as store:
+            checks = run_checks(cfg, store)
+            write_results(cfg, checks)
+            auditor = Auditor.for_config(store, cfg)
+            for c in checks:
+                if not c.ok:
+                    auditor.record("system", "selftest.failed", {"check": c.name, "critical": c.critical,
+                                                                 "detail": c.detail})
+        if as_json:
+            click.echo(json.dumps([asdict(c) for c in checks]))
+        else:
+            for c in checks:
+                click.echo(f"{c.name:<14} {'ok' if c.ok else 'FAILED':<7} {c.detail}")
+        if blocking({c.name: c for c in checks}):
+            raise SystemExit(1)
 
 
 #: tunnel states worth a system-log row (the steps in between only in the service log)

@@ -11,6 +11,7 @@ from typing import Any
 import click
 from cryptography.hazmat.primitives import serialization
 
+from appliance.config_net import AUDIT_KEY
 from pki.encoding import read_certificate
 from pki.token import DEFAULT_MODULE, Token, read_pin
 from pki.token_init import init_softhsm_token
@@ -42,9 +43,11 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
     @wrap
     def init_cmd(token_label: str, module: Path, pin_file: Path | None, so_pin_file: Path | None) -> None:
         """Initialise a SoftHSM2 token (PINs typed into a private pty, never on a command line)."""
-        init_softhsm_token(token_label, read_pin(so_pin_file, env="SMGW_TOKEN_SO_PIN"), read_pin(pin_file),
-                           module=module)
-        click.echo(f"token {token_label}: initialised")
+        pin = read_pin(pin_file)
+        init_softhsm_token(token_label, read_pin(so_pin_file, env="SMGW_TOKEN_SO_PIN"), pin, module=module)
+        # the audit logs' HMAC key is born with the token, before any service could race to make it
+        Token(token_label, pin, module).generate_secret(AUDIT_KEY)
+        click.echo(f"token {token_label}: initialised, with secret key {AUDIT_KEY} for the audit logs")
 
     @token_group.command("status")
     @_token

@@ -27,6 +27,7 @@ from appliance.config_net import (
     Paths,
     Pki,
     Retention,
+    SelfTest,
     Time,
     Token,
     Wakeup,
@@ -134,6 +135,7 @@ class GatewayConfig(StrictModel):
     paths: Paths = Paths()
     logs: Logs = Logs()
     retention: Retention = Retention()
+    selftest: SelfTest = SelfTest()
     profiles: list[AccessProfile] = Field(default_factory=list, max_length=64)
 
     @model_validator(mode="after")

@@ -23,6 +23,7 @@ from headend.config import DnsName, SafePath  # the one definition; headend may 
 
 _IDENT = re.compile(r"[a-z][a-z0-9]{0,9}")
 _IFNAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,14}")
+AUDIT_KEY = "audit-log"  #: the audit logs' HMAC key in the token, made with it by ``smgw token init``
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
 
 
@@ -153,7 +154,7 @@ class Logs(StrictModel):
     key: Literal["token", "none"] = Field(
         default="token", description="seal rows with HMAC-SHA256 by a token key (token) or plain SHA-256 "
                                      "(none: only for a gateway without a token, e.g. reader-only tests)")
-    audit_key: Label = Field(default="audit-log", description="token secret key for the HMAC (made on first use)")
+    audit_key: Label = Field(default=AUDIT_KEY, description="token secret key for the HMAC (made by smgw token init)")
     rate_per_s: float = Field(default=20.0, gt=0, le=1000,
                               description="rows per second per event kind; more are counted into one summary row")
 
@@ -168,10 +169,17 @@ class Retention(StrictModel):
     interval_s: float = Field(default=3600, ge=1, le=86400, description="how often the core applies retention")
 
 
+class SelfTest(StrictModel):
+    """Self-tests at start and periodically; a critical failure stops processing and sending."""
+
+    interval_s: float = Field(default=900, ge=5, le=86400, description="how often the core runs them")
+    min_free_mb: int = Field(default=64, ge=1, le=1_000_000, description="free space under the store below this is a warning")
+
+
 class GatewayIdentity(StrictModel):
     id: DnsName = Field(default="gw-0001", description="the gateway's name (its certificates' CN)")
     sig_key: Label = Field(default="gateway-sig", description="token key that signs deliveries (role gateway-sig)")
 
 
 __all__ = ["Admin", "Endpoint", "Firewall", "GatewayIdentity", "Interface", "Interfaces", "Logs", "Party", "Paths",
-           "Pki", "Retention", "SafeText", "Time", "Token", "Wakeup"]
+           "Pki", "Retention", "SafeText", "SelfTest", "Time", "Token", "Wakeup"]

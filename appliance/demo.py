@@ -34,6 +34,7 @@ def _config_text(link: Path, db: Path, poll: float) -> str:
         f'path = "{db}"\n'
         "[logs]\n"
         'key = "none"\n'
+        f'[paths]\nstate = "{db.parent}"\nrun = "{db.parent}/run"\n'
     )
 
 

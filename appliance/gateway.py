@@ -24,6 +24,7 @@ from appliance.config import GatewayConfig, MeterConfig
 from appliance.errors import SmgwError
 from appliance.profiles import describe
 from appliance.retention import apply_retention
+from appliance.selftest import Check, blocking, read_results, run_checks, write_results
 from appliance.store import Store, StoreError
 from pki.errors import PkiError
 from reader.errors import ProtocolError, ReaderError
@@ -102,7 +103,8 @@ def run_reader_loop(
         auditor = Auditor.for_config(store, config, create_key=True)
         record_start(auditor, store, config)
         consumers_told: set[str] = set()
-        next_retention = 0.0
+        next_retention = next_selftest = 0.0
+        gate = SendGate()
         while not stop.is_set():
             started = time.monotonic()
             try:
@@ -141,7 +143,10 @@ def run_reader_loop(
             if meter_id not in consumers_told:
                 record_profiles(auditor, store, config, meter_id)
                 consumers_told.add(meter_id)
-            if after_readout is not None:
+            if time.monotonic() >= next_selftest:
+                next_selftest = time.monotonic() + config.selftest.interval_s
+                self_test(config, store, auditor)
+            if after_readout is not None and gate.open(config, auditor):
                 try:  # processing and sending must never stop the reader
                     after_readout(store, meter_id)
                 except Exception:
@@ -171,6 +176,41 @@ def _retention(store: Store, config: GatewayConfig, auditor: Auditor) -> None:
                  sum(report.deliveries.values()), report.log_rows)
     if not report.wal_truncated:
         log.warning("retention: the WAL could not be truncated now (a reader holds it); next time")
+
+
+def self_test(config: GatewayConfig, store: Store, auditor: Auditor) -> list[Check]:
+    """Run the checks this process may run, publish them, and log each change of outcome."""
+    before = read_results(config)
+    checks = run_checks(config, store)
+    write_results(config, checks)
+    for check in checks:
+        old = before.get(check.name)
+        if old is None or old.ok != check.ok:
+            auditor.record("system", "selftest.passed" if check.ok else "selftest.failed",
+                           {"check": check.name, "critical": check.critical, "detail": check.detail})
+            if not check.ok:
+                log.error("self-test %s failed: %s", check.name, check.detail)
+    return checks
+
+
+@dataclass(slots=True)
+class SendGate:
+    """Processing and sending stop while a critical self-test fails, and say so once."""
+
+    blocked: tuple[str, ...] = ()
+
+    def open(self, config: GatewayConfig, auditor: Auditor) -> bool:
+        failed = blocking(read_results(config))
+        names = tuple(sorted(c.name for c in failed))
+        if names != self.blocked:
+            if names:
+                log.error("sending stopped: self-test %s failed", ", ".join(names))
+                auditor.record("system", "sending.stopped", {"failed": {c.name: c.detail for c in failed}})
+            else:
+                log.info("sending resumed: the self-tests pass again")
+                auditor.record("system", "sending.resumed", {})
+            self.blocked = names
+        return not names
 
 
 def config_digest(config: GatewayConfig) -> str:

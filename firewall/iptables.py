@@ -8,6 +8,8 @@ default-drop policies with nothing allowed but loopback: the gateway speaks IPv4
 
 from __future__ import annotations
 
+import importlib
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -198,3 +200,19 @@ def remove() -> None:
                 if table.is_chain(ours):
                     iptc.Chain(table, ours).flush()
                     table.delete_chain(ours)
+
+
+def loaded() -> str:
+    """The filter tables (IPv4 and IPv6) as the kernel holds them now, as canonical JSON: the
+    self-test compares it with the snapshot ``smgw apply`` took right after loading."""
+    iptc = _iptc()
+    easy = importlib.import_module("iptc.easy")
+    doc: dict[str, object] = {}
+    for family, table_cls, ipv6 in (("ipv4", iptc.Table, False), ("ipv6", iptc.Table6, True)):
+        table = table_cls(table_cls.FILTER)
+        table.refresh()
+        policies = {name: iptc.Chain(table, name).get_policy().name for name in CHAINS}
+        chains = {name: [{k: v for k, v in rule.items() if k != "counters"} for rule in rules]
+                  for name, rules in easy.dump_table("filter", ipv6=ipv6).items()}
+        doc[family] = {"policies": policies, "chains": chains}
+    return json.dumps(doc, sort_keys=True, indent=1) + "\n"

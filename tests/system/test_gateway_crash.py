@@ -31,6 +31,7 @@ def _config(tmp_path: Path, link: Path, db: Path) -> Path:
         f'path = "{db}"\n'
         "[logs]\n"
         'key = "none"  # no token in this test: rows are sealed with SHA-256\n'
+        f'[paths]\nstate = "{db.parent}"\nrun = "{db.parent}/run"\n'
     )
     return cfg
 

@@ -15,7 +15,8 @@ from tests.system.conftest import ROOT, SMGW, Simulator, run_smgw
 
 def write_config(path: Path, link: Path, db: Path, poll: float = 1) -> Path:
     path.write_text(f'[meter]\nport = "{link}"\npoll_interval = {poll}\ntimeout = 5\nattempts = 2\n'
-                    f'[store]\npath = "{db}"\n[logs]\nkey = "none"\n')
+                    f'[store]\npath = "{db}"\n[logs]\nkey = "none"\n'
+                    f'[paths]\nstate = "{db.parent}"\nrun = "{db.parent}/run"\n')
     return path
 
 

@@ -1,0 +1,188 @@
+"""Self-tests: is this gateway still the one that was configured, and can it do its job?
+
+Each check is a small function returning a ``Check``; ``run_checks`` runs the ones this
+process may run and ``write_results`` merges them into ``<paths.run>/selftest.json`` (one
+file that ``smgw status``, the portal and the admin API read). A *critical* failure means
+sending could go wrong (wrong key, changed tunnel config, firewall not ours, forwarding
+on, broken database): the core stops processing and sending until the check passes again,
+and keeps reading and storing. Low disk space is a warning: it threatens storing, not
+sending to the wrong place.
+
+The firewall checks need CAP_NET_ADMIN to list the ruleset. The hardened core has no such
+capability, so they run in ``smgw selftest`` (root, from a timer) and reach the core
+through the results file; a core running as root (foreground, demo, tests) runs them itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+from appliance.config import GatewayConfig
+from appliance.errors import SmgwError
+from appliance.store import Store, StoreError
+from firewall import iptables, nftables
+from firewall.errors import FirewallError
+from pki.errors import PkiError
+from pki.token import Token, read_pin
+
+FIREWALL_SNAPSHOT = "firewall.loaded"  #: under ``paths.state``, written by ``smgw apply``
+RESULTS = "selftest.json"  #: under ``paths.run``
+FORWARDING = (Path("/proc/sys/net/ipv4/ip_forward"), Path("/proc/sys/net/ipv6/conf/all/forwarding"))
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    critical: bool
+    detail: str
+    at: str = ""
+
+
+def _check(name: str, critical: bool, run: Callable[[], str]) -> Check:
+    """Run one check; any deliberate error is its failure, with the error as the detail."""
+    at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    try:
+        return Check(name, True, critical, run(), at)
+    except (SmgwError, PkiError, FirewallError, OSError, ValueError) as exc:
+        return Check(name, False, critical, str(exc)[:300] or type(exc).__name__, at)
+
+
+def token_labels(cfg: GatewayConfig) -> list[str]:
+    """Every token key the gateway uses for signing or a tunnel."""
+    labels = [cfg.gateway.sig_key] if cfg.profiles else []
+    labels += [p.key_label for p in cfg.parties]
+    if cfg.admin is not None:
+        labels.append(cfg.admin.key_label)
+    return list(dict.fromkeys(labels))
+
+
+def token_keys(cfg: GatewayConfig) -> str:
+    """Each key signs inside the token, and the signature verifies with its certificate."""
+    token = Token(cfg.token.label, read_pin(cfg.token.pin_file), cfg.token.module)
+    digest = hashlib.sha256(b"smgw self-test " + os.urandom(16)).digest()
+    for label in token_labels(cfg):
+        cert = token.certificate(label)
+        if cert is None:
+            raise SmgwError(f"token key {label!r} has no certificate")
+        public = cert.public_key()
+        if not isinstance(public, ec.EllipticCurvePublicKey):
+            raise SmgwError(f"token key {label!r}: certificate is not for an EC key")
+        try:
+            public.verify(token.sign_digest(label, digest), digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+        except InvalidSignature:
+            raise SmgwError(f"token key {label!r} signs, but not for its certificate") from None
+    if cfg.logs.key == "token":
+        token.hmac_sha256(cfg.logs.audit_key, digest)
+    return f"token {cfg.token.label!r}: {len(token_labels(cfg))} keys sign and verify"
+
+
+def database(store: Store) -> str:
+    result = store.quick_check()
+    if result != "ok":
+        raise SmgwError(f"quick_check: {result[:200]}")
+    return f"{store.path}: quick_check ok"
+
+
+def forwarding() -> str:
+    on = [str(p) for p in FORWARDING if p.exists() and p.read_text().strip() != "0"]
+    if on:
+        raise SmgwError(f"forwarding is on: {', '.join(on)}")
+    return "IPv4 and IPv6 forwarding off"
+
+
+def ruleset(cfg: GatewayConfig) -> str:
+    """The rendered ruleset is the one applied, and the kernel still holds what was loaded."""
+    from appliance.zone_policy import zone_policy  # the render side; imported here, only this check needs it
+
+    policy = zone_policy(cfg)
+    loaded: Callable[[], str]
+    if cfg.firewall.backend == "nftables":
+        name, rendered, loaded = "nftables.conf", nftables.render(policy), lambda: nftables.loaded()
+    else:
+        name, rendered, loaded = "iptables.rules", iptables.render(policy), iptables.loaded
+    applied = cfg.paths.state / "rendered" / name
+    if not applied.exists() or applied.read_text() != rendered:
+        raise SmgwError(f"{applied} differs from the config's ruleset: run smgw apply")
+    snapshot = cfg.paths.state / FIREWALL_SNAPSHOT
+    if not snapshot.exists():
+        raise SmgwError(f"{snapshot} missing: run smgw apply")
+    if loaded() != snapshot.read_text():
+        raise SmgwError(f"the loaded {cfg.firewall.backend} rules differ from those smgw apply loaded")
+    return f"{cfg.firewall.backend}: loaded rules are the applied ones, and those are the config's"
+
+
+def tunnel_configs(cfg: GatewayConfig) -> str:
+    """The OpenVPN configs the supervisor starts are exactly what the config renders to now."""
+    from appliance.render import generate  # render imports the templates; only this check needs them
+
+    token = Token(cfg.token.label, read_pin(cfg.token.pin_file), cfg.token.module)
+    files = {k: v for k, v in generate(cfg, token.openvpn_ids()).items() if k.startswith("openvpn/")}
+    changed = [k for k, text in files.items()
+               if not (cfg.paths.state / "rendered" / k).exists() or (cfg.paths.state / "rendered" / k).read_text() != text]
+    if changed:
+        raise SmgwError(f"changed on disk or not applied: {', '.join(sorted(changed))}")
+    return f"{len(files)} tunnel configs unchanged"
+
+
+def disk_space(cfg: GatewayConfig) -> str:
+    stat = os.statvfs(cfg.store.path.parent)
+    free_mb = stat.f_bavail * stat.f_frsize / 1e6
+    if free_mb < cfg.selftest.min_free_mb:
+        raise SmgwError(f"{free_mb:.0f} MB free under {cfg.store.path.parent}, below {cfg.selftest.min_free_mb} MB")
+    return f"{free_mb:.0f} MB free"
+
+
+def can_list_firewall() -> bool:
+    return os.geteuid() == 0
+
+
+def run_checks(cfg: GatewayConfig, store: Store, *, firewall: bool | None = None) -> list[Check]:
+    """Every check this process may run (``firewall``: default, only as root)."""
+    checks = [_check("database", True, lambda: database(store)),
+              _check("forwarding", True, forwarding),
+              _check("disk_space", False, lambda: disk_space(cfg))]
+    if token_labels(cfg) or cfg.logs.key == "token":
+        checks.insert(0, _check("token", True, lambda: token_keys(cfg)))
+    if cfg.parties or cfg.admin is not None:
+        checks.append(_check("tunnel_configs", True, lambda: tunnel_configs(cfg)))
+    if firewall if firewall is not None else can_list_firewall():
+        checks.append(_check("ruleset", True, lambda: ruleset(cfg)))
+    return checks
+
+
+def write_results(cfg: GatewayConfig, checks: list[Check]) -> dict[str, Check]:
+    """Merge ``checks`` into the results file (other runners' checks stay) and return all."""
+    path = cfg.paths.run / RESULTS
+    merged = read_results(cfg)
+    merged.update({c.name: c for c in checks})
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({name: asdict(c) for name, c in sorted(merged.items())}, indent=1))
+    tmp.chmod(0o644)  # the portal (another user) shows it; it holds no secret
+    tmp.replace(path)
+    return merged
+
+
+def read_results(cfg: GatewayConfig) -> dict[str, Check]:
+    try:
+        doc = json.loads((cfg.paths.run / RESULTS).read_text())
+        return {name: Check(**fields) for name, fields in doc.items()}
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def blocking(results: dict[str, Check]) -> list[Check]:
+    """The failed critical checks: while any is there, nothing is processed or sent."""
+    return [c for c in results.values() if c.critical and not c.ok]

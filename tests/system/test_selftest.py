@@ -1,0 +1,116 @@
+"""Self-tests in the netns testbed: each critical check fails when its thing is tampered with,
+and a failing critical check stops the core's processing and sending until it passes again."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.system.conftest import SMGW, Simulator
+from tests.system.test_deliveries import PROFILES
+from tests.system.testbed import Bed, make_testbed
+
+
+def _selftest(bed: Bed) -> tuple[int, dict[str, dict[str, object]]]:
+    done = bed.smgw("gw", "selftest", "--json", "--config", str(bed.config))
+    assert done.stdout, done.stderr
+    return done.returncode, {c["name"]: c for c in json.loads(done.stdout)}
+
+
+def _failed(bed: Bed) -> set[str]:
+    code, checks = _selftest(bed)
+    failed = {name for name, c in checks.items() if not c["ok"]}
+    assert (code == 1) == bool(failed), (code, checks)
+    return failed
+
+
+def _apply(bed: Bed) -> None:
+    done = bed.smgw("gw", "apply", "--config", str(bed.config))
+    assert done.returncode == 0, done.stderr
+
+
+def test_each_critical_check_catches_its_tampering(tmp_path: Path) -> None:
+    with make_testbed(tmp_path, "modern") as bed:
+        _apply(bed)
+        code, checks = _selftest(bed)
+        assert code == 0, checks
+        assert set(checks) == {"token", "database", "forwarding", "disk_space", "tunnel_configs", "ruleset"}
+        # a rule added behind smgw's back
+        assert bed.lab.run("gw", "nft", "add", "rule", "inet", "smgw", "input", "tcp", "dport", "22",
+                           "accept").returncode == 0
+        assert _failed(bed) == {"ruleset"}
+        _apply(bed)
+        assert _failed(bed) == set()
+        # a tunnel config edited on disk (a route the server could not push)
+        conf = bed.root / "state/rendered/openvpn/dso.conf"
+        conf.write_text(conf.read_text() + "route 0.0.0.0 0.0.0.0\n")
+        assert _failed(bed) == {"tunnel_configs"}
+        _apply(bed)
+        # forwarding switched on
+        assert bed.lab.run("gw", "sysctl", "-qw", "net.ipv4.ip_forward=1").returncode == 0
+        assert _failed(bed) == {"forwarding"}
+        _apply(bed)  # apply switches it off again
+        assert _failed(bed) == set()
+        # the results are what smgw status shows
+        status = bed.smgw("gw", "status", "--json", "--config", str(bed.config))
+        doc = json.loads(status.stdout)
+        assert doc["sending"] is True and doc["selftests"]["ruleset"]["ok"] is True
+
+
+def test_a_failing_critical_check_stops_sending_until_it_passes(tmp_path: Path,
+                                                                meter_sim: Callable[..., Simulator]) -> None:
+    sim = meter_sim("normal")
+    with make_testbed(tmp_path, "modern") as bed:
+        bed.config.write_text(f'[meter]\nport = "{sim.link}"\npoll_interval = 2\ntimeout = 5\nattempts = 2\n'
+                              + bed.config.read_text() + PROFILES + "\n[selftest]\ninterval_s = 5\n")
+        _apply(bed)
+        conf = bed.root / "state/rendered/openvpn/supplier.conf"
+        good = conf.read_text()
+        conf.write_text(good.replace("remote ", "remote 203.0.113.66 1194\n# was: remote ", 1))
+        db = bed.root / "state/smgw.db"
+        core = bed.lab.popen("gw", *SMGW, "gateway", "run", "--config", str(bed.config), env=bed.env,
+                             stdout=subprocess.DEVNULL)
+        try:
+            assert _wait_for_event(db, "sending.stopped", 30)
+            time.sleep(4)  # two more readouts: still nothing processed
+            with sqlite3.connect(db) as con:
+                assert con.execute("SELECT count(*) FROM profile_progress").fetchone()[0] == 0
+                assert con.execute("SELECT count(*) FROM readouts").fetchone()[0] >= 2  # reading goes on
+            conf.write_text(good)
+            assert _wait_for_event(db, "sending.resumed", 30)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not _count(db, "profile_progress"):
+                time.sleep(0.5)
+            assert _count(db, "profile_progress") == 2  # both profiles started their first window
+        finally:
+            core.terminate()
+            core.wait(timeout=15)
+        verified = bed.smgw("gw", "log", "verify", "--config", str(bed.config))
+        assert verified.returncode == 0, verified.stdout
+        shown = bed.smgw("gw", "log", "show", "--log", "system", "--json", "--config", str(bed.config))
+        failed = [json.loads(line) for line in shown.stdout.splitlines()
+                  if json.loads(line)["event"] == "selftest.failed"]
+        assert any(f["detail"]["check"] == "tunnel_configs" for f in failed)
+
+
+def _count(db: Path, table: str) -> int:
+    with sqlite3.connect(db) as con:
+        return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+def _wait_for_event(db: Path, event: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as con:
+                    if con.execute("SELECT 1 FROM audit_log WHERE event = ?", (event,)).fetchone():
+                        return True
+            except sqlite3.OperationalError:
+                pass  # not migrated yet
+        time.sleep(0.5)
+    return False
