@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from appliance.config import GatewayConfig
 from appliance.errors import SmgwError
-from appliance.store import Store, StoreError
+from appliance.store import Store
 from firewall import iptables, nftables
 from firewall.errors import FirewallError
 from pki.errors import PkiError
@@ -104,7 +104,9 @@ def forwarding() -> str:
 
 def ruleset(cfg: GatewayConfig) -> str:
     """The rendered ruleset is the one applied, and the kernel still holds what was loaded."""
-    from appliance.zone_policy import zone_policy  # the render side; imported here, only this check needs it
+    from appliance.zone_policy import (
+        zone_policy,  # the render side; imported here, only this check needs it
+    )
 
     policy = zone_policy(cfg)
     loaded: Callable[[], str]
@@ -125,7 +127,9 @@ def ruleset(cfg: GatewayConfig) -> str:
 
 def tunnel_configs(cfg: GatewayConfig) -> str:
     """The OpenVPN configs the supervisor starts are exactly what the config renders to now."""
-    from appliance.render import generate  # render imports the templates; only this check needs them
+    from appliance.render import (
+        generate,  # render imports the templates; only this check needs them
+    )
 
     token = Token(cfg.token.label, read_pin(cfg.token.pin_file), cfg.token.module)
     files = {k: v for k, v in generate(cfg, token.openvpn_ids()).items() if k.startswith("openvpn/")}
