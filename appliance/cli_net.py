@@ -193,7 +193,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
 
         cfg = config_mod.load(config_path)
         with Store.open(cfg.store.path) as store:
-            checks = run_checks(cfg, store)
+            checks = run_checks(cfg, store, firewall=True)  # this command is the one meant to run them
             write_results(cfg, checks)
             auditor = Auditor.for_config(store, cfg)
             for c in checks:

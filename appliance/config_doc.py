@@ -6,8 +6,10 @@ undocumented and a removed one cannot linger.
 
 from __future__ import annotations
 
+import sys
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -67,5 +69,18 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def update(readme: Path) -> bool:
+    """Replace the reference between its markers in ``readme``; True if it changed."""
+    text = readme.read_text()
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    new = text[:start] + table() + text[end:]
+    if new != text:
+        readme.write_text(new)
+    return new != text
+
+
 if __name__ == "__main__":
-    print(table())
+    if sys.argv[1:2] == ["--update"]:
+        print("updated" if update(Path(sys.argv[2])) else "unchanged")
+    else:
+        print(table())

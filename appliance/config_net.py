@@ -136,6 +136,9 @@ class Token(StrictModel):
     label: Label = "smgw"
     module: SafePath = Path("/usr/lib/softhsm/libsofthsm2.so")
     pin_file: SafePath | None = Field(default=None, description="0600 file with the user PIN; else $SMGW_TOKEN_PIN")
+    store_dir: SafePath | None = Field(default=Path("/var/lib/softhsm/tokens"),
+                                       description="SoftHSM2's token files (writable for the services); "
+                                                   "unset for a smart card")
 
 
 class Pki(StrictModel):

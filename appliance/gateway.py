@@ -13,8 +13,9 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from appliance.errors import SmgwError
 from appliance.profiles import describe
 from appliance.retention import apply_retention
 from appliance.selftest import Check, blocking, read_results, run_checks, write_results
-from appliance.store import Store, StoreError
+from appliance.store import DuplicateReadoutError, Store, StoreError
 from pki.errors import PkiError
 from reader.errors import ProtocolError, ReaderError
 from reader.models import Readout
@@ -77,11 +78,119 @@ def _failed(stats: LoopStats, poll_interval: float, rng: random.Random) -> float
     return backoff_delay(stats.consecutive_failures, poll_interval, rng)
 
 
-def store_readout(store: Store, meter: MeterConfig, readout: Readout) -> int:
-    meter_id = meter.id or readout.meter_id()
-    return store.save_readout(
-        meter_id=meter_id, readout=readout, read_at=datetime.now(UTC), integrity="ok"
-    )
+#: readouts read but not yet stored (disk full, database locked): kept in memory up to this
+#: many, then the oldest go, counted and logged; at a 30 s poll this is over 8 hours
+MAX_WAITING = 1000
+
+
+@dataclass(slots=True)
+class Waiting:
+    """Readouts that could not be stored yet, oldest first; each keeps the time it was read."""
+
+    items: deque[tuple[str, Readout, datetime]] = field(default_factory=deque)
+    dropped: int = 0
+    failing_since: datetime | None = None
+
+    def add(self, meter_id: str, readout: Readout, read_at: datetime) -> None:
+        if len(self.items) >= MAX_WAITING:
+            self.items.popleft()
+            self.dropped += 1
+            log.error("store unavailable: %d readouts waiting; the oldest dropped (%d so far)",
+                      len(self.items), self.dropped)
+        self.items.append((meter_id, readout, read_at))
+
+    def store(self, store: Store, auditor: Auditor) -> list[tuple[int, str, Readout]]:
+        """Store what waits, in order; stop at the first failure (it waits for the next try)."""
+        stored = []
+        while self.items:
+            meter_id, readout, read_at = self.items[0]
+            try:
+                stored.append((store.save_readout(meter_id=meter_id, readout=readout, read_at=read_at),
+                               meter_id, readout))
+            except DuplicateReadoutError:
+                pass  # stored before a crash of the previous attempt's commit acknowledgement
+            except StoreError as exc:
+                if self.failing_since is None:
+                    self.failing_since = read_at
+                    log.error("cannot store readouts (%s): keeping up to %d in memory", exc, MAX_WAITING)
+                    auditor.record("system", "store.failing", {"message": str(exc)[:300]})
+                return stored
+            self.items.popleft()
+        if self.failing_since is not None:
+            log.warning("store works again: %d readouts held since %s are stored", len(stored),
+                        self.failing_since.isoformat())
+            auditor.record("system", "store.recovered", {"since": self.failing_since.isoformat(),
+                                                         "stored": len(stored), "dropped": self.dropped})
+            self.failing_since, self.dropped = None, 0
+        return stored
+
+
+@dataclass(slots=True)
+class CoreLoop:
+    """One pass per poll: read, store (or hold), then the work that follows a stored readout,
+    then housekeeping (self-tests, retention) whether or not the meter answered."""
+
+    config: GatewayConfig
+    store: Store
+    auditor: Auditor
+    after_readout: Callable[[Store, str], None] | None
+    rng: random.Random
+    stats: LoopStats = field(default_factory=LoopStats)
+    waiting: Waiting = field(default_factory=Waiting)
+    gate: SendGate = field(default_factory=lambda: SendGate())
+    consumers_told: set[str] = field(default_factory=set)
+    next_retention: float = 0.0
+    next_selftest: float = 0.0
+
+    def read(self) -> float | None:
+        """Read the meter once; returns the backoff to wait after a failure, else None."""
+        meter = self.config.meter
+        try:
+            readout = read_meter(meter.port, session_options(meter), timeout=meter.timeout, framing=meter.framing)
+        except ReaderError as exc:
+            wait = _failed(self.stats, meter.poll_interval, self.rng)
+            log.warning("readout failed (%s: %s); retry in %.1fs", type(exc).__name__, exc, wait)
+            if isinstance(exc, ProtocolError):  # a telegram that failed its checks
+                self.auditor.record("calibration", "integrity.failed",
+                                    {"error": type(exc).__name__, "message": str(exc)[:300]}, consumer=meter.id)
+            else:
+                self.auditor.record("system", "readout.failed", {"error": type(exc).__name__,
+                                                                  "message": str(exc)[:300]})
+            return wait
+        self.stats.readouts += 1
+        self.stats.consecutive_failures = 0
+        self.waiting.add(meter.id or readout.meter_id(), readout, datetime.now(UTC))
+        return None
+
+    def stored(self) -> None:
+        for readout_id, meter_id, readout in self.waiting.store(self.store, self.auditor):
+            for note in readout.notes:
+                log.info("readout %d: %s", readout_id, note)
+                if note.startswith(("attempt ", "NAK")):  # the meter had to send again
+                    self.auditor.record("calibration", "integrity.retried", {"readout": readout_id, "note": note},
+                                        consumer=meter_id)
+            log.info("readout %d stored: %d readings from %s (attempts %d)", readout_id, len(readout.readings),
+                     readout.identification.text, readout.attempts)
+            if meter_id not in self.consumers_told:
+                record_profiles(self.auditor, self.store, self.config, meter_id)
+                self.consumers_told.add(meter_id)
+        if self.after_readout is not None and not self.waiting.items and self.consumers_told \
+                and self.gate.open(self.config, self.auditor):
+            for meter_id in sorted(self.consumers_told):
+                try:  # processing and sending must never stop the reader
+                    self.after_readout(self.store, meter_id)
+                except Exception:
+                    log.exception("processing for meter %s failed", meter_id)
+
+    def housekeeping(self) -> None:
+        now = time.monotonic()
+        if now >= self.next_selftest:
+            self.next_selftest = now + self.config.selftest.interval_s
+            self_test(self.config, self.store, self.auditor)
+        if now >= self.next_retention:
+            self.next_retention = now + self.config.retention.interval_s
+            _retention(self.store, self.config, self.auditor)
+        self.auditor.flush()
 
 
 def run_reader_loop(
@@ -93,75 +202,38 @@ def run_reader_loop(
     after_readout: Callable[[Store, str], None] | None = None,
 ) -> LoopStats:
     """Poll until ``stop`` is set (or ``max_readouts`` readouts are stored)."""
-    rng = rng or random.Random()
     meter = config.meter
-    options = session_options(meter)
-    stats = LoopStats()
+    session_options(meter)  # a bad password file fails the start, not every poll
     store = Store.open(Path(config.store.path))
     log.info("reader loop: meter %s every %gs, store %s", meter.port, meter.poll_interval, config.store.path)
     try:
         auditor = Auditor.for_config(store, config, create_key=True)
         record_start(auditor, store, config)
-        consumers_told: set[str] = set()
-        next_retention = next_selftest = 0.0
-        gate = SendGate()
+        loop = CoreLoop(config, store, auditor, after_readout, rng or random.Random())
         while not stop.is_set():
             started = time.monotonic()
+            wait = None
             try:
-                readout = read_meter(meter.port, options, timeout=meter.timeout, framing=meter.framing)
-                readout_id = store_readout(store, meter, readout)
-            except (ReaderError, StoreError, SmgwError) as exc:
-                wait = _failed(stats, meter.poll_interval, rng)
-                log.warning("readout failed (%s: %s); retry in %.1fs", type(exc).__name__, exc, wait)
-                if isinstance(exc, ProtocolError):  # a telegram that failed its checks
-                    auditor.record("calibration", "integrity.failed", {"error": type(exc).__name__,
-                                                                        "message": str(exc)[:300]},
-                                   consumer=meter.id)
-                else:
-                    auditor.record("system", "readout.failed", {"error": type(exc).__name__,
-                                                                 "message": str(exc)[:300]})
-                stop.wait(wait)
-                continue
+                wait = loop.read()
+                loop.stored()
             except Exception:  # a bug must not end an unattended gateway: log it, back off
-                wait = _failed(stats, meter.poll_interval, rng)
+                wait = _failed(loop.stats, meter.poll_interval, loop.rng)
                 log.exception("readout failed unexpectedly; retry in %.1fs", wait)
                 auditor.record("system", "readout.failed", {"error": "unexpected (see the service log)"})
-                stop.wait(wait)
-                continue
-            stats.readouts += 1
-            stats.consecutive_failures = 0
-            meter_id = meter.id or readout.meter_id()
-            for note in readout.notes:
-                log.info("readout %d: %s", readout_id, note)
-                if note.startswith(("attempt ", "NAK")):  # the meter had to send again
-                    auditor.record("calibration", "integrity.retried", {"readout": readout_id, "note": note},
-                                   consumer=meter_id)
-            log.info(
-                "readout %d stored: %d readings from %s (attempts %d)",
-                readout_id, len(readout.readings), readout.identification.text, readout.attempts,
-            )
-            if meter_id not in consumers_told:
-                record_profiles(auditor, store, config, meter_id)
-                consumers_told.add(meter_id)
-            if time.monotonic() >= next_selftest:
-                next_selftest = time.monotonic() + config.selftest.interval_s
-                self_test(config, store, auditor)
-            if after_readout is not None and gate.open(config, auditor):
-                try:  # processing and sending must never stop the reader
-                    after_readout(store, meter_id)
-                except Exception:
-                    log.exception("processing after readout %d failed", readout_id)
-            if time.monotonic() >= next_retention:
-                next_retention = time.monotonic() + config.retention.interval_s
-                _retention(store, config, auditor)
-            auditor.flush()
-            if max_readouts is not None and stats.readouts >= max_readouts:
+            try:
+                loop.housekeeping()
+            except Exception:
+                log.exception("self-test or retention failed unexpectedly")
+            if max_readouts is not None and loop.stats.readouts >= max_readouts and not loop.waiting.items:
                 break
-            stop.wait(max(0.0, meter.poll_interval - (time.monotonic() - started)))
-        auditor.record("system", "core.stopped", {"readouts": stats.readouts, "failures": stats.failures})
+            stop.wait(wait if wait is not None else max(0.0, meter.poll_interval - (time.monotonic() - started)))
+        auditor.record("system", "core.stopped", {"readouts": loop.stats.readouts, "failures": loop.stats.failures,
+                                                  "waiting": len(loop.waiting.items)})
+        if loop.waiting.items:
+            log.error("stopping with %d readouts not stored (the store still fails)", len(loop.waiting.items))
     finally:
         store.close()
-    return stats
+    return loop.stats
 
 
 def _retention(store: Store, config: GatewayConfig, auditor: Auditor) -> None:

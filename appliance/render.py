@@ -131,10 +131,19 @@ def generate(cfg: GatewayConfig, pkcs11_ids: dict[str, str], templates: Path = T
     for view in views:
         files[f"openvpn/{view.name}.conf"] = client.render(t=view)
     units = UnitView(smgw=smgw_binary, config=config_path, meter_port=Path(cfg.meter.port), state=cfg.paths.state,
-                     run=cfg.paths.run, tunnels=tuple(v.name for v in views))
-    for unit in ("smgw-core.service", "smgw-tunnels.service"):
+                     run=cfg.paths.run, tunnels=tuple(v.name for v in views), token_dir=cfg.token.store_dir,
+                     selftest_every_s=int(cfg.selftest.interval_s))
+    for unit in unit_names(cfg):
         files[f"systemd/{unit}"] = env.get_template(f"systemd/{unit}.j2").render(u=units)
     return files
+
+
+def unit_names(cfg: GatewayConfig) -> list[str]:
+    """The systemd units a gateway with this config runs (the GateWatcher only with an [admin])."""
+    names = ["smgw-core.service", "smgw-tunnels.service", "smgw-selftest.service", "smgw-selftest.timer"]
+    if cfg.admin is not None:
+        names.append("smgw-gatewatcher.service")
+    return names
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,3 +154,5 @@ class UnitView:
     state: Path
     run: Path
     tunnels: tuple[str, ...]
+    token_dir: Path | None  #: SoftHSM2's token files, which the services write (None: a smart card)
+    selftest_every_s: int

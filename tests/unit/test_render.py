@@ -31,7 +31,8 @@ IDS = {"gateway-tls-dso": "SoftHSM\\x20project/SoftHSM\\x20v2/0123456789abcdef/s
 def test_example_renders_exactly_the_golden_files() -> None:
     files = generate(load(EXAMPLE), IDS)
     assert set(files) == {"nftables.conf", "openvpn/dso.conf", "openvpn/supplier.conf", "openvpn/admin.conf",
-                          "systemd/smgw-core.service", "systemd/smgw-tunnels.service"}
+                          "systemd/smgw-core.service", "systemd/smgw-tunnels.service", "systemd/smgw-selftest.service",
+                          "systemd/smgw-selftest.timer", "systemd/smgw-gatewatcher.service"}
     for name, text in files.items():
         golden = GOLDEN / name
         if os.environ.get("SMGW_UPDATE_GOLDEN") == "1":
