@@ -122,7 +122,9 @@ class Wakeup(StrictModel):
 
 class Time(StrictModel):
     ntp_server: IPv4Address | None = Field(default=None, description="NTP server (UDP 123 out on WAN)")
-    max_deviation_s: float = Field(default=3.0, gt=0, le=3600)
+    max_deviation_s: float = Field(default=3.0, gt=0, le=3600,
+                                   description="clock deviation from the server beyond which readings are flagged")
+    check_interval_s: float = Field(default=600, ge=5, le=86400, description="how often the core asks the server")
 
 
 class Firewall(StrictModel):

@@ -27,6 +27,8 @@ from appliance.profiles import describe
 from appliance.retention import apply_retention
 from appliance.selftest import Check, blocking, read_results, run_checks, write_results
 from appliance.store import DuplicateReadoutError, Store, StoreError
+from appliance.timecheck import FLAG as CLOCK_FLAG
+from appliance.timecheck import ClockReading, check_clock
 from pki.errors import PkiError
 from reader.errors import ProtocolError, ReaderError
 from reader.models import Readout
@@ -87,26 +89,26 @@ MAX_WAITING = 1000
 class Waiting:
     """Readouts that could not be stored yet, oldest first; each keeps the time it was read."""
 
-    items: deque[tuple[str, Readout, datetime]] = field(default_factory=deque)
+    items: deque[tuple[str, Readout, datetime, str]] = field(default_factory=deque)
     dropped: int = 0
     failing_since: datetime | None = None
 
-    def add(self, meter_id: str, readout: Readout, read_at: datetime) -> None:
+    def add(self, meter_id: str, readout: Readout, read_at: datetime, integrity: str = "ok") -> None:
         if len(self.items) >= MAX_WAITING:
             self.items.popleft()
             self.dropped += 1
             log.error("store unavailable: %d readouts waiting; the oldest dropped (%d so far)",
                       len(self.items), self.dropped)
-        self.items.append((meter_id, readout, read_at))
+        self.items.append((meter_id, readout, read_at, integrity))
 
     def store(self, store: Store, auditor: Auditor) -> list[tuple[int, str, Readout]]:
         """Store what waits, in order; stop at the first failure (it waits for the next try)."""
         stored = []
         while self.items:
-            meter_id, readout, read_at = self.items[0]
+            meter_id, readout, read_at, integrity = self.items[0]
             try:
-                stored.append((store.save_readout(meter_id=meter_id, readout=readout, read_at=read_at),
-                               meter_id, readout))
+                stored.append((store.save_readout(meter_id=meter_id, readout=readout, read_at=read_at,
+                                                  integrity=integrity), meter_id, readout))
             except DuplicateReadoutError:
                 pass  # stored before a crash of the previous attempt's commit acknowledgement
             except StoreError as exc:
@@ -141,6 +143,30 @@ class CoreLoop:
     consumers_told: set[str] = field(default_factory=set)
     next_retention: float = 0.0
     next_selftest: float = 0.0
+    next_clock: float = 0.0
+    clock: ClockReading | None = None
+
+    def check_time(self) -> None:
+        """Ask the time source when due; log each change of the clock's state."""
+        server = self.config.time.ntp_server
+        if server is None or time.monotonic() < self.next_clock:
+            return
+        self.next_clock = time.monotonic() + self.config.time.check_interval_s
+        reading = check_clock(str(server), self.config.time.max_deviation_s)
+        previous = self.clock.state if self.clock is not None else None
+        self.clock = reading
+        if reading.state == previous:
+            return
+        detail = {"server": str(server), "offset_s": reading.offset_s, "detail": reading.detail}
+        if reading.state == "deviating":
+            log.error("time: %s; readouts are flagged %s until it is back", reading.detail, CLOCK_FLAG)
+            self.auditor.record("calibration", "time.deviation", detail, consumer=self.config.meter.id)
+        elif reading.state == "ok" and previous == "deviating":
+            log.warning("time: back within the limit (%s)", reading.detail)
+            self.auditor.record("calibration", "time.back", detail, consumer=self.config.meter.id)
+        elif reading.state == "unreachable":
+            log.warning("time: %s", reading.detail)
+            self.auditor.record("system", "time.unreachable", detail)
 
     def read(self) -> float | None:
         """Read the meter once; returns the backoff to wait after a failure, else None."""
@@ -159,7 +185,9 @@ class CoreLoop:
             return wait
         self.stats.readouts += 1
         self.stats.consecutive_failures = 0
-        self.waiting.add(meter.id or readout.meter_id(), readout, datetime.now(UTC))
+        deviating = self.clock is not None and self.clock.state == "deviating"
+        self.waiting.add(meter.id or readout.meter_id(), readout, datetime.now(UTC),
+                         CLOCK_FLAG if deviating else "ok")
         return None
 
     def stored(self) -> None:
@@ -214,6 +242,7 @@ def run_reader_loop(
             started = time.monotonic()
             wait = None
             try:
+                loop.check_time()
                 wait = loop.read()
                 loop.stored()
             except Exception:  # a bug must not end an unattended gateway: log it, back off
