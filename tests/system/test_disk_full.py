@@ -4,6 +4,7 @@ readouts in memory, says so in its log, and stores every one of them once space 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sqlite3
 import subprocess
 import time
@@ -81,7 +82,7 @@ def test_a_full_disk_loses_no_readout(tmp_path: Path, meter_sim: Callable[..., S
             core.wait(timeout=15)
         times = _read_times(db)
         # every poll during the outage was read and is now stored: no gap wider than a few polls
-        gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
         assert max(gaps) < 4 * POLL + 2, gaps
         assert len(times) >= before + (time.monotonic() - full_at) / (POLL + 2) - 2
         shown = subprocess.run([*SMGW, "log", "show", "--log", "system", "--config", str(cfg)], cwd=ROOT,
