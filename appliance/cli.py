@@ -169,10 +169,14 @@ def gateway_group() -> None:
 @config_option
 @click.option("--readouts", type=click.IntRange(min=1), default=None,
               help="Stop after this many stored readouts (demo and tests).")
+@click.option("--core-only", is_flag=True,
+              help="Do not start and supervise the tunnels and the GateWatcher (systemd runs them as units).")
 @clean_errors
-def gateway_run_cmd(config_path: Path, readouts: int | None) -> None:
-    """Run the core service in the foreground: reader loop, then data processor and sender."""
+def gateway_run_cmd(config_path: Path, readouts: int | None, core_only: bool) -> None:
+    """Run the gateway in the foreground: the core (reader, data processor and sender, logs,
+    retention, self-tests) and, as supervised child processes, the tunnels and the GateWatcher."""
     from appliance.gateway import run_reader_loop
+    from appliance.parts import PartSupervisor, part_commands
 
     cfg = config_mod.load(config_path)
     if logging.getLogger().level > logging.INFO:
@@ -184,7 +188,14 @@ def gateway_run_cmd(config_path: Path, readouts: int | None) -> None:
         after = DeliveryService(cfg)
     stop = threading.Event()
     stop_on_signals(stop)
-    stats = run_reader_loop(cfg, stop, max_readouts=readouts, after_readout=after)
+    parts = None if core_only else PartSupervisor.for_commands(part_commands(cfg, str(config_path.absolute())))
+    if parts is not None:
+        parts.start()
+    try:
+        stats = run_reader_loop(cfg, stop, max_readouts=readouts, after_readout=after, parts=parts)
+    finally:
+        if parts is not None:
+            parts.stop()
     click.echo(f"stopped: {stats.readouts} readouts stored, {stats.failures} failures", err=True)
 
 

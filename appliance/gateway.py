@@ -15,14 +15,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from appliance.audit import Auditor
 from appliance.audit_chain import LogName
 from appliance.config import GatewayConfig, MeterConfig
 from appliance.errors import SmgwError
+from appliance.parts import PartSupervisor
 from appliance.profiles import describe
 from appliance.retention import apply_retention
 from appliance.selftest import Check, blocking, read_results, run_checks, write_results
@@ -185,6 +186,7 @@ class CoreLoop:
             return wait
         self.stats.readouts += 1
         self.stats.consecutive_failures = 0
+        readout = within_retention(readout, datetime.now(UTC) - timedelta(days=self.config.retention.readings_days))
         deviating = self.clock is not None and self.clock.state == "deviating"
         self.waiting.add(meter.id or readout.meter_id(), readout, datetime.now(UTC),
                          CLOCK_FLAG if deviating else "ok")
@@ -199,6 +201,11 @@ class CoreLoop:
                                         consumer=meter_id)
             log.info("readout %d stored: %d readings from %s (attempts %d)", readout_id, len(readout.readings),
                      readout.identification.text, readout.attempts)
+            if readout.logbook:  # the meter's own events (P.98) go into the calibration log, once each
+                for event in self.store.logbook_brought_by(readout_id):
+                    self.auditor.record("calibration", "meter.event", {
+                        "at": event.timestamp.isoformat(), "status": event.status, "values": list(event.values),
+                        "readout": readout_id}, consumer=meter_id)
             if meter_id not in self.consumers_told:
                 record_profiles(self.auditor, self.store, self.config, meter_id)
                 self.consumers_told.add(meter_id)
@@ -221,6 +228,17 @@ class CoreLoop:
         self.auditor.flush()
 
 
+def within_retention(readout: Readout, cutoff: datetime) -> Readout:
+    """Drop the load-profile intervals and logbook events older than retention allows: the
+    meter keeps its history, and storing it again would undo retention at every readout."""
+    changes: dict[str, object] = {}
+    if readout.load_profile:
+        changes["load_profile"] = tuple(i for i in readout.load_profile if i.start >= cutoff)
+    if readout.logbook:
+        changes["logbook"] = tuple(e for e in readout.logbook if e.timestamp >= cutoff)
+    return replace(readout, **changes) if changes else readout  # type: ignore[arg-type]
+
+
 def run_reader_loop(
     config: GatewayConfig,
     stop: threading.Event,
@@ -228,8 +246,10 @@ def run_reader_loop(
     max_readouts: int | None = None,
     rng: random.Random | None = None,
     after_readout: Callable[[Store, str], None] | None = None,
+    parts: PartSupervisor | None = None,
 ) -> LoopStats:
-    """Poll until ``stop`` is set (or ``max_readouts`` readouts are stored)."""
+    """Poll until ``stop`` is set (or ``max_readouts`` readouts are stored); with ``parts``,
+    their restarts go into the system log on each pass."""
     meter = config.meter
     session_options(meter)  # a bad password file fails the start, not every poll
     store = Store.open(Path(config.store.path))
@@ -249,6 +269,8 @@ def run_reader_loop(
                 wait = _failed(loop.stats, meter.poll_interval, loop.rng)
                 log.exception("readout failed unexpectedly; retry in %.1fs", wait)
                 auditor.record("system", "readout.failed", {"error": "unexpected (see the service log)"})
+            for event, detail in parts.drain() if parts is not None else ():
+                auditor.record("system", event, detail)
             try:
                 loop.housekeeping()
             except Exception:

@@ -308,6 +308,12 @@ class Store:
             (meter_id, *self._period(since, until)))
         return [StoredLogbookEntry.from_row(row) for row in rows]
 
+    def logbook_brought_by(self, readout_id: int) -> list[StoredLogbookEntry]:
+        """The events this readout added (re-read ones belong to the readout that brought them first)."""
+        rows = self._query("reading the logbook", f"SELECT {StoredLogbookEntry.COLUMNS} FROM logbook "
+                           "WHERE readout_id = ? ORDER BY ts, rowid", (readout_id,))
+        return [StoredLogbookEntry.from_row(row) for row in rows]
+
     # -- health --------------------------------------------------------------------------
 
     def integrity_check(self) -> str:

@@ -93,7 +93,7 @@ def test_each_party_receives_exactly_its_profile_through_its_tunnel(tmp_path: Pa
             # start the core late in a minute: the first window then closes a few seconds on
             while time.time() % 60 < 45:
                 time.sleep(0.5)
-            core = bed.lab.popen("gw", *SMGW, "-v", "gateway", "run", "--config", str(bed.config), env=bed.env,
+            core = bed.lab.popen("gw", *SMGW, "-v", "gateway", "run", "--core-only", "--config", str(bed.config), env=bed.env,
                                  stdout=subprocess.DEVNULL)
             dbs = {name: bed.root / f"{name}-headend/ingest.db" for name in PARTIES}
             deadline = time.monotonic() + 100

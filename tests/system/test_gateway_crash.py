@@ -32,6 +32,8 @@ def _config(tmp_path: Path, link: Path, db: Path) -> Path:
         "[logs]\n"
         'key = "none"  # no token in this test: rows are sealed with SHA-256\n'
         f'[paths]\nstate = "{db.parent}"\nrun = "{db.parent}/run"\n'
+        "[retention]\n"
+        "readings_days = 3650  # keep the simulator's 2023 load profile: big transactions to kill\n"
     )
     return cfg
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import json
 import sqlite3
 import subprocess
 import time
@@ -68,3 +69,25 @@ def test_failing_meter_is_retried_with_backoff_and_recovers(tmp_path: Path, mete
             proc.wait(timeout=15)
     assert proc.returncode == 0
     assert "stopped:" in log.read_text()
+
+
+def test_meter_events_and_retransmissions_reach_the_calibration_log_once(
+        tmp_path: Path, meter_sim: Callable[..., Simulator]) -> None:
+    sim = meter_sim("bad-bcc-once")
+    db = tmp_path / "smgw.db"
+    cfg = write_config(tmp_path / "gateway.toml", sim.link, db)
+    # the simulator's events are from 2023: keep ten years, or retention would not store them
+    cfg.write_text(cfg.read_text().replace("attempts = 2\n", "attempts = 2\nlogbook = true\n", 1)
+                   + "[retention]\nreadings_days = 3650\n")
+    result = run_smgw("gateway", "run", "--config", str(cfg), "--readouts", "3", timeout=90)
+    assert result.returncode == 0, result.stderr
+    shown = run_smgw("log", "show", "--log", "calibration", "--json", "--config", str(cfg))
+    rows = [json.loads(line) for line in shown.stdout.splitlines()]
+    events = [r for r in rows if r["event"] == "meter.event"]
+    with sqlite3.connect(db) as con:
+        logbook = con.execute("SELECT count(*) FROM logbook").fetchone()[0]
+    # each logbook event once, though every readout brings the whole logbook again
+    assert logbook >= 3 and len(events) == logbook
+    assert len({(e["detail"]["at"], e["detail"]["status"]) for e in events}) == logbook
+    assert any(r["event"] == "integrity.retried" for r in rows), rows
+    assert run_smgw("log", "verify", "--config", str(cfg)).returncode == 0

@@ -72,7 +72,7 @@ def test_a_failing_critical_check_stops_sending_until_it_passes(tmp_path: Path,
         good = conf.read_text()
         conf.write_text(good.replace("remote ", "remote 203.0.113.66 1194\n# was: remote ", 1))
         db = bed.root / "state/smgw.db"
-        core = bed.lab.popen("gw", *SMGW, "gateway", "run", "--config", str(bed.config), env=bed.env,
+        core = bed.lab.popen("gw", *SMGW, "gateway", "run", "--core-only", "--config", str(bed.config), env=bed.env,
                              stdout=subprocess.DEVNULL)
         try:
             assert _wait_for_event(db, "sending.stopped", 30)

@@ -1,0 +1,115 @@
+"""``smgw gateway run`` in the foreground: the core plus the other parts as child processes.
+
+On a gateway systemd runs each part as its own hardened unit and restarts it; for the demo,
+the tests and a board without systemd, the core does the same for ``tunnels run`` and
+``gatewatcher run``: start each, restart one that exits with a growing delay (2 s doubling to
+60 s, back to 2 s once it stayed up a minute), and stop them all, politely then firmly, when
+the core stops. A watcher thread does the restarting so a crashed tunnel supervisor does not
+wait for the next meter poll; what happened is handed to the core's thread as events,
+because the audit log belongs to that thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from appliance.config import GatewayConfig
+
+log = logging.getLogger("smgw.parts")
+FIRST_DELAY_S, MAX_DELAY_S, STABLE_S = 2.0, 60.0, 60.0
+
+
+def part_commands(cfg: GatewayConfig, config_path: str) -> dict[str, list[str]]:
+    """The parts besides the core that this config needs, as argv (same interpreter, same config)."""
+    smgw = [sys.executable, "-m", "appliance.cli"]
+    parts = {}
+    if cfg.parties:
+        parts["tunnels"] = [*smgw, "tunnels", "run", "--config", config_path]
+    if cfg.admin is not None:
+        parts["gatewatcher"] = [*smgw, "gatewatcher", "run", "--config", config_path]
+    return parts
+
+
+@dataclass(slots=True)
+class Part:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    delay: float = FIRST_DELAY_S
+    due: float = 0.0
+
+
+@dataclass
+class PartSupervisor:
+    parts: dict[str, Part]
+    events: queue.SimpleQueue[tuple[str, dict[str, object]]] = field(default_factory=queue.SimpleQueue)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    @classmethod
+    def for_commands(cls, commands: dict[str, list[str]]) -> PartSupervisor:
+        return cls({name: Part(name, argv) for name, argv in commands.items()})
+
+    def start(self) -> None:
+        for part in self.parts.values():
+            self._spawn(part)
+        self._thread = threading.Thread(target=self._watch, name="parts", daemon=True)
+        self._thread.start()
+
+    def _spawn(self, part: Part) -> None:
+        part.proc = subprocess.Popen(part.argv, stdin=subprocess.DEVNULL)
+        part.started_at = time.monotonic()
+        log.info("part %s started (pid %d)", part.name, part.proc.pid)
+        self.events.put(("part.started", {"part": part.name, "pid": part.proc.pid, "restarts": part.restarts}))
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            now = time.monotonic()
+            for part in self.parts.values():
+                if part.proc is not None and part.proc.poll() is not None:
+                    code = part.proc.returncode
+                    if now - part.started_at >= STABLE_S:
+                        part.delay = FIRST_DELAY_S
+                    part.due = now + part.delay
+                    log.warning("part %s exited (code %s); restart in %.0f s", part.name, code, part.delay)
+                    self.events.put(("part.exited", {"part": part.name, "code": code, "restart_in_s": part.delay}))
+                    part.delay = min(MAX_DELAY_S, part.delay * 2)
+                    part.proc = None
+                elif part.proc is None and now >= part.due and not self._stop.is_set():
+                    part.restarts += 1
+                    self._spawn(part)
+
+    def pid(self, name: str) -> int | None:
+        proc = self.parts[name].proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def drain(self) -> list[tuple[str, dict[str, object]]]:
+        out = []
+        while True:
+            try:
+                out.append(self.events.get_nowait())
+            except queue.Empty:
+                return out
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        running = [p.proc for p in self.parts.values() if p.proc is not None and p.proc.poll() is None]
+        for proc in running:
+            proc.terminate()
+        deadline = time.monotonic() + grace_s
+        for proc in running:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)

@@ -1,0 +1,86 @@
+"""``smgw gateway run`` supervises the tunnels and the GateWatcher as child processes: a part
+killed with SIGKILL comes back after a delay, its tunnels reconnect, the system log says so,
+and stopping the core stops every part."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.system.conftest import SMGW, Simulator
+from tests.system.test_deliveries import _start_headends
+from tests.system.testbed import PARTIES, make_testbed
+
+
+def _children(pid: int) -> dict[str, int]:
+    """``{"tunnels": pid, "gatewatcher": pid}`` among the direct children of ``pid``."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) != pid:
+            continue
+        for part in ("tunnels", "gatewatcher"):
+            if part.encode() in cmdline and b"run" in cmdline:
+                found[part] = int(entry.name)
+    return found
+
+
+def _connected(run: Path) -> set[str]:
+    try:
+        return {t["name"] for t in json.loads((run / "tunnels.json").read_text()) if t["state"] == "CONNECTED"}
+    except (OSError, ValueError):
+        return set()
+
+
+def _wait(predicate: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_gateway_run_restarts_a_killed_part(tmp_path: Path, meter_sim: Callable[..., Simulator]) -> None:
+    sim = meter_sim("normal")
+    with make_testbed(tmp_path, "modern") as bed:
+        bed.config.write_text(f'[meter]\nport = "{sim.link}"\npoll_interval = 1\ntimeout = 5\nattempts = 2\n'
+                              + bed.config.read_text())
+        applied = bed.smgw("gw", "apply", "--config", str(bed.config))
+        assert applied.returncode == 0, applied.stderr
+        servers = _start_headends(bed)
+        run = bed.root / "run"
+        core = bed.lab.popen("gw", *SMGW, "gateway", "run", "--config", str(bed.config), env=bed.env)
+        try:
+            assert _wait(lambda: set(_children(core.pid)) == {"tunnels", "gatewatcher"}, 20), _children(core.pid)
+            assert _wait(lambda: _connected(run) == set(PARTIES), 30), (run / "tunnels.json").read_text()
+            before = _children(core.pid)
+            os.kill(before["tunnels"], signal.SIGKILL)
+            # a new tunnels supervisor, and both tunnels connected again through it
+            assert _wait(lambda: _children(core.pid).get("tunnels", before["tunnels"]) != before["tunnels"], 15)
+            assert _children(core.pid)["gatewatcher"] == before["gatewatcher"]
+            assert _wait(lambda: _connected(run) == set(PARTIES), 30)
+        finally:
+            core.send_signal(signal.SIGTERM)
+            core.wait(timeout=30)
+            for proc in servers:
+                proc.terminate()
+                proc.wait(timeout=10)
+        assert _children(core.pid) == {}
+        shown = bed.smgw("gw", "log", "show", "--log", "system", "--json", "--config", str(bed.config))
+        events = [json.loads(line) for line in shown.stdout.splitlines()]
+        exited = [e for e in events if e["event"] == "part.exited"]
+        assert [e["detail"]["part"] for e in exited] == ["tunnels"] and exited[0]["detail"]["code"] == -9
+        started = [e["detail"]["part"] for e in events if e["event"] == "part.started"]
+        assert started.count("tunnels") == 2 and started.count("gatewatcher") == 1
