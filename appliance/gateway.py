@@ -278,6 +278,8 @@ def run_reader_loop(
             if max_readouts is not None and loop.stats.readouts >= max_readouts and not loop.waiting.items:
                 break
             stop.wait(wait if wait is not None else max(0.0, meter.poll_interval - (time.monotonic() - started)))
+        for event, detail in parts.drain() if parts is not None else ():  # what happened since the last pass
+            auditor.record("system", event, detail)
         auditor.record("system", "core.stopped", {"readouts": loop.stats.readouts, "failures": loop.stats.failures,
                                                   "waiting": len(loop.waiting.items)})
         if loop.waiting.items:

@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from appliance.child import die_with_parent
 from appliance.config import GatewayConfig
 
 log = logging.getLogger("smgw.parts")
@@ -65,7 +66,8 @@ class PartSupervisor:
         self._thread.start()
 
     def _spawn(self, part: Part) -> None:
-        part.proc = subprocess.Popen(part.argv, stdin=subprocess.DEVNULL)
+        # the preexec_fn only calls prctl and getppid (no Python locks): safe beside our threads
+        part.proc = subprocess.Popen(part.argv, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent())  # noqa: PLW1509
         part.started_at = time.monotonic()
         log.info("part %s started (pid %d)", part.name, part.proc.pid)
         self.events.put(("part.started", {"part": part.name, "pid": part.proc.pid, "restarts": part.restarts}))

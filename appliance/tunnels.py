@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliance.child import die_with_parent
 from appliance.errors import SmgwError
 from appliance.ovpn_mgmt import (
     ByteCount,
@@ -172,8 +173,10 @@ class Supervisor:
         argv = [self._openvpn, "--config", str(tunnel.config)]
         if self._log_dir is not None:
             argv += ["--log-append", str(self._log_dir / f"openvpn-{tunnel.name}.log")]
-        tunnel.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # the preexec_fn only calls prctl and getppid (no Python locks): safe beside threads
+        tunnel.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL,
+                                          preexec_fn=die_with_parent())  # noqa: PLW1509
         self._set_state(tunnel, "STARTING", "")
         self._try_connect(tunnel)
 

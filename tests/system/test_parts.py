@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,11 +35,13 @@ def _children(pid: int) -> dict[str, int]:
     return found
 
 
-def _connected(run: Path) -> set[str]:
+def _connected(run: Path) -> dict[str, int]:
+    """``{tunnel: openvpn pid}`` of the CONNECTED tunnels, as the supervisor last wrote them."""
     try:
-        return {t["name"] for t in json.loads((run / "tunnels.json").read_text()) if t["state"] == "CONNECTED"}
+        return {t["name"]: t["pid"] for t in json.loads((run / "tunnels.json").read_text())
+                if t["state"] == "CONNECTED"}
     except (OSError, ValueError):
-        return set()
+        return {}
 
 
 def _wait(predicate: Callable[[], bool], seconds: float) -> bool:
@@ -64,13 +65,16 @@ def test_gateway_run_restarts_a_killed_part(tmp_path: Path, meter_sim: Callable[
         core = bed.lab.popen("gw", *SMGW, "gateway", "run", "--config", str(bed.config), env=bed.env)
         try:
             assert _wait(lambda: set(_children(core.pid)) == {"tunnels", "gatewatcher"}, 20), _children(core.pid)
-            assert _wait(lambda: _connected(run) == set(PARTIES), 30), (run / "tunnels.json").read_text()
-            before = _children(core.pid)
+            assert _wait(lambda: set(_connected(run)) == set(PARTIES), 30), (run / "tunnels.json").read_text()
+            before, openvpn = _children(core.pid), _connected(run)
             os.kill(before["tunnels"], signal.SIGKILL)
-            # a new tunnels supervisor, and both tunnels connected again through it
+            # its openvpn processes die with it (no orphan holds the tun device or the socket) ...
+            assert _wait(lambda: not any(Path(f"/proc/{pid}").exists() for pid in openvpn.values()), 10)
+            # ... a new tunnels supervisor comes, and both tunnels connect again through new openvpns
             assert _wait(lambda: _children(core.pid).get("tunnels", before["tunnels"]) != before["tunnels"], 15)
             assert _children(core.pid)["gatewatcher"] == before["gatewatcher"]
-            assert _wait(lambda: _connected(run) == set(PARTIES), 30)
+            assert _wait(lambda: set(_connected(run)) == set(PARTIES)
+                         and not set(_connected(run).values()) & set(openvpn.values()), 30)
         finally:
             core.send_signal(signal.SIGTERM)
             core.wait(timeout=30)
