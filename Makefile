@@ -46,8 +46,10 @@ unit: deps
 system: deps
 	$(PY) -m pytest tests/system -q $(PYTEST_ARGS)
 
+# Two workers, one file each at a time: the system tests mostly wait on real daemons and
+# timeouts (a WAN outage of two send windows alone is 130 s), so two files overlap well.
 test: deps typecheck
-	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+	$(PY) -m pytest tests -q -n 2 --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 bench: deps
 	@for f in bench/*.py; do echo "# $$f" >&2; $(PY) $$f || exit 1; done
