@@ -132,24 +132,43 @@ def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> N
         from headend.config import HeadendConfig
         from headend.ingest import IngestContext, serve, status_file_peers
         from headend.store import HeadendStore
+        from headend.workers import run_in_process, run_workers
         from pki.cms_envelope import software_agreement
 
         cfg = config_mod.load_any(config_path)
         if not isinstance(cfg, HeadendConfig):
             raise SmgwError(f"{config_path}: not a headend config (no [headend] table)")
         key = read_private_key(cfg.ingest.enc_key)
-        store = HeadendStore(cfg.ingest.database)
-        ctx = IngestContext(party=cfg.headend.name, root=read_certificate(cfg.pki.root), crl=read_crl(cfg.pki.crl),
-                            enc_cert=read_certificate(cfg.ingest.enc_cert), agree=software_agreement(key),
-                            peer_cn=status_file_peers(status_file(cfg)), store=store)
-        server = serve(ctx, listen or str(cfg.tunnel.network.ip), cfg.ingest.port)
+        root, crl = read_certificate(cfg.pki.root), read_crl(cfg.pki.crl)
+        enc_cert = read_certificate(cfg.ingest.enc_cert)
+        address = listen or str(cfg.tunnel.network.ip)
+        HeadendStore(cfg.ingest.database).close()  # schema made once, and a bad URL fails here, not in a worker
+
+        def serve_one(stop: threading.Event, ready: Callable[[], None]) -> None:
+            """One ingest: its own store connection and server (after a fork, nothing is shared)."""
+            store = HeadendStore(cfg.ingest.database)
+            ctx = IngestContext(party=cfg.headend.name, root=root, crl=crl, enc_cert=enc_cert,
+                                agree=software_agreement(key), peer_cn=status_file_peers(status_file(cfg)),
+                                store=store)
+            server = serve(ctx, address, cfg.ingest.port)
+            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+            thread.start()
+            ready()
+            stop.wait()
+            server.shutdown()
+            store.close()
+
+        def listening() -> None:
+            click.echo(json.dumps({"event": "listening", "address": address, "port": cfg.ingest.port,
+                                   "workers": cfg.ingest.workers}))
+            sys.stdout.flush()
+
         stop = threading.Event()
         stop_on_signals(stop)
-        worker = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
-        worker.start()
-        click.echo(json.dumps({"event": "listening", "address": server.server_address[0], "port": cfg.ingest.port}))
-        sys.stdout.flush()
-        stop.wait(seconds)
-        server.shutdown()
+        if cfg.ingest.workers == 1:
+            run_in_process(serve_one, stop, seconds, listening)
+        else:
+            run_workers(cfg.ingest.workers, serve_one, stop, seconds=seconds, on_ready=listening)
+        store = HeadendStore(cfg.ingest.database)
         click.echo(json.dumps({"event": "stopped", "deliveries": store.count()}))
         store.close()

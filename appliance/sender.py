@@ -3,8 +3,10 @@
 The connection is bound to the tunnel's own address, so the kernel can route it nowhere
 but into the tunnel (and the firewall allows the ingest port only on that tunnel's
 interface). A delivery leaves the outbox only when the headend answered 200 with its id;
-anything else is retried with exponential backoff and jitter, and the next delivery of
-that party waits: deliveries arrive in order.
+a 4xx that means "never" (a document or signer the headend will not take) sets it aside,
+logged in the system log, so it cannot block the party's queue for ever; anything else is
+retried with exponential backoff and jitter, and the next delivery of that party waits:
+deliveries arrive in order.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pki.errors import PkiError
 
 log = logging.getLogger("smgw.sender")
 MAX_BACKOFF_S = 3600.0
+TRANSIENT_4XX = frozenset({408, 425, 429})  #: 4xx that say "later", not "never"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,17 @@ def send_due(store: Store, route: Route, now: dt.datetime, rng: random.Random, *
             except PkiError as exc:
                 status, doc = 0, {"error": f"acknowledged, but its consumer-log row cannot be sealed: {exc}"}
         error = f"HTTP {status}: {doc.get('error', doc)}" if status else str(doc["error"])
+        if 400 <= status < 500 and status not in TRANSIENT_4XX:
+            # the headend will never take this one (bad document, revoked signer, ...): sending it
+            # again would block every later delivery of the party, so it leaves the queue, logged
+            try:
+                with macs() if macs is not None else nullcontext() as mac:
+                    store.delivery_refused(item.id, error, now, mac)
+                log.error("delivery %s to %s refused for good (%s); the next goes on", item.delivery_id,
+                          route.party, error)
+                continue
+            except PkiError as exc:  # cannot log it now: keep it and decide again next time
+                error = f"{error}; not set aside: {exc}"
         retry = now + dt.timedelta(seconds=backoff(item.attempts + 1, rng))
         store.delivery_failed(item.id, error, retry)
         log.warning("delivery %s to %s failed (%s); retry at %s", item.delivery_id, route.party, error,

@@ -113,7 +113,7 @@ def render(policy: Policy) -> str:
 
 def _iptc() -> Any:
     try:
-        import iptc  # type: ignore[import-untyped]
+        import iptc
     except (ImportError, OSError) as exc:  # the module loads libip4tc with ctypes on import
         raise FirewallError(f"python-iptables is not usable here ({exc})") from None
     return iptc

@@ -77,8 +77,11 @@ class Ingest(_Strict):
     port: Port = 8443
     enc_cert: SafePath = Field(default=Path("/etc/smgw-headend/pki/enc.crt"), description="role party-enc")
     enc_key: SafePath = Field(default=Path("/etc/smgw-headend/pki/enc.key"), description="its key, mode 0600")
-    database: Annotated[str, Field(pattern=r"^(sqlite:///?/[A-Za-z0-9._/+-]+|postgresql://[A-Za-z0-9._@:/%+-]+)$")] = (
-        "sqlite:////var/lib/smgw-headend/ingest.db")
+    database: Annotated[str, Field(
+        pattern=r"^(sqlite:///?/[A-Za-z0-9._/+-]+|postgresql://[A-Za-z0-9._@:/%+-]*(\?[A-Za-z0-9._=&/%+-]+)?)$")] = Field(
+        default="sqlite:////var/lib/smgw-headend/ingest.db",
+        description="sqlite:////path or postgresql://user@host/db (a password belongs in ~/.pgpass, not here)")
+    workers: int = Field(default=2, ge=1, le=64, description="ingest processes sharing the port (SO_REUSEPORT)")
 
 
 class Paths(_Strict):

@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from headend.document import DocumentError, parse
-from headend.store import HeadendStore, dumps
+from headend.store import HeadendStore, HeadendStoreError, dumps
 from pki.cms import CmsError, RevokedError, verify
 from pki.cms_envelope import KeyAgreement, decrypt
 from pki.errors import PkiError
@@ -74,7 +74,10 @@ def ingest(ctx: IngestContext, body: bytes, source_ip: str, now: dt.datetime) ->
         return 403, {"error": f"signed by {gateway} but sent through the tunnel of {peer or 'no known client'}"}
     if delivery.party != ctx.party:
         return 422, {"error": f"addressed to party {delivery.party}, this is {ctx.party}"}
-    fresh = ctx.store.store(delivery, now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    try:
+        fresh = ctx.store.store(delivery, now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    except HeadendStoreError as exc:  # not the sender's fault: it keeps the delivery and tries again
+        return 503, {"error": f"cannot store now: {exc}"}
     return 200, {"delivery_id": delivery.delivery_id, "stored": fresh}
 
 
@@ -110,6 +113,8 @@ def make_handler(ctx: IngestContext) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "smgw-headend"
         sys_version = ""
+        protocol_version = "HTTP/1.1"  # keep-alive: a gateway sends its backlog over one connection
+        timeout = 30  # an idle keep-alive connection does not hold its thread for ever
 
         def _reply(self, status: int, doc: dict[str, object] | list[dict[str, object]]) -> None:
             data = dumps(doc)
@@ -123,6 +128,8 @@ def make_handler(ctx: IngestContext) -> type[BaseHTTPRequestHandler]:
             log.debug("%s %s", self.client_address[0], format % args)
 
         def do_POST(self) -> None:
+            asked_close = self.close_connection  # what the request's headers said
+            self.close_connection = True  # until the body is read: unread bytes must not become a request
             if self.path != "/v1/deliveries":
                 self._reply(404, {"error": "POST /v1/deliveries only"})
                 return
@@ -135,6 +142,7 @@ def make_handler(ctx: IngestContext) -> type[BaseHTTPRequestHandler]:
                 self._reply(413, {"error": f"body must be 1..{MAX_BODY} bytes"})
                 return
             body = self.rfile.read(length)
+            self.close_connection = asked_close
             status, doc = ingest(ctx, body, self.client_address[0], dt.datetime.now(dt.UTC))
             if status != 200:
                 log.warning("refused delivery from %s: %s", self.client_address[0], doc["error"])
@@ -144,6 +152,12 @@ def make_handler(ctx: IngestContext) -> type[BaseHTTPRequestHandler]:
             self._reply(status, doc)
 
         def do_GET(self) -> None:
+            try:
+                self._get()
+            except HeadendStoreError as exc:
+                self._reply(503, {"error": f"cannot read now: {exc}"})
+
+        def _get(self) -> None:
             url = urlsplit(self.path)
             readings, one = _READINGS.fullmatch(url.path), _DELIVERY.fullmatch(url.path)
             if readings:
@@ -162,8 +176,11 @@ def make_handler(ctx: IngestContext) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_port = True  # several ingest processes on one port; the kernel spreads connections
+
+
 def serve(ctx: IngestContext, address: str, port: int) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((address, port), make_handler(ctx))
-    server.daemon_threads = True
-    return server
+    return _Server((address, port), make_handler(ctx))
 

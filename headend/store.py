@@ -1,9 +1,12 @@
 """The headend's database layer: deliveries stored idempotently by their id.
 
-SQLite by default (``sqlite:////path``). The schema is plain SQL that PostgreSQL reads as
-well; the PostgreSQL connection (``postgresql://``) arrives with the rest of ISSUE 6.
-A delivery and its values go in one transaction; a second copy of the same delivery id is
-acknowledged again and stored nothing.
+One class, two engines chosen by URL: SQLite (``sqlite:////path``, the default: one file, WAL,
+several ingest processes take turns on the write lock) and PostgreSQL (``postgresql://...``
+through psycopg 3, for a data center where several headends share one database). The SQL is
+the same for both except the placeholder. A delivery and its values go in one transaction;
+a second copy of the same delivery id is acknowledged again and stores nothing. The ingest
+keeps no state of its own beyond this, which is what lets several instances share one
+PostgreSQL.
 """
 
 from __future__ import annotations
@@ -11,35 +14,42 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from headend.document import Delivery
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS deliveries (
-    delivery_id TEXT PRIMARY KEY,
-    gateway TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    identity TEXT NOT NULL,
-    party TEXT NOT NULL,
-    profile TEXT NOT NULL,
-    resolution INTEGER NOT NULL,
-    window_from TEXT NOT NULL,
-    window_to TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    received_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS delivery_values (
-    delivery_id TEXT NOT NULL REFERENCES deliveries (delivery_id),
-    subject TEXT NOT NULL,
-    address TEXT NOT NULL,
-    unit TEXT NOT NULL,
-    period_from TEXT NOT NULL,
-    period_to TEXT NOT NULL,
-    value TEXT
-);
-CREATE INDEX IF NOT EXISTS values_by_subject ON delivery_values (subject, period_from);
-"""
+TABLES = (
+    """CREATE TABLE IF NOT EXISTS deliveries (
+        delivery_id TEXT PRIMARY KEY,
+        gateway TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        party TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        resolution INTEGER NOT NULL,
+        window_from TEXT NOT NULL,
+        window_to TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        received_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS delivery_values (
+        delivery_id TEXT NOT NULL REFERENCES deliveries (delivery_id),
+        subject TEXT NOT NULL,
+        address TEXT NOT NULL,
+        unit TEXT NOT NULL,
+        period_from TEXT NOT NULL,
+        period_to TEXT NOT NULL,
+        value TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS values_by_subject ON delivery_values (subject, period_from)",
+    "CREATE INDEX IF NOT EXISTS values_by_delivery ON delivery_values (delivery_id)",
+)
+INSERT_DELIVERY = ("INSERT INTO deliveries VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}) "
+                   "ON CONFLICT (delivery_id) DO NOTHING")
+INSERT_VALUE = "INSERT INTO delivery_values VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})"
 
 
 class HeadendStoreError(Exception):
@@ -50,64 +60,130 @@ def _utc(moment: object) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")  # type: ignore[attr-defined, no-any-return]
 
 
+def engine(url: str) -> str:
+    """``sqlite`` or ``postgresql``; the rest of the URL never goes into a message (it may hold a password)."""
+    if url.startswith("sqlite:///"):
+        return "sqlite"
+    if url.startswith("postgresql://"):
+        return "postgresql"
+    raise HeadendStoreError(f"database: {url.split(':', 1)[0]!r} is neither sqlite:/// nor postgresql://")
+
+
 class HeadendStore:
     def __init__(self, url: str) -> None:
-        if not url.startswith("sqlite:///"):
-            raise HeadendStoreError(f"database {url.split(':', 1)[0]}: only sqlite:/// is built so far")
-        path = Path(url[len("sqlite:///"):])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute("PRAGMA synchronous=NORMAL")
-        self._con.execute("PRAGMA foreign_keys=ON")
-        self._con.executescript(SCHEMA)
-        self._lock = threading.Lock()
+        self.engine = engine(url)
+        self._lock = threading.Lock()  # one connection, shared by the server's request threads
+        self._con: Any
+        if self.engine == "sqlite":
+            path = Path(url[len("sqlite:///"):])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._con = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            self._con.execute("PRAGMA journal_mode=WAL")
+            self._con.execute("PRAGMA synchronous=NORMAL")
+            self._con.execute("PRAGMA foreign_keys=ON")
+            self._p = "?"
+        else:
+            self._url = url
+            self._con = self._connect()
+            self._p = "%s"
+        with self._transaction() as cur:
+            if self.engine == "postgresql":  # workers starting together must not race on CREATE TABLE
+                cur.execute("SELECT pg_advisory_xact_lock(62056)")
+            for statement in TABLES:
+                cur.execute(statement)
+
+    def _connect(self) -> Any:
+        import psycopg  # only a PostgreSQL headend needs the driver loaded
+
+        try:
+            return psycopg.connect(self._url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise HeadendStoreError(f"PostgreSQL: cannot connect: {type(exc).__name__}") from None
+
+    def _usable(self) -> Any:
+        """The connection, made again if the server dropped it (restart, failover, idle kill):
+        the request that found it broken got a 503, the next one gets a fresh connection."""
+        if self.engine == "postgresql" and (self._con.closed or self._con.broken):
+            self._con = self._connect()
+        return self._con
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """BEGIN (IMMEDIATE on SQLite: take the write lock now) ... COMMIT, ROLLBACK on error.
+        A database error becomes ``HeadendStoreError`` (the ingest answers 503: try again)."""
+        with self._lock, self._errors():
+            cur = self._usable().cursor()
+            cur.execute("BEGIN IMMEDIATE" if self.engine == "sqlite" else "BEGIN")
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                with suppress(Exception):
+                    cur.execute("ROLLBACK")
+                raise
+            finally:
+                cur.close()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise HeadendStoreError(f"SQLite: {exc}") from None
+        except Exception as exc:
+            if type(exc).__module__.startswith("psycopg"):
+                raise HeadendStoreError(f"PostgreSQL: {type(exc).__name__}") from None
+            raise
+
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        with self._lock, self._errors():
+            cur = self._usable().cursor()
+            try:
+                cur.execute(sql.format(p=self._p), params)
+                return list(cur.fetchall())
+            finally:
+                cur.close()
 
     def close(self) -> None:
         self._con.close()
 
     def store(self, delivery: Delivery, received_at: str) -> bool:
         """True if stored now, False if this delivery id was stored before (idempotent)."""
-        with self._lock:
-            con = self._con
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                cursor = con.execute(
-                    "INSERT INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (delivery_id) DO NOTHING",
-                    (delivery.delivery_id, delivery.gateway, delivery.subject, delivery.identity, delivery.party,
-                     delivery.profile, delivery.resolution, _utc(delivery.window_from), _utc(delivery.window_to),
-                     _utc(delivery.created_at), received_at))
-                fresh = cursor.rowcount == 1
-                if fresh:
-                    con.executemany("INSERT INTO delivery_values VALUES (?, ?, ?, ?, ?, ?, ?)", [
-                        (delivery.delivery_id, delivery.subject, v.address, v.unit, _utc(v.start), _utc(v.end),
-                         None if v.value is None else str(v.value)) for v in delivery.values])
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            return fresh
+        with self._transaction() as cur:
+            cur.execute(INSERT_DELIVERY.format(p=self._p), (
+                delivery.delivery_id, delivery.gateway, delivery.subject, delivery.identity, delivery.party,
+                delivery.profile, delivery.resolution, _utc(delivery.window_from), _utc(delivery.window_to),
+                _utc(delivery.created_at), received_at))
+            fresh = bool(cur.rowcount == 1)
+            if fresh:
+                cur.executemany(INSERT_VALUE.format(p=self._p), [
+                    (delivery.delivery_id, delivery.subject, v.address, v.unit, _utc(v.start), _utc(v.end),
+                     None if v.value is None else str(v.value)) for v in delivery.values])
+        return fresh
 
     def count(self) -> int:
-        with self._lock:
-            return int(self._con.execute("SELECT count(*) FROM deliveries").fetchone()[0])
+        return int(self._query("SELECT count(*) FROM deliveries")[0][0])
+
+    def value_count(self) -> int:
+        return int(self._query("SELECT count(*) FROM delivery_values")[0][0])
+
+    def delivery_ids(self) -> list[str]:
+        return [str(r[0]) for r in self._query("SELECT delivery_id FROM deliveries")]
 
     def readings(self, subject: str, since: str, until: str) -> list[dict[str, object]]:
-        with self._lock:
-            rows = self._con.execute(
-                "SELECT address, unit, period_from, period_to, value, delivery_id FROM delivery_values "
-                "WHERE subject = ? AND period_from >= ? AND period_from < ? ORDER BY period_from, address",
-                (subject, since, until)).fetchall()
+        rows = self._query(
+            "SELECT address, unit, period_from, period_to, value, delivery_id FROM delivery_values "
+            "WHERE subject = {p} AND period_from >= {p} AND period_from < {p} ORDER BY period_from, address",
+            (subject, since, until))
         return [{"address": a, "unit": u, "from": f, "to": t, "value": v, "delivery_id": d} for a, u, f, t, v, d in rows]
 
     def delivery(self, delivery_id: str) -> dict[str, object] | None:
-        with self._lock:
-            row = self._con.execute("SELECT delivery_id, gateway, subject, profile, window_from, window_to, received_at "
-                                    "FROM deliveries WHERE delivery_id = ?", (delivery_id,)).fetchone()
-        if row is None:
+        rows = self._query("SELECT delivery_id, gateway, subject, profile, window_from, window_to, received_at "
+                           "FROM deliveries WHERE delivery_id = {p}", (delivery_id,))
+        if not rows:
             return None
         keys = ("delivery_id", "gateway", "subject", "profile", "window_from", "window_to", "received_at")
-        return dict(zip(keys, row, strict=True))
+        return dict(zip(keys, rows[0], strict=True))
 
 
 def dumps(data: object) -> bytes:

@@ -139,13 +139,14 @@ class Store:
     def next_pending(self, party: str) -> OutboxItem | None:
         """The oldest unacknowledged delivery of a party: deliveries go out in order."""
         rows = self._query("reading the outbox", f"SELECT {OutboxItem.COLUMNS} FROM outbox "
-                           "WHERE party = ? AND acked_at IS NULL ORDER BY id LIMIT 1", (party,))
+                           "WHERE party = ? AND acked_at IS NULL AND refused_at IS NULL ORDER BY id LIMIT 1", (party,))
         return OutboxItem.from_row(rows[0]) if rows else None
 
     def pending_count(self, party: str | None = None) -> int:
         where, params = ("AND party = ?", (party,)) if party is not None else ("", ())
         return int(self._query("counting the outbox",
-                               f"SELECT count(*) FROM outbox WHERE acked_at IS NULL {where}", params)[0][0])
+                               f"SELECT count(*) FROM outbox WHERE acked_at IS NULL AND refused_at IS NULL {where}",
+                               params)[0][0])
 
     def delivery_failed(self, outbox_id: int, error: str, retry_at: datetime) -> None:
         con = self._db()
@@ -158,6 +159,7 @@ class Store:
         con = self._db()
         with sqlite_errors(self.path, "rescheduling the outbox"), immediate(con):
             return con.execute("UPDATE outbox SET next_attempt_at = ? WHERE party = ? AND acked_at IS NULL "
+                               "AND refused_at IS NULL "
                                "AND next_attempt_at > ?", (utc_text(now, "now"), party, utc_text(now, "now"))).rowcount
 
     def delivery_acked(self, delivery_id: str, at: datetime, mac: MacFunction | None = None) -> bool:
@@ -206,8 +208,9 @@ class Store:
         are never deleted (they have not reached their party yet)."""
         con = self._db()
         with sqlite_errors(self.path, "deleting expired deliveries"), immediate(con):
-            return con.execute("DELETE FROM outbox WHERE profile = ? AND acked_at IS NOT NULL AND acked_at < ?",
-                               (profile, utc_text(before, "before"))).rowcount
+            cutoff = utc_text(before, "before")
+            return con.execute("DELETE FROM outbox WHERE profile = ? AND (acked_at < ? OR refused_at < ?)",
+                               (profile, cutoff, cutoff)).rowcount
 
     def outbox_profiles(self) -> list[str]:
         return [str(r[0]) for r in self._query("listing outbox profiles", "SELECT DISTINCT profile FROM outbox")]
@@ -218,6 +221,25 @@ class Store:
         with sqlite_errors(self.path, "checkpointing the WAL"):
             busy = self._db().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         return int(busy) == 0
+
+    def delivery_refused(self, outbox_id: int, error: str, at: datetime, mac: MacFunction | None = None) -> None:
+        """Take a delivery the headend refused for good out of the queue (the next one may go),
+        and, given ``mac``, say so in the system log in the same transaction."""
+        con = self._db()
+        with sqlite_errors(self.path, "recording a refused delivery"), immediate(con):
+            con.execute("UPDATE outbox SET refused_at = ?, last_error = ?, attempts = attempts + 1 WHERE id = ?",
+                        (utc_text(at, "refused_at"), error[:500], outbox_id))
+            if mac is not None:
+                row = con.execute("SELECT delivery_id, party, profile, window_from, window_to FROM outbox "
+                                  "WHERE id = ?", (outbox_id,)).fetchone()
+                audit.append_in_transaction(con, "system", at, "delivery.refused", None, {
+                    "delivery_id": row[0], "party": row[1], "profile": row[2], "from": row[3], "to": row[4],
+                    "error": error[:300]}, mac)
+
+    def refused_count(self, party: str | None = None) -> int:
+        where, params = ("AND party = ?", (party,)) if party is not None else ("", ())
+        return int(self._query("counting refused deliveries",
+                               f"SELECT count(*) FROM outbox WHERE refused_at IS NOT NULL {where}", params)[0][0])
 
     # -- audit logs ----------------------------------------------------------------------
 

@@ -159,6 +159,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         END;
         """,
     ),
+    Migration(
+        5,
+        "outbox: deliveries the headend refused for good (4xx) leave the queue",
+        """
+        ALTER TABLE outbox ADD COLUMN refused_at TEXT;  -- a 4xx that sending again cannot change
+        DROP INDEX outbox_pending;
+        CREATE INDEX outbox_pending ON outbox (party, id) WHERE acked_at IS NULL AND refused_at IS NULL;
+        """,
+    ),
 )
 
 

@@ -94,3 +94,32 @@ def token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Token]:
     os.environ["SOFTHSM2_CONF"] = str(conf)
     init_softhsm_token("gw-test", "13579135", PIN, util=util)
     yield Token("gw-test", PIN)
+
+
+@pytest.fixture(scope="session")
+def postgresql_server() -> Iterator[str]:
+    """One throwaway PostgreSQL server per test process (Debian's package, a Unix socket only)."""
+    from tests.pgcluster import require_postgresql, temporary_cluster
+
+    with temporary_cluster(require_postgresql()) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def headend_database(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], str]:
+    """``name -> database URL`` for a headend: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return lambda name: f"sqlite:///{tmp_path}/{name}-ingest.db"
+    server: str = request.getfixturevalue("postgresql_server")
+
+    def fresh(name: str) -> str:
+        import uuid
+
+        import psycopg
+
+        database = f"t_{name}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(server, autocommit=True) as con:
+            con.execute(f"CREATE DATABASE {database}")
+        return server.replace("@/postgres?", f"@/{database}?", 1)
+
+    return fresh

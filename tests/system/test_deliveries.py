@@ -11,6 +11,9 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.system.conftest import SMGW, Simulator
 from tests.system.testbed import PARTIES, Bed, JsonLines, headend_toml, make_testbed
@@ -35,18 +38,33 @@ identity = "pseudonym"
 """
 
 
-def _values(db: Path) -> list[tuple[str, str, str, str | None]]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
-        return con.execute("SELECT d.subject, v.address, v.unit, v.value FROM delivery_values v "
-                           "JOIN deliveries d ON d.delivery_id = v.delivery_id ORDER BY v.period_from").fetchall()
+def _rows(url: str, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a headend's database, SQLite or PostgreSQL ([] before the ingest made its tables)."""
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        if not path.exists():
+            return []
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+            return con.execute(sql).fetchall()
+    import psycopg
+
+    with psycopg.connect(url) as con:
+        try:
+            return con.execute(sql).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return []
 
 
-def _windows(db: Path) -> list[str]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
-        return [w for (w,) in con.execute("SELECT window_from FROM deliveries ORDER BY window_from")]
+def _values(db: str) -> list[tuple[str, str, str, str | None]]:
+    return _rows(db, "SELECT d.subject, v.address, v.unit, v.value FROM delivery_values v "
+                     "JOIN deliveries d ON d.delivery_id = v.delivery_id ORDER BY v.period_from")
 
 
-def _covers(db: Path, until: float) -> bool:
+def _windows(db: str) -> list[str]:
+    return [w for (w,) in _rows(db, "SELECT window_from FROM deliveries ORDER BY window_from")]
+
+
+def _covers(db: str, until: float) -> bool:
     """Every minute window from the first delivered one up to ``until`` arrived, each once."""
     import datetime as dt
 
@@ -60,10 +78,10 @@ def _covers(db: Path, until: float) -> bool:
     return needed <= set(windows)
 
 
-def _start_headends(bed: Bed) -> list[subprocess.Popen[bytes]]:
+def _start_headends(bed: Bed, databases: dict[str, str] | None = None) -> list[subprocess.Popen[bytes]]:
     procs = []
     for name in PARTIES:
-        config = headend_toml(bed, name)
+        config = headend_toml(bed, name, (databases or {}).get(name))
         rendered = bed.root / f"{name}-rendered"
         done = subprocess.run([*SMGW, "render", "--config", str(config), "--out", str(rendered)], env=bed.env,
                               capture_output=True, text=True, check=False)
@@ -76,15 +94,22 @@ def _start_headends(bed: Bed) -> list[subprocess.Popen[bytes]]:
     return procs
 
 
-def test_each_party_receives_exactly_its_profile_through_its_tunnel(tmp_path: Path,
-                                                                    meter_sim: Callable[..., Simulator]) -> None:
+@pytest.mark.parametrize("headend_database", ["sqlite"], indirect=True)  # PostgreSQL: test_deliveries_pg.py
+def test_each_party_receives_exactly_its_profile_through_its_tunnel(
+        tmp_path: Path, meter_sim: Callable[..., Simulator], headend_database: Callable[[str], str]) -> None:
+    delivery_suite(tmp_path, meter_sim, headend_database)
+
+
+def delivery_suite(tmp_path: Path, meter_sim: Callable[..., Simulator], database: Callable[[str], str]) -> None:
+    """The whole acceptance path, for one kind of headend database."""
     sim = meter_sim("normal")
     with make_testbed(tmp_path, "bsi") as bed:
         bed.config.write_text(f'[meter]\nport = "{sim.link}"\npoll_interval = 2\ntimeout = 5\nattempts = 2\n'
                               + bed.config.read_text() + PROFILES)
         applied = bed.smgw("gw", "apply", "--config", str(bed.config))
         assert applied.returncode == 0, applied.stderr
-        procs = _start_headends(bed)
+        dbs = {name: database(name) for name in PARTIES}
+        procs = _start_headends(bed, dbs)
         tunnels = JsonLines(bed, "tunnels", "run", seconds=600)
         core = None
         try:
@@ -95,9 +120,8 @@ def test_each_party_receives_exactly_its_profile_through_its_tunnel(tmp_path: Pa
                 time.sleep(0.5)
             core = bed.lab.popen("gw", *SMGW, "-v", "gateway", "run", "--core-only", "--config", str(bed.config), env=bed.env,
                                  stdout=subprocess.DEVNULL)
-            dbs = {name: bed.root / f"{name}-headend/ingest.db" for name in PARTIES}
             deadline = time.monotonic() + 100
-            while time.monotonic() < deadline and not all(db.exists() and _values(db) for db in dbs.values()):
+            while time.monotonic() < deadline and not all(_values(db) for db in dbs.values()):
                 time.sleep(1)
             dso, supplier = _values(dbs["dso"]), _values(dbs["supplier"])
             assert dso and supplier, "no delivery arrived"
@@ -110,7 +134,9 @@ def test_each_party_receives_exactly_its_profile_through_its_tunnel(tmp_path: Pa
             assert len(subjects) == 1 and next(iter(subjects)).startswith("ps-") and "37155794" not in subjects
             assert all(v is None or Decimal(v) == Decimal(v).quantize(Decimal("0.1")) for *_, v in supplier)
             # nothing of the meter id in the supplier's database, and the read API serves the DSO's data
-            assert b"37155794" not in dbs["supplier"].read_bytes()
+            if dbs["supplier"].startswith("sqlite:///"):
+                assert b"37155794" not in Path(dbs["supplier"][len("sqlite:///"):]).read_bytes()
+            assert not _rows(dbs["supplier"], "SELECT 1 FROM delivery_values WHERE subject = '37155794'")
             api = bed.lab.run("dso", SMGW[0], "-c", "import urllib.request,sys; print(urllib.request.urlopen("
                               "'http://10.81.0.1:8443/v1/meters/37155794/readings?from=2000').read().decode())",
                               env=bed.env)
@@ -137,8 +163,7 @@ def test_each_party_receives_exactly_its_profile_through_its_tunnel(tmp_path: Pa
             acked = {d for (d,) in con.execute("SELECT delivery_id FROM outbox WHERE acked_at IS NOT NULL")}
         stored = set()
         for db in dbs.values():
-            with sqlite3.connect(db) as con:
-                rows = [d for (d,) in con.execute("SELECT delivery_id FROM deliveries")]
+            rows = [d for (d,) in _rows(db, "SELECT delivery_id FROM deliveries")]
             assert len(rows) == len(set(rows))
             stored |= set(rows)
         assert acked <= stored and acked

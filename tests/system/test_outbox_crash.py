@@ -11,11 +11,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from appliance.processor import SealKit, process
 from appliance.profiles import AccessProfile
 from appliance.store import Store
+from headend.store import HeadendStore
 from pki.ca import CertificateAuthority, init_ca
 from pki.cms import software_signer
 from tests.pkihelpers import PASS
@@ -47,7 +49,7 @@ from pki.encoding import read_certificate
 folder = Path(sys.argv[1])
 ca = CertificateAuthority(folder / "ca", b"correct horse battery")
 key = serialization.load_pem_private_key((folder / "enc.key").read_bytes(), None)
-store = HeadendStore(f"sqlite:///{folder}/headend.db")
+store = HeadendStore(sys.argv[3])
 ctx = IngestContext(party="dso", root=ca.cert, crl=ca.crl(), enc_cert=read_certificate(folder / "enc.crt"),
                     agree=software_agreement(key), peer_cn=lambda ip: "gw-0001", store=store)
 server = serve(ctx, "127.0.0.1", int(sys.argv[2]))
@@ -69,7 +71,8 @@ def _start(code: str, *args: str) -> subprocess.Popen[bytes]:
                             stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-def test_kill_9_of_sender_and_headend_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+def test_kill_9_of_sender_and_headend_loses_and_duplicates_nothing(
+        tmp_path: Path, headend_database: Callable[[str], str]) -> None:
     from cryptography.hazmat.primitives import serialization
 
     assert PASS == b"correct horse battery"
@@ -93,7 +96,8 @@ def test_kill_9_of_sender_and_headend_loses_and_duplicates_nothing(tmp_path: Pat
         total = process([profile], store, kit, "37155794", START + dt.timedelta(minutes=16))
     assert total >= 150
     port = _free_port()
-    headend = _start(HEADEND, str(tmp_path), str(port))
+    url = headend_database("dso")
+    headend = _start(HEADEND, str(tmp_path), str(port), url)
     assert headend.stdout is not None and headend.stdout.readline().strip() == b"ready"
     rng = random.Random(7)
     kills = 0
@@ -108,7 +112,7 @@ def test_kill_9_of_sender_and_headend_loses_and_duplicates_nothing(tmp_path: Pat
             if kills in (5, 12):  # and the headend, twice
                 os.kill(headend.pid, signal.SIGKILL)
                 headend.wait()
-                headend = _start(HEADEND, str(tmp_path), str(port))
+                headend = _start(HEADEND, str(tmp_path), str(port), url)
                 assert headend.stdout is not None and headend.stdout.readline().strip() == b"ready"
         sender = _start(SENDER, str(db), str(port))  # then let it finish
         assert sender.wait(timeout=240) == 0
@@ -118,9 +122,9 @@ def test_kill_9_of_sender_and_headend_loses_and_duplicates_nothing(tmp_path: Pat
     with sqlite3.connect(db) as con:
         outbox = [d for (d,) in con.execute("SELECT delivery_id FROM outbox")]
         unacked = con.execute("SELECT count(*) FROM outbox WHERE acked_at IS NULL").fetchone()[0]
-    with sqlite3.connect(tmp_path / "headend.db") as con:
-        stored = [d for (d,) in con.execute("SELECT delivery_id FROM deliveries")]
-        values = con.execute("SELECT count(*) FROM delivery_values").fetchone()[0]
+    store = HeadendStore(url)
+    stored, values = store.delivery_ids(), store.value_count()
+    store.close()
     assert unacked == 0
     assert sorted(stored) == sorted(outbox) and len(set(stored)) == len(stored) == total
     assert values == total  # one value per one-minute delivery: nothing stored twice inside either

@@ -202,9 +202,10 @@ class JsonLines:
         self._reader.join(timeout=5)
 
 
-def headend_toml(bed: Bed, name: str) -> Path:
+def headend_toml(bed: Bed, name: str, database: str | None = None) -> Path:
     """The party's headend config in the testbed (its server, its ingest, its database)."""
     root = bed.root
+    database = database or f"sqlite:///{root}/{name}-headend/ingest.db"
     path = root / f"{name}-headend.toml"
     path.write_text(
         f'[headend]\nname = "{name}"\nserver_name = "{name}.example"\n'
@@ -212,7 +213,7 @@ def headend_toml(bed: Bed, name: str) -> Path:
         f'profile = "{bed.profile}"\ncert = "{root}/{name}-server.crt"\nkey = "{root}/{name}-server.key"\n'
         f'tls_crypt_v2_server_key = "{root}/{name}.tc-server.key"\n'
         f'[pki]\nroot = "{root}/ca/ca.crt"\ncrl = "{root}/crl.pem"\n'
-        f'[ingest]\nport = {INGEST_PORT}\ndatabase = "sqlite:///{root}/{name}-headend/ingest.db"\n'
+        f'[ingest]\nport = {INGEST_PORT}\ndatabase = "{database}"\n'
         f'enc_cert = "{root}/{name}-enc.crt"\nenc_key = "{root}/{name}-enc.key"\n'
         f'[paths]\nstate = "{root}/{name}-headend"\nrun = "{root}/{name}-headend/run"\n')
     return path

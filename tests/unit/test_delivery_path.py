@@ -108,3 +108,31 @@ def test_an_unreachable_headend_keeps_the_delivery_and_backs_off(world: dict[str
     assert item is not None and item.attempts == 1 and item.next_attempt_at > now
     assert send_due(store, world["route"], now, random.Random(2)) == 0  # type: ignore[arg-type]  # not due yet
     assert send_due(store, world["route"], item.next_attempt_at, random.Random(2)) == 2  # type: ignore[arg-type]
+
+
+def test_a_delivery_refused_for_good_is_set_aside_and_the_queue_goes_on(world: dict[str, object]) -> None:
+    from contextlib import contextmanager
+
+    from appliance.audit_chain import sha256_mac
+
+    @contextmanager
+    def unkeyed():  # type: ignore[no-untyped-def]
+        yield sha256_mac
+
+    store: Store = world["store"]  # type: ignore[assignment]
+    profile = AccessProfile(name="dso-rt", party="dso", values=["1.8.0"], interval_s=60, send_every_s=120)
+    process([profile], store, world["kit"], "37155794", START)  # type: ignore[arg-type]
+    assert process([profile], store, world["kit"], "37155794", START + dt.timedelta(minutes=6)) == 3  # type: ignore[arg-type]
+    # the oldest one is sealed for another party: the headend answers 422, and will every time
+    first = store.next_pending("dso")
+    assert first is not None
+    kit: SealKit = world["kit"]  # type: ignore[assignment]
+    store._db().execute("UPDATE outbox SET payload = ? WHERE id = ?",
+                        (encrypt(sign(b'{"version": 99}', kit.sig_cert, kit.signer), world["enc"]), first.id))  # type: ignore[arg-type]
+    now = START + dt.timedelta(minutes=6)
+    assert send_due(store, world["route"], now, random.Random(3), macs=unkeyed) == 2  # type: ignore[arg-type]
+    assert store.pending_count("dso") == 0 and store.refused_count("dso") == 1
+    refused = store.audit_last("system", "delivery.refused")
+    assert refused is not None and first.delivery_id in refused.detail and "HTTP 422" in refused.detail
+    consumer = [r for r in store.audit_rows("consumer") if r.event == "delivery.sent"]
+    assert len(consumer) == 2 and first.delivery_id not in "".join(r.detail for r in consumer)

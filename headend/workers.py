@@ -1,0 +1,76 @@
+"""Several ingest processes on one port: verification and decryption are CPU-bound, and one
+Python process uses one core. Each worker builds its own server (``SO_REUSEPORT``: the kernel
+spreads the connections) and its own database connection after the fork, so nothing is
+shared but the database itself. The parent only watches: a worker that dies is started again.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.synchronize import Event as MpEvent
+from typing import Any
+
+log = logging.getLogger("smgw.headend")
+
+#: ``serve(stop, ready)``: build everything, set ``ready`` once listening, serve until ``stop``
+Serve = Callable[[threading.Event, Callable[[], None]], None]
+
+
+def _child(serve: Serve, ready: MpEvent) -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us in order
+    serve(stop, ready.set)
+
+
+def run_in_process(serve: Serve, stop: threading.Event, seconds: float | None,
+                   on_ready: Callable[[], None]) -> None:
+    """One ingest in this process (``workers = 1``), until ``stop`` or ``seconds``."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    watcher_stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            stop.wait(0.2)
+        watcher_stop.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    serve(watcher_stop, on_ready)
+
+
+def run_workers(count: int, serve: Serve, stop: threading.Event, *, seconds: float | None = None,
+                ready_timeout: float = 20.0, on_ready: Callable[[], None] = lambda: None) -> None:
+    """Run ``count`` workers until ``stop`` (or ``seconds``); ``on_ready`` once all listen."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    ctx = multiprocessing.get_context("fork")  # the parent holds no thread or connection yet
+    workers: list[tuple[Any, MpEvent]] = []
+
+    def start() -> tuple[Any, MpEvent]:
+        ready = ctx.Event()
+        proc = ctx.Process(target=_child, args=(serve, ready), daemon=True)
+        proc.start()
+        return proc, ready
+
+    workers = [start() for _ in range(count)]
+    for proc, ready in workers:
+        if not ready.wait(ready_timeout):
+            raise RuntimeError(f"ingest worker {proc.pid} did not start listening")
+    on_ready()
+    try:
+        while not stop.wait(0.5) and (deadline is None or time.monotonic() < deadline):
+            for i, (proc, _) in enumerate(workers):
+                if not proc.is_alive():
+                    log.error("ingest worker %d exited (code %s); starting another", proc.pid, proc.exitcode)
+                    workers[i] = start()
+    finally:
+        for proc, _ in workers:
+            proc.terminate()
+        for proc, _ in workers:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()

@@ -1,0 +1,86 @@
+"""The headend's one database layer on both engines: idempotent by delivery id, the read API's
+queries, several ingest processes on one database, and a dropped PostgreSQL connection that
+costs one 503 (the sender retries) and is made again for the next request."""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+
+import pytest
+
+from headend.document import Delivery, Value
+from headend.ingest import IngestContext, ingest
+from headend.store import HeadendStore, HeadendStoreError
+
+T0 = dt.datetime(2026, 11, 25, 10, tzinfo=dt.UTC)
+
+
+def _delivery(n: int, subject: str = "37155794") -> Delivery:
+    start = T0 + dt.timedelta(hours=n)
+    return Delivery(delivery_id=uuid.uuid4().hex, gateway="gw-0001", subject=subject, identity="meter_id",
+                    party="dso", profile="dso-rt", resolution=3, window_from=start,
+                    window_to=start + dt.timedelta(hours=1), created_at=start,
+                    values=(Value("1.8.0", "kWh", start, start + dt.timedelta(minutes=15), Decimal("4417.218") + n),
+                            Value("1.8.0", "kWh", start + dt.timedelta(minutes=15), start + dt.timedelta(minutes=30),
+                                  None)))
+
+
+def test_store_is_idempotent_and_reads_back_exact_values(headend_database: Callable[[str], str]) -> None:
+    store = HeadendStore(headend_database("dso"))
+    first = _delivery(0)
+    assert store.store(first, "2026-11-25T11:00:00Z") is True
+    assert store.store(first, "2026-11-25T11:05:00Z") is False  # the second copy stores nothing
+    assert store.store(_delivery(1, subject="ps-other"), "2026-11-25T12:00:00Z") is True
+    assert store.count() == 2 and store.value_count() == 4
+    rows = store.readings("37155794", "2026-11-25T00:00:00Z", "2026-11-26T00:00:00Z")
+    assert [(r["value"], r["from"]) for r in rows] == [("4417.218", "2026-11-25T10:00:00Z"),
+                                                       (None, "2026-11-25T10:15:00Z")]
+    one = store.delivery(first.delivery_id)
+    assert one is not None and one["received_at"] == "2026-11-25T11:00:00Z"
+    assert store.delivery("0" * 32) is None
+    store.close()
+
+
+def _writer(url: str, n: int, done: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    store = HeadendStore(url)
+    done.put(sum(store.store(_delivery(1000 * n + i), "2026-11-25T11:00:00Z") for i in range(50)))
+    store.close()
+
+
+def test_several_processes_share_one_database(headend_database: Callable[[str], str]) -> None:
+    url = headend_database("dso")
+    HeadendStore(url).close()
+    ctx = multiprocessing.get_context("fork")
+    done = ctx.Queue()
+    procs = [ctx.Process(target=_writer, args=(url, n, done)) for n in range(4)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=60)
+    assert sorted(done.get(timeout=5) for _ in procs) == [50, 50, 50, 50]
+    store = HeadendStore(url)
+    assert store.count() == 200 and store.value_count() == 400
+    store.close()
+
+
+@pytest.mark.parametrize("headend_database", ["postgresql"], indirect=True)
+def test_a_dropped_connection_costs_one_503_and_is_made_again(headend_database: Callable[[str], str]) -> None:
+    import psycopg
+
+    url = headend_database("dso")
+    store = HeadendStore(url)
+    pid = store._con.info.backend_pid
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(HeadendStoreError, match="PostgreSQL"):
+        store.store(_delivery(0), "2026-11-25T11:00:00Z")
+    ctx = IngestContext(party="dso", root=None, crl=None, enc_cert=None, agree=None,  # type: ignore[arg-type]
+                        peer_cn=lambda ip: None, store=store)
+    assert ingest(ctx, b"x" * (2 << 20), "10.0.0.2", T0)[0] == 413  # unrelated refusals stay 4xx
+    assert store.store(_delivery(1), "2026-11-25T11:00:00Z") is True  # a fresh connection
+    assert store.count() == 1
+    store.close()
