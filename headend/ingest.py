@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -115,6 +116,12 @@ def make_handler(ctx: IngestContext) -> type[BaseHTTPRequestHandler]:
         sys_version = ""
         protocol_version = "HTTP/1.1"  # keep-alive: a gateway sends its backlog over one connection
         timeout = 30  # an idle keep-alive connection does not hold its thread for ever
+
+        def setup(self) -> None:
+            super().setup()
+            # headers and body are two writes: without this, Nagle holds the body for the
+            # client's delayed ACK (40 ms) on every keep-alive request
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def _reply(self, status: int, doc: dict[str, object] | list[dict[str, object]]) -> None:
             data = dumps(doc)

@@ -11,9 +11,11 @@ PostgreSQL.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -52,12 +54,17 @@ INSERT_DELIVERY = ("INSERT INTO deliveries VALUES ({p}, {p}, {p}, {p}, {p}, {p},
 INSERT_VALUE = "INSERT INTO delivery_values VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})"
 
 
+LOCK_WAIT_S = 30.0  #: how long a SQLite writer waits for the write lock before the ingest answers 503
+
+
 class HeadendStoreError(Exception):
     pass
 
 
-def _utc(moment: object) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")  # type: ignore[attr-defined, no-any-return]
+def _utc(moment: dt.datetime) -> str:
+    """``2026-11-25T10:00:00Z``; isoformat is C and ten times faster than strftime, and a
+    document's times are whole seconds in UTC (the parser admits nothing else)."""
+    return moment.astimezone(dt.UTC).isoformat()[:19] + "Z"
 
 
 def engine(url: str) -> str:
@@ -77,7 +84,10 @@ class HeadendStore:
         if self.engine == "sqlite":
             path = Path(url[len("sqlite:///"):])
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._con = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            # no SQLite busy handler: it sleeps 1, 2, 5, 10 .. 100 ms between tries, which turns two
+            # ingest processes taking turns on the write lock into milliseconds of idling each;
+            # _begin retries every half millisecond instead
+            self._con = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
             self._con.execute("PRAGMA journal_mode=WAL")
             self._con.execute("PRAGMA synchronous=NORMAL")
             self._con.execute("PRAGMA foreign_keys=ON")
@@ -113,7 +123,7 @@ class HeadendStore:
         A database error becomes ``HeadendStoreError`` (the ingest answers 503: try again)."""
         with self._lock, self._errors():
             cur = self._usable().cursor()
-            cur.execute("BEGIN IMMEDIATE" if self.engine == "sqlite" else "BEGIN")
+            self._begin(cur)
             try:
                 yield cur
                 cur.execute("COMMIT")
@@ -134,6 +144,20 @@ class HeadendStore:
             if type(exc).__module__.startswith("psycopg"):
                 raise HeadendStoreError(f"PostgreSQL: {type(exc).__name__}") from None
             raise
+
+    def _begin(self, cur: Any) -> None:
+        if self.engine == "postgresql":
+            cur.execute("BEGIN")
+            return
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.0005)
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         with self._lock, self._errors():
