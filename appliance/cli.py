@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import logging
 import os
@@ -50,7 +51,31 @@ def clean_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group()
+#: top-level names -> (module, register function) loaded only when that command runs: every
+#: smgw process (the core, the tunnel supervisor, the GateWatcher) then carries only its own
+#: imports, which on a 512 MB board is tens of megabytes per process
+LAZY: dict[str, tuple[str, str]] = {
+    "pki": ("appliance.cli_pki", "register"), "cms": ("appliance.cli_cms", "register"),
+    "token": ("appliance.cli_token", "register"), "log": ("appliance.cli_log", "register"),
+    "render": ("appliance.cli_net", "register"), "apply": ("appliance.cli_net", "register"),
+    "tunnels": ("appliance.cli_net", "register"), "status": ("appliance.cli_net", "register"),
+    "selftest": ("appliance.cli_net", "register"), "admin": ("appliance.cli_admin", "register"),
+    "gatewatcher": ("appliance.cli_admin", "register"), "headend": ("appliance.cli_admin", "register_headend"),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY:
+            module, function = LAZY[cmd_name]
+            getattr(importlib.import_module(module), function)(self, clean_errors)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup)
 @click.option("-v", "--verbose", count=True, help="More log output (repeat for debug).")
 def main(verbose: int) -> None:
     """smgw: an open Smart Meter Gateway."""
@@ -171,12 +196,15 @@ def gateway_group() -> None:
               help="Stop after this many stored readouts (demo and tests).")
 @click.option("--core-only", is_flag=True,
               help="Do not start and supervise the tunnels and the GateWatcher (systemd runs them as units).")
+@click.option("--in-process", is_flag=True,
+              help="Run the tunnels and the GateWatcher as threads of this process, not as child processes "
+                   "(one interpreter: a third of the memory; this process then needs CAP_NET_ADMIN).")
 @clean_errors
-def gateway_run_cmd(config_path: Path, readouts: int | None, core_only: bool) -> None:
+def gateway_run_cmd(config_path: Path, readouts: int | None, core_only: bool, in_process: bool) -> None:
     """Run the gateway in the foreground: the core (reader, data processor and sender, logs,
     retention, self-tests) and, as supervised child processes, the tunnels and the GateWatcher."""
     from appliance.gateway import run_reader_loop
-    from appliance.parts import PartSupervisor, part_commands
+    from appliance.parts import PartSupervisor, ThreadParts, part_commands, part_loops
 
     cfg = config_mod.load(config_path)
     if logging.getLogger().level > logging.INFO:
@@ -188,7 +216,11 @@ def gateway_run_cmd(config_path: Path, readouts: int | None, core_only: bool) ->
         after = DeliveryService(cfg)
     stop = threading.Event()
     stop_on_signals(stop)
-    parts = None if core_only else PartSupervisor.for_commands(part_commands(cfg, str(config_path.absolute())))
+    parts: PartSupervisor | ThreadParts | None = None
+    if in_process and not core_only:
+        parts = ThreadParts(part_loops(cfg))
+    elif not core_only:
+        parts = PartSupervisor.for_commands(part_commands(cfg, str(config_path.absolute())))
     if parts is not None:
         parts.start()
     try:
@@ -197,21 +229,6 @@ def gateway_run_cmd(config_path: Path, readouts: int | None, core_only: bool) ->
         if parts is not None:
             parts.stop()
     click.echo(f"stopped: {stats.readouts} readouts stored, {stats.failures} failures", err=True)
-
-
-def _register_subcommands() -> None:
-    from appliance import cli_admin, cli_cms, cli_log, cli_net, cli_pki, cli_token
-
-    cli_pki.register(main, clean_errors)
-    cli_cms.register(main, clean_errors)
-    cli_token.register(main, clean_errors)
-    cli_net.register(main, clean_errors)
-    cli_admin.register(main, clean_errors)
-    cli_admin.register_headend(main, clean_errors)
-    cli_log.register(main, clean_errors)
-
-
-_register_subcommands()
 
 
 if __name__ == "__main__":

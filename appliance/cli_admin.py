@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import time
 from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -18,7 +17,6 @@ from appliance.cli_common import config_option, stop_on_signals
 from appliance.errors import SmgwError
 from pki.cms import software_signer
 from pki.encoding import read_certificate, read_crl, read_private_key
-from pki.token import read_pin
 
 
 def _endpoint(value: str) -> tuple[IPv4Address, int]:
@@ -73,47 +71,15 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
     @wrap
     def run_cmd(config_path: Path, seconds: float | None) -> None:
         """Listen on the wake-up port in the foreground; one JSON line per decision."""
-        from appliance.audit import Auditor
-        from appliance.gatewatcher import ADMIN, GateWatcher
-        from appliance.render import supervised
-        from appliance.store import Store
-        from appliance.tunnels import Supervisor
-
-        cfg = config_mod.load(config_path)
-        if cfg.admin is None:
-            raise SmgwError("no [admin] section: nothing to wake up to")
-        supervisor = Supervisor(supervised(cfg, [ADMIN]), read_pin(cfg.token.pin_file), log_dir=cfg.paths.state)
-
-        auditor: Auditor | None = None
+        from appliance.gatewatcher_service import run_gatewatcher
 
         def emit(event: dict[str, object]) -> None:
             click.echo(json.dumps(event))
             sys.stdout.flush()
-            if auditor is not None:  # every decision into the system log (refusal floods summarised)
-                kind = str(event.get("event", "event"))
-                auditor.record("system", f"gatewatcher.{kind}", {k: v for k, v in event.items() if k != "event"})
 
         stop = threading.Event()
         stop_on_signals(stop)
-        deadline = None if seconds is None else time.monotonic() + seconds
-        last_state = ""
-        with Store.open(cfg.store.path) as store:
-            auditor = Auditor.for_config(store, cfg)
-            watcher = GateWatcher(cfg, store, supervisor, root=read_certificate(cfg.pki.root),
-                                  crl=read_crl(cfg.pki.crl), on_event=emit)
-            emit({"event": "listening", "port": cfg.wakeup.port})
-            try:
-                while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-                    watcher.poll(0.05)
-                    state = next(s.state for s in supervisor.status() if s.name == ADMIN)
-                    if state != last_state:
-                        last_state = state
-                        emit({"event": "admin-state", "state": state})
-            finally:
-                supervisor.stop()
-                watcher.close()
-                emit({"event": "stopped", **watcher.counters.__dict__})
-                auditor.flush()
+        run_gatewatcher(config_mod.load(config_path), stop, seconds=seconds, emit=emit)
 
 
 def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -17,7 +16,7 @@ from appliance import config as config_mod
 from appliance.cli_common import config_option, stop_on_signals
 from appliance.config import GatewayConfig
 from appliance.errors import SmgwError
-from appliance.render import generate, supervised, tunnel_views
+from appliance.render import generate, tunnel_views
 from appliance.render_server import generate_headend
 from appliance.selftest import FIREWALL_SNAPSHOT, blocking, read_results, run_checks, write_results
 from appliance.zone_policy import zone_policy
@@ -116,43 +115,12 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
     @wrap
     def tunnels_run_cmd(config_path: Path, seconds: float | None) -> None:
         """Supervise the rendered tunnels in the foreground; one JSON line per state change."""
-        from appliance.audit import Auditor
-        from appliance.store import Store
-        from appliance.tunnels import Supervisor
+        from appliance.tunnel_service import run_tunnels
 
         cfg = config_mod.load(config_path)
-        # the parties' tunnels only: the admin tunnel is the GateWatcher's, opened by a WakeUp
-        supervisor = Supervisor(supervised(cfg, [p.name for p in cfg.parties]), read_pin(cfg.token.pin_file),
-                                log_dir=cfg.paths.state)
         stop = threading.Event()
         stop_on_signals(stop)
-        deadline = None if seconds is None else time.monotonic() + seconds
-        store = Store.open(cfg.store.path)
-        auditor = Auditor.for_config(store, cfg)
-        supervisor.start()
-        last: dict[str, tuple[str, int]] = {}
-        try:
-            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-                supervisor.poll(0.1)
-                changed = False
-                for status in supervisor.status():
-                    key = (status.state, status.restarts)
-                    if last.get(status.name) != key:
-                        last[status.name] = key
-                        changed = True
-                        doc = _status_doc(supervisor, status)
-                        click.echo(json.dumps(doc))
-                        sys.stdout.flush()
-                        if status.state in AUDITED_STATES:
-                            auditor.record("system", "tunnel.state", doc)
-                if changed:
-                    _write_status(supervisor, cfg.paths.run)
-                auditor.flush()
-        finally:
-            supervisor.stop()
-            _write_status(supervisor, cfg.paths.run)
-            auditor.record("system", "tunnel.state", {"name": "*", "state": "STOPPED"})
-            store.close()
+        run_tunnels(cfg, stop, seconds=seconds, emit=_print_json)
 
     @main.command("status")
     @config_option
@@ -209,9 +177,6 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
             raise SystemExit(1)
 
 
-#: tunnel states worth a system-log row (the steps in between only in the service log)
-AUDITED_STATES = frozenset({"STARTING", "CONNECTED", "RECONNECTING", "RESTARTING", "EXITING", "STOPPED"})
-
 
 def _quietly(remove: Callable[[], None]) -> None:
     """The other backend's rules go when one is applied; absent tools mean nothing to remove."""
@@ -221,15 +186,9 @@ def _quietly(remove: Callable[[], None]) -> None:
         pass
 
 
-def _status_doc(supervisor: Any, status: Any) -> dict[str, object]:
-    doc = asdict(status)
-    doc.update(pid=supervisor.pid(status.name), connect_seconds=status.connect_seconds())
-    return doc
-
-
-def _write_status(supervisor: Any, run: Path) -> None:
-    """``<paths.run>/tunnels.json``: what ``smgw status`` and the sender read."""
-    write_tree({"tunnels.json": json.dumps([_status_doc(supervisor, s) for s in supervisor.status()])}, run)
+def _print_json(doc: dict[str, object]) -> None:
+    click.echo(json.dumps(doc))
+    sys.stdout.flush()
 
 
 def _files_present(cfg: GatewayConfig) -> None:

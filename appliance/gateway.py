@@ -23,7 +23,7 @@ from appliance.audit import Auditor
 from appliance.audit_chain import LogName
 from appliance.config import GatewayConfig, MeterConfig
 from appliance.errors import SmgwError
-from appliance.parts import PartSupervisor
+from appliance.parts import PartSupervisor, ThreadParts
 from appliance.profiles import describe
 from appliance.retention import apply_retention
 from appliance.selftest import Check, blocking, read_results, run_checks, write_results
@@ -251,7 +251,7 @@ def run_reader_loop(
     max_readouts: int | None = None,
     rng: random.Random | None = None,
     after_readout: Callable[[Store, str], None] | None = None,
-    parts: PartSupervisor | None = None,
+    parts: PartSupervisor | ThreadParts | None = None,
 ) -> LoopStats:
     """Poll until ``stop`` is set (or ``max_readouts`` readouts are stored); with ``parts``,
     their restarts go into the system log on each pass."""

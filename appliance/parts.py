@@ -17,9 +17,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from appliance.child import die_with_parent
+from appliance.child import dying_with_parent
 from appliance.config import GatewayConfig
 
 log = logging.getLogger("smgw.parts")
@@ -35,6 +36,20 @@ def part_commands(cfg: GatewayConfig, config_path: str) -> dict[str, list[str]]:
     if cfg.admin is not None:
         parts["gatewatcher"] = [*smgw, "gatewatcher", "run", "--config", config_path]
     return parts
+
+
+def part_loops(cfg: GatewayConfig) -> dict[str, Callable[[threading.Event], None]]:
+    """The same parts as loops for threads of this process."""
+    loops: dict[str, Callable[[threading.Event], None]] = {}
+    if cfg.parties:
+        from appliance.tunnel_service import run_tunnels
+
+        loops["tunnels"] = lambda stop: run_tunnels(cfg, stop)
+    if cfg.admin is not None:
+        from appliance.gatewatcher_service import run_gatewatcher
+
+        loops["gatewatcher"] = lambda stop: run_gatewatcher(cfg, stop)
+    return loops
 
 
 @dataclass(slots=True)
@@ -66,8 +81,7 @@ class PartSupervisor:
         self._thread.start()
 
     def _spawn(self, part: Part) -> None:
-        # the preexec_fn only calls prctl and getppid (no Python locks): safe beside our threads
-        part.proc = subprocess.Popen(part.argv, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent())  # noqa: PLW1509
+        part.proc = subprocess.Popen(dying_with_parent(part.argv), stdin=subprocess.DEVNULL)
         part.started_at = time.monotonic()
         log.info("part %s started (pid %d)", part.name, part.proc.pid)
         self.events.put(("part.started", {"part": part.name, "pid": part.proc.pid, "restarts": part.restarts}))
@@ -115,3 +129,54 @@ class PartSupervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+
+
+@dataclass
+class ThreadParts:
+    """The same parts as threads of the core process (``gateway run --in-process``): one
+    interpreter instead of three, for boards where every megabyte counts. The price: the
+    core then holds CAP_NET_ADMIN for openvpn's tun devices (the separate units do not).
+    A part whose loop raises is logged and run again after the same growing delay."""
+
+    loops: dict[str, Callable[[threading.Event], None]]
+    events: queue.SimpleQueue[tuple[str, dict[str, object]]] = field(default_factory=queue.SimpleQueue)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> None:
+        for name, loop in self.loops.items():
+            thread = threading.Thread(target=self._run, args=(name, loop), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _run(self, name: str, loop: Callable[[threading.Event], None]) -> None:
+        delay, restarts = FIRST_DELAY_S, 0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.events.put(("part.started", {"part": name, "thread": True, "restarts": restarts}))
+            try:
+                loop(self._stop)
+                if self._stop.is_set():
+                    return
+                why = "returned"
+            except Exception as exc:
+                log.exception("part %s failed", name)
+                why = f"{type(exc).__name__}: {exc}"[:300]
+            if time.monotonic() - started >= STABLE_S:
+                delay = FIRST_DELAY_S
+            self.events.put(("part.exited", {"part": name, "why": why, "restart_in_s": delay}))
+            self._stop.wait(delay)
+            delay, restarts = min(MAX_DELAY_S, delay * 2), restarts + 1
+
+    def drain(self) -> list[tuple[str, dict[str, object]]]:
+        out = []
+        while True:
+            try:
+                out.append(self.events.get_nowait())
+            except queue.Empty:
+                return out
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=grace_s)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance.child import die_with_parent
+from appliance.child import dying_with_parent
 from appliance.errors import SmgwError
 from appliance.ovpn_mgmt import (
     ByteCount,
@@ -34,6 +34,7 @@ from appliance.ovpn_mgmt import (
 )
 
 log = logging.getLogger("smgw.tunnels")
+SOFT_RESTARTS = 3  #: failed soft restarts in a row before the process is replaced
 
 
 @dataclass
@@ -63,6 +64,7 @@ class _Tunnel:
     sock: socket.socket | None = None
     client: ManagementClient = field(default_factory=ManagementClient)
     failures: int = 0
+    holds: int = 0  #: holds and token requests since this process started or last connected
     restart_at: float | None = None
     pin_refused: bool = False
 
@@ -168,15 +170,14 @@ class Supervisor:
         tunnel.socket_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tunnel.client = ManagementClient()
         tunnel.restart_at = None
+        tunnel.holds = 0
         tunnel.status.started_at = time.monotonic()
         tunnel.status.connected_at = None
         argv = [self._openvpn, "--config", str(tunnel.config)]
         if self._log_dir is not None:
             argv += ["--log-append", str(self._log_dir / f"openvpn-{tunnel.name}.log")]
-        # the preexec_fn only calls prctl and getppid (no Python locks): safe beside threads
-        tunnel.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL,
-                                          preexec_fn=die_with_parent())  # noqa: PLW1509
+        tunnel.process = subprocess.Popen(dying_with_parent(argv), stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._set_state(tunnel, "STARTING", "")
         self._try_connect(tunnel)
 
@@ -216,17 +217,34 @@ class Supervisor:
         if isinstance(event, State):
             if event.name == "CONNECTED":
                 tunnel.status.connected_at = time.monotonic()
-                tunnel.failures = 0
+                tunnel.failures = tunnel.holds = 0
             tunnel.status.local_ip = event.local_ip
             self._set_state(tunnel, event.name, event.detail)
         elif isinstance(event, Hold):
             # management-hold holds again after every soft restart (a TLS error, a ping
-            # timeout): release it, or the tunnel stays down for good
+            # timeout): release it, or the tunnel stays down for good. But a soft restart keeps
+            # pkcs11-helper's token session, and one that went bad (two processes logging in to
+            # SoftHSM2 at once) fails every handshake after it: after a few in a row, start a
+            # fresh process instead (poll() sees it exit and restarts it with backoff).
+            tunnel.holds += 1
+            if tunnel.holds > 1 + SOFT_RESTARTS and tunnel.process is not None:
+                log.warning("tunnel %s: %d soft restarts without a connection; starting a fresh openvpn",
+                            tunnel.name, tunnel.holds - 1)
+                tunnel.process.terminate()
+                return
             assert tunnel.sock is not None
             tunnel.sock.sendall(b"hold release\n")
         elif isinstance(event, NeedOk):
             assert tunnel.sock is not None
             if event.kind == "token-insertion-request":  # the token is built in: it is there
+                # ... unless pkcs11-helper keeps not finding it (SoftHSM2 read its files while
+                # another process wrote them): answering for ever would spin; a fresh process
+                # (with backoff) rescans the token
+                tunnel.holds += 1
+                if tunnel.holds > 1 + SOFT_RESTARTS and tunnel.process is not None:
+                    log.warning("tunnel %s: the token is not found; starting a fresh openvpn", tunnel.name)
+                    tunnel.process.terminate()
+                    return
                 tunnel.sock.sendall(tunnel.client.need_ok(event.kind))
             else:
                 log.error("tunnel %s: OpenVPN asks to confirm %r; not answered", tunnel.name, event.kind)

@@ -35,14 +35,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from headend.document import Delivery, Value, build  # noqa: E402
-from headend.ingest import IngestContext, serve  # noqa: E402
-from headend.store import HeadendStore  # noqa: E402
-from headend.workers import run_workers  # noqa: E402
-from pki.ca import CertificateAuthority, init_ca  # noqa: E402
-from pki.cms import sign, software_signer  # noqa: E402
-from pki.cms_envelope import encrypt, software_agreement  # noqa: E402
-from tests.pgcluster import bindir, temporary_cluster  # noqa: E402
+from headend.document import Delivery, Value, build
+from headend.ingest import IngestContext, serve
+from headend.store import HeadendStore
+from headend.workers import run_workers
+from pki.ca import CertificateAuthority, init_ca
+from pki.cms import sign, software_signer
+from pki.cms_envelope import encrypt, software_agreement
+from tests.pgcluster import bindir, temporary_cluster
 
 CLIENT_THREADS = 4
 WORKERS = 2

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -70,6 +71,9 @@ class TokenKey:
     has_certificate: bool
 
 
+_SESSION_LOCK = threading.RLock()
+
+
 @dataclass(frozen=True, slots=True)
 class Token:
     """Where the token is; ``pin`` is kept out of repr and str."""
@@ -80,6 +84,14 @@ class Token:
 
     @contextmanager
     def session(self) -> Iterator[Any]:
+        """A logged-in session, one at a time per process: PKCS#11 login belongs to the
+        application, not the session, so a second thread logging in meanwhile gets
+        CKR_USER_ALREADY_LOGGED_IN, and the first one's logout would pull the login from
+        under the second (``gateway run --in-process`` has three threads using the token)."""
+        with _SESSION_LOCK:
+            yield from self._session()
+
+    def _session(self) -> Iterator[Any]:
         try:
             lib = pkcs11.lib(str(self.module))
             token = lib.get_token(token_label=self.label)

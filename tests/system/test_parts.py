@@ -88,3 +88,35 @@ def test_gateway_run_restarts_a_killed_part(tmp_path: Path, meter_sim: Callable[
         assert [e["detail"]["part"] for e in exited] == ["tunnels"] and exited[0]["detail"]["code"] == -9
         started = [e["detail"]["part"] for e in events if e["event"] == "part.started"]
         assert started.count("tunnels") == 2 and started.count("gatewatcher") == 1
+
+
+def test_in_process_runs_the_parts_as_threads_of_one_process(tmp_path: Path,
+                                                             meter_sim: Callable[..., Simulator]) -> None:
+    sim = meter_sim("normal")
+    with make_testbed(tmp_path, "modern") as bed:
+        bed.config.write_text(f'[meter]\nport = "{sim.link}"\npoll_interval = 1\ntimeout = 5\nattempts = 2\n'
+                              + bed.config.read_text())
+        assert bed.smgw("gw", "apply", "--config", str(bed.config)).returncode == 0
+        servers = _start_headends(bed)
+        run = bed.root / "run"
+        core = bed.lab.popen("gw", *SMGW, "gateway", "run", "--in-process", "--config", str(bed.config), env=bed.env)
+        try:
+            assert _wait(lambda: set(_connected(run)) == set(PARTIES), 30), (run / "tunnels.json").read_text()
+            assert _children(core.pid) == {}  # no python child: the parts are threads
+            openvpn = list(_connected(run).values())
+            assert all(int((Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])) == core.pid
+                       for pid in openvpn)
+        finally:
+            core.send_signal(signal.SIGTERM)
+            core.wait(timeout=30)
+            for proc in servers:
+                proc.terminate()
+                proc.wait(timeout=10)
+        assert not any(Path(f"/proc/{pid}").exists() for pid in openvpn)
+        shown = bed.smgw("gw", "log", "show", "--log", "system", "--json", "--config", str(bed.config))
+        events = [json.loads(line) for line in shown.stdout.splitlines()]
+        started = {e["detail"]["part"] for e in events if e["event"] == "part.started"}
+        assert started == {"tunnels", "gatewatcher"}
+        assert any(e["event"] == "gatewatcher.listening" for e in events)
+        assert not any(e["event"] == "selftest.failed" for e in events), "the token shared by three threads"
+        assert bed.smgw("gw", "log", "verify", "--config", str(bed.config)).returncode == 0

@@ -1,0 +1,75 @@
+"""The tunnel supervisor as a service loop: the parties' tunnels, their states published to
+``<paths.run>/tunnels.json`` (what ``smgw status`` and the sender read) and the system log.
+
+Runs as ``smgw tunnels run`` (its own process and unit) or as a thread of ``smgw gateway
+run --in-process``; ``emit`` gets one document per state change (the CLI prints it).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from appliance.audit import Auditor
+from appliance.config import GatewayConfig
+from appliance.render import supervised
+from appliance.store import Store
+from appliance.tunnels import Supervisor, TunnelStatus
+from pki.token import read_pin
+
+#: tunnel states worth a system-log row (the steps in between only in the service log)
+AUDITED_STATES = frozenset({"STARTING", "CONNECTED", "RECONNECTING", "RESTARTING", "EXITING", "STOPPED"})
+Emit = Callable[[dict[str, object]], None]
+
+
+def status_doc(supervisor: Supervisor, status: TunnelStatus) -> dict[str, object]:
+    doc = asdict(status)
+    doc.update(pid=supervisor.pid(status.name), connect_seconds=status.connect_seconds())
+    return doc
+
+
+def write_status(supervisor: Supervisor, run: Path) -> None:
+    """Atomically: a reader never sees half a file."""
+    run.mkdir(parents=True, exist_ok=True, mode=0o750)
+    tmp = run / f".tunnels.json.{threading.get_ident()}.tmp"
+    tmp.write_text(json.dumps([status_doc(supervisor, s) for s in supervisor.status()]))
+    tmp.chmod(0o640)
+    tmp.replace(run / "tunnels.json")
+
+
+def run_tunnels(cfg: GatewayConfig, stop: threading.Event, *, seconds: float | None = None,
+                emit: Emit = lambda doc: None) -> None:
+    """Supervise the parties' tunnels until ``stop`` (or ``seconds``)."""
+    # the parties' tunnels only: the admin tunnel is the GateWatcher's, opened by a WakeUp
+    supervisor = Supervisor(supervised(cfg, [p.name for p in cfg.parties]), read_pin(cfg.token.pin_file),
+                            log_dir=cfg.paths.state)
+    deadline = None if seconds is None else time.monotonic() + seconds
+    store = Store.open(cfg.store.path)
+    auditor = Auditor.for_config(store, cfg)
+    supervisor.start()
+    last: dict[str, tuple[str, int]] = {}
+    try:
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            supervisor.poll(0.1)
+            changed = False
+            for status in supervisor.status():
+                key = (status.state, status.restarts)
+                if last.get(status.name) != key:
+                    last[status.name] = key
+                    changed = True
+                    doc = status_doc(supervisor, status)
+                    emit(doc)
+                    if status.state in AUDITED_STATES:
+                        auditor.record("system", "tunnel.state", doc)
+            if changed:
+                write_status(supervisor, cfg.paths.run)
+            auditor.flush()
+    finally:
+        supervisor.stop()
+        write_status(supervisor, cfg.paths.run)
+        auditor.record("system", "tunnel.state", {"name": "*", "state": "STOPPED"})
+        store.close()

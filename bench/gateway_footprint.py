@@ -1,0 +1,170 @@
+"""Gateway footprint: memory and CPU of the whole gateway stack while it works.
+
+The netns testbed of the system tests (root, openvpn, SoftHSM2): a simulated MT831 read
+every 30 s, two parties with one-minute send windows, both tunnels up, the GateWatcher
+listening; ``smgw gateway run`` supervising it all as on a board without systemd. Samples
+every 2 s for ``--seconds`` (default 300):
+
+- ``core_rss_mb`` (max) and ``core_cpu_percent`` (mean, of one core) for the core process;
+- ``stack_rss_mb`` and ``stack_pss_mb`` (max of the sum) for every process of the stack: the
+  core, the tunnel supervisor, the GateWatcher and their openvpn processes (the portal is
+  not built yet). PSS from ``/proc/PID/smaps_rollup`` shares each common page (Python,
+  libcrypto, SoftHSM2) out among the processes that map it: the fair sum.
+
+Prints one JSON object. Usage (root): python bench/gateway_footprint.py [--seconds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.system.conftest import SMGW
+from tests.system.test_deliveries import PROFILES, _start_headends
+from tests.system.testbed import make_testbed
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            out += [int(c) for c in task.read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _tree(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += _children(current)
+    return found
+
+
+def _rss_pss_kb(pid: int) -> tuple[int, int]:
+    try:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
+        return int(fields["Rss"].split()[0]), int(fields["Pss"].split()[0])
+    except (OSError, KeyError, ValueError):
+        return 0, 0
+
+
+def _name(pid: int) -> str:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return str(pid)
+    words = [a.decode(errors="replace") for a in argv if a in (b"gateway", b"tunnels", b"gatewatcher")]
+    return f"{pid} {words[0] if words else Path(argv[0].decode(errors='replace')).name}"
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def _meter_sim(folder: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    link = folder / "meter"
+    proc = subprocess.Popen([*SMGW, "meter-sim", "--link", str(link), "--scenario", "normal"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while not link.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc, link
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=300.0)
+    parser.add_argument("--shape", choices=["in-process", "processes", "both"], default="both",
+                        help="the parts as threads of the core, as child processes, or one run of each")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("needs root (network namespaces, openvpn)")
+    with tempfile.TemporaryDirectory(prefix="smgw-bench-footprint-") as tmp:
+        folder = Path(tmp)
+        sim, link = _meter_sim(folder)
+        try:
+            (folder / "bed").mkdir()
+            with make_testbed(folder / "bed", "bsi") as bed:
+                bed.config.write_text(f'[meter]\nport = "{link}"\npoll_interval = 30\ntimeout = 10\nattempts = 2\n'
+                                      + bed.config.read_text() + PROFILES)
+                applied = bed.smgw("gw", "apply", "--config", str(bed.config))
+                if applied.returncode != 0:
+                    raise SystemExit(f"apply failed: {applied.stderr}")
+                servers = _start_headends(bed)
+                results = {}
+                try:
+                    for shape in (["in-process", "processes"] if args.shape == "both" else [args.shape]):
+                        flags = ["--in-process"] if shape == "in-process" else []
+                        (bed.root / "run/tunnels.json").unlink(missing_ok=True)
+                        core = bed.lab.popen("gw", *SMGW, "gateway", "run", *flags, "--config", str(bed.config),
+                                             env=bed.env)
+                        try:
+                            results[shape] = _sample(core.pid, bed.root / "run/tunnels.json", args.seconds)
+                        finally:
+                            core.terminate()
+                            core.wait(timeout=30)
+                finally:
+                    for proc in servers:
+                        proc.terminate()
+                        proc.wait(timeout=10)
+        finally:
+            sim.terminate()
+            sim.wait(timeout=10)
+    first = next(iter(results))
+    print(json.dumps({"benchmark": "gateway_footprint", "shape": first, **results[first],
+                      "other_shapes": {k: v for k, v in results.items() if k != first}, "targets": {
+        "core_rss_mb": 50, "core_cpu_percent": 1.0, "stack_pss_mb": 80},
+        "setup": "readout every 30 s, two parties sending every 60 s (bsi), admin tunnel closed",
+        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}}))
+
+
+def _sample(core: int, tunnels_json: Path, seconds: float) -> dict[str, object]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # measure the steady state: both tunnels up
+        try:
+            if sum(t["state"] == "CONNECTED" for t in json.loads(tunnels_json.read_text())) == 2:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.5)
+    else:
+        raise SystemExit("tunnels did not connect")
+    cpu0, t0 = _cpu_s(core), time.monotonic()
+    core_rss = stack_rss = stack_pss = 0
+    processes = 0
+    per_process: dict[str, float] = {}
+    while time.monotonic() - t0 < seconds:
+        pids = _tree(core)
+        sizes = [_rss_pss_kb(pid) for pid in pids]
+        core_rss = max(core_rss, _rss_pss_kb(core)[0])
+        stack_rss = max(stack_rss, sum(r for r, _ in sizes))
+        stack_pss = max(stack_pss, sum(p for _, p in sizes))
+        processes = max(processes, len(pids))
+        per_process = {_name(pid): round(pss / 1024, 1) for pid, (_, pss) in zip(pids, sizes, strict=True)}
+        time.sleep(2)
+    elapsed = time.monotonic() - t0
+    return {"seconds": round(elapsed), "core_rss_mb": round(core_rss / 1024, 1),
+            "core_cpu_percent": round(100 * (_cpu_s(core) - cpu0) / elapsed, 2),
+            "stack_rss_mb": round(stack_rss / 1024, 1), "stack_pss_mb": round(stack_pss / 1024, 1),
+            "stack_processes": processes, "pss_mb_by_process": per_process}
+
+
+if __name__ == "__main__":
+    main()
