@@ -38,6 +38,19 @@ def part_commands(cfg: GatewayConfig, config_path: str) -> dict[str, list[str]]:
     return parts
 
 
+Events = queue.SimpleQueue[tuple[str, dict[str, object]]]
+
+
+def _drain(events: Events) -> list[tuple[str, dict[str, object]]]:
+    """What the watcher put in since the last call (the core's thread writes it to the log)."""
+    out = []
+    while True:
+        try:
+            out.append(events.get_nowait())
+        except queue.Empty:
+            return out
+
+
 def part_loops(cfg: GatewayConfig) -> dict[str, Callable[[threading.Event], None]]:
     """The same parts as loops for threads of this process."""
     loops: dict[str, Callable[[threading.Event], None]] = {}
@@ -108,12 +121,7 @@ class PartSupervisor:
         return proc.pid if proc is not None and proc.poll() is None else None
 
     def drain(self) -> list[tuple[str, dict[str, object]]]:
-        out = []
-        while True:
-            try:
-                out.append(self.events.get_nowait())
-            except queue.Empty:
-                return out
+        return _drain(self.events)
 
     def stop(self, grace_s: float = 10.0) -> None:
         self._stop.set()
@@ -169,12 +177,7 @@ class ThreadParts:
             delay, restarts = min(MAX_DELAY_S, delay * 2), restarts + 1
 
     def drain(self) -> list[tuple[str, dict[str, object]]]:
-        out = []
-        while True:
-            try:
-                out.append(self.events.get_nowait())
-            except queue.Empty:
-                return out
+        return _drain(self.events)
 
     def stop(self, grace_s: float = 15.0) -> None:
         self._stop.set()

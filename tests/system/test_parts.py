@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,14 @@ def _connected(run: Path) -> dict[str, int]:
         return {}
 
 
+def _stop(core: subprocess.Popen[bytes], servers: list[subprocess.Popen[bytes]]) -> None:
+    core.send_signal(signal.SIGTERM)
+    core.wait(timeout=30)
+    for proc in servers:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def _wait(predicate: Callable[[], bool], seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -76,11 +85,7 @@ def test_gateway_run_restarts_a_killed_part(tmp_path: Path, meter_sim: Callable[
             assert _wait(lambda: set(_connected(run)) == set(PARTIES)
                          and not set(_connected(run).values()) & set(openvpn.values()), 30)
         finally:
-            core.send_signal(signal.SIGTERM)
-            core.wait(timeout=30)
-            for proc in servers:
-                proc.terminate()
-                proc.wait(timeout=10)
+            _stop(core, servers)
         assert _children(core.pid) == {}
         shown = bed.smgw("gw", "log", "show", "--log", "system", "--json", "--config", str(bed.config))
         events = [json.loads(line) for line in shown.stdout.splitlines()]
@@ -104,14 +109,10 @@ def test_in_process_runs_the_parts_as_threads_of_one_process(tmp_path: Path,
             assert _wait(lambda: set(_connected(run)) == set(PARTIES), 30), (run / "tunnels.json").read_text()
             assert _children(core.pid) == {}  # no python child: the parts are threads
             openvpn = list(_connected(run).values())
-            assert all(int((Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])) == core.pid
+            assert all(int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == core.pid
                        for pid in openvpn)
         finally:
-            core.send_signal(signal.SIGTERM)
-            core.wait(timeout=30)
-            for proc in servers:
-                proc.terminate()
-                proc.wait(timeout=10)
+            _stop(core, servers)
         assert not any(Path(f"/proc/{pid}").exists() for pid in openvpn)
         shown = bed.smgw("gw", "log", "show", "--log", "system", "--json", "--config", str(bed.config))
         events = [json.loads(line) for line in shown.stdout.splitlines()]
