@@ -264,11 +264,16 @@ class Store:
 
     def register_samples(self, meter_id: str, address: str, since: datetime, until: datetime
                          ) -> list[tuple[datetime, Decimal]]:
-        """Numeric values of one register, one per readout (its first occurrence), in time order."""
+        """Numeric values of one register, one per readout (its first occurrence), in time order.
+
+        Only readouts whose integrity is ``ok``: one taken while the clock deviated
+        (``clock-deviation``) has a time no party may bill by, so a delivery shows that
+        interval empty rather than wrong; the calibration log says why."""
         rows = self._query(
             "reading register samples",
             "SELECT r.read_at, g.value FROM readings g JOIN readouts r ON r.id = g.readout_id "
             "WHERE g.meter_id = ? AND g.address = ? AND r.read_at >= ? AND r.read_at < ? AND g.value IS NOT NULL "
+            "AND r.integrity = 'ok' "
             "AND g.seq = (SELECT min(seq) FROM readings WHERE readout_id = r.id AND address = g.address) "
             "ORDER BY r.read_at", (meter_id, address, *self._period(since, until)))
         out = []

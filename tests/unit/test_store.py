@@ -167,6 +167,17 @@ def test_queries_by_meter_and_period(db: Path) -> None:
         assert store.readings_for(9999) == []
 
 
+def test_readouts_taken_while_the_clock_deviated_feed_no_delivery(db: Path) -> None:
+    with Store.open(db) as store:
+        store.save_readout(meter_id="a", readout=_readout(), read_at=T0)
+        store.save_readout(meter_id="a", readout=_readout(), read_at=T0 + timedelta(minutes=1),
+                           integrity="clock-deviation")
+        store.save_readout(meter_id="a", readout=_readout(), read_at=T0 + timedelta(minutes=2))
+        samples = store.register_samples("a", "1.8.0", T0, T0 + timedelta(hours=1))
+        assert [at for at, _ in samples] == [T0, T0 + timedelta(minutes=2)]
+        assert store.count_readouts("a") == 3  # stored, flagged, kept: just not sent
+
+
 # -- all or nothing --------------------------------------------------------------------------
 
 
