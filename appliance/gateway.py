@@ -38,6 +38,7 @@ from reader.transport import read_meter
 
 log = logging.getLogger("smgw.gateway")
 MAX_BACKOFF = 300.0
+SELFTEST_RETRY_S = 30.0  #: how soon failed self-tests run again
 
 
 def session_options(meter: MeterConfig) -> SessionOptions:
@@ -222,8 +223,10 @@ class CoreLoop:
         """Before anything is processed: the first pass must not send on untested ground."""
         now = time.monotonic()
         if now >= self.next_selftest:
-            self.next_selftest = now + self.config.selftest.interval_s
             self.checks = self_test(self.config, self.store, self.auditor)
+            # sending is stopped while a critical check fails: look again soon, not in 15 min
+            again = SELFTEST_RETRY_S if blocking({c.name: c for c in self.checks}) else self.config.selftest.interval_s
+            self.next_selftest = now + min(again, self.config.selftest.interval_s)
 
     def housekeeping(self) -> None:
         now = time.monotonic()

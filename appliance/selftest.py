@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,13 +51,23 @@ class Check:
     at: str = ""
 
 
+RETRY_AFTER_S = 1.0  #: a critical check that fails is tried once more after this long
+
+
 def _check(name: str, critical: bool, run: Callable[[], str]) -> Check:
-    """Run one check; any deliberate error is its failure, with the error as the detail."""
+    """Run one check; any deliberate error is its failure, with the error as the detail.
+
+    A critical one gets a second try: a failure stops all sending, and SoftHSM2 can fail a
+    single call while openvpn processes read the same token files (CKR_GENERAL_ERROR)."""
     at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    try:
-        return Check(name, True, critical, run(), at)
-    except (SmgwError, PkiError, FirewallError, OSError, ValueError) as exc:
-        return Check(name, False, critical, str(exc)[:300] or type(exc).__name__, at)
+    for attempt in range(2 if critical else 1):
+        try:
+            return Check(name, True, critical, run(), at)
+        except (SmgwError, PkiError, FirewallError, OSError, ValueError) as exc:
+            failed = Check(name, False, critical, str(exc)[:300] or type(exc).__name__, at)
+            if attempt == 0 and critical:
+                time.sleep(RETRY_AFTER_S)
+    return failed
 
 
 def token_labels(cfg: GatewayConfig) -> list[str]:
