@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 from appliance.audit_chain import LogName, MacFunction, sha256_mac
 from appliance.config import GatewayConfig
+from appliance.gateway_token import gateway_token
 from appliance.store import Store, StoreError
 from pki.errors import PkiError
-from pki.token import Token, read_pin
 
 log = logging.getLogger("smgw.audit")
 PENDING_MAX = 10_000
@@ -42,7 +42,7 @@ def mac_source(cfg: GatewayConfig, *, create: bool) -> MacSource:
         def unkeyed() -> Iterator[MacFunction]:
             yield sha256_mac
         return unkeyed
-    token = Token(cfg.token.label, read_pin(cfg.token.pin_file), cfg.token.module)
+    token = gateway_token(cfg)
     return lambda: token.hmac_session(cfg.logs.audit_key, create=create)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from appliance import config as config_mod
-from appliance.cli_common import config_option, stop_on_signals
+from appliance.cli_common import config_option, print_json_line, stop_on_signals
 from appliance.errors import SmgwError
 from pki.cms import software_signer
 from pki.encoding import read_certificate, read_crl, read_private_key
@@ -73,13 +73,9 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         """Listen on the wake-up port in the foreground; one JSON line per decision."""
         from appliance.gatewatcher_service import run_gatewatcher
 
-        def emit(event: dict[str, object]) -> None:
-            click.echo(json.dumps(event))
-            sys.stdout.flush()
-
         stop = threading.Event()
         stop_on_signals(stop)
-        run_gatewatcher(config_mod.load(config_path), stop, seconds=seconds, emit=emit)
+        run_gatewatcher(config_mod.load(config_path), stop, seconds=seconds, emit=print_json_line)
 
 
 def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -22,3 +24,10 @@ def stop_on_signals(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+def print_json_line(doc: dict[str, object]) -> None:
+    """One JSON object per line, flushed: the foreground services' output that tests and
+    the demo read as it comes."""
+    click.echo(json.dumps(doc))
+    sys.stdout.flush()

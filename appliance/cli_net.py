@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import asdict
@@ -13,9 +12,11 @@ from typing import Any
 import click
 
 from appliance import config as config_mod
-from appliance.cli_common import config_option, stop_on_signals
+from appliance.cli_common import config_option, print_json_line, stop_on_signals
 from appliance.config import GatewayConfig
 from appliance.errors import SmgwError
+from appliance.files import write_atomic
+from appliance.gateway_token import gateway_token
 from appliance.render import generate, tunnel_views
 from appliance.render_server import generate_headend
 from appliance.selftest import FIREWALL_SNAPSHOT, blocking, read_results, run_checks, write_results
@@ -23,7 +24,6 @@ from appliance.zone_policy import zone_policy
 from firewall import iptables, nftables
 from firewall.errors import FirewallError
 from headend.config import HeadendConfig
-from pki.token import Token, read_pin
 
 
 def pkcs11_ids(cfg: GatewayConfig, ids_file: Path | None) -> dict[str, str]:
@@ -36,17 +36,12 @@ def pkcs11_ids(cfg: GatewayConfig, ids_file: Path | None) -> dict[str, str]:
         if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
             raise SmgwError(f"{ids_file}: not a JSON object of key label -> pkcs11-id")
         return data
-    return Token(cfg.token.label, read_pin(cfg.token.pin_file), cfg.token.module).openvpn_ids()
+    return gateway_token(cfg).openvpn_ids()
 
 
 def write_tree(files: dict[str, str], out: Path) -> None:
     for relative, text in sorted(files.items()):
-        target = out / relative
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(text)
-        tmp.chmod(0o640)
-        tmp.replace(target)
+        write_atomic(out / relative, text)
 
 
 def forwarding_off() -> None:
@@ -120,7 +115,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         cfg = config_mod.load(config_path)
         stop = threading.Event()
         stop_on_signals(stop)
-        run_tunnels(cfg, stop, seconds=seconds, emit=_print_json)
+        run_tunnels(cfg, stop, seconds=seconds, emit=print_json_line)
 
     @main.command("status")
     @config_option
@@ -184,11 +179,6 @@ def _quietly(remove: Callable[[], None]) -> None:
         remove()
     except FirewallError:
         pass
-
-
-def _print_json(doc: dict[str, object]) -> None:
-    click.echo(json.dumps(doc))
-    sys.stdout.flush()
 
 
 def _files_present(cfg: GatewayConfig) -> None:

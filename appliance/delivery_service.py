@@ -16,11 +16,12 @@ from ipaddress import IPv4Interface
 from appliance.audit import mac_source
 from appliance.config import GatewayConfig
 from appliance.errors import SmgwError
+from appliance.gateway_token import gateway_token
 from appliance.processor import SealKit, process, pseudonym_from_hmac
 from appliance.sender import Route, send_due
 from appliance.store import Store
 from pki.encoding import read_certificate
-from pki.token import Token, TokenError, read_pin
+from pki.token import Token, TokenError
 
 log = logging.getLogger("smgw.delivery")
 
@@ -28,7 +29,7 @@ log = logging.getLogger("smgw.delivery")
 class DeliveryService:
     def __init__(self, cfg: GatewayConfig, token: Token | None = None) -> None:
         self.cfg = cfg
-        self.token = token or Token(cfg.token.label, read_pin(cfg.token.pin_file), cfg.token.module)
+        self.token = token or gateway_token(cfg)
         cert = self.token.certificate(cfg.gateway.sig_key)
         if cert is None:
             raise SmgwError(f"token key {cfg.gateway.sig_key!r} has no certificate: enrol it (role gateway-sig)")

@@ -278,8 +278,7 @@ def run_reader_loop(
                 wait = _failed(loop.stats, meter.poll_interval, loop.rng)
                 log.exception("readout failed unexpectedly; retry in %.1fs", wait)
                 auditor.record("system", "readout.failed", {"error": "unexpected (see the service log)"})
-            for event, detail in parts.drain() if parts is not None else ():
-                auditor.record("system", event, detail)
+            record_part_events(auditor, parts)
             try:
                 loop.housekeeping()
             except Exception:
@@ -287,8 +286,7 @@ def run_reader_loop(
             if max_readouts is not None and loop.stats.readouts >= max_readouts and not loop.waiting.items:
                 break
             stop.wait(wait if wait is not None else max(0.0, meter.poll_interval - (time.monotonic() - started)))
-        for event, detail in parts.drain() if parts is not None else ():  # what happened since the last pass
-            auditor.record("system", event, detail)
+        record_part_events(auditor, parts)  # what happened since the last pass
         auditor.record("system", "core.stopped", {"readouts": loop.stats.readouts, "failures": loop.stats.failures,
                                                   "waiting": len(loop.waiting.items)})
         if loop.waiting.items:
@@ -296,6 +294,12 @@ def run_reader_loop(
     finally:
         store.close()
     return loop.stats
+
+
+def record_part_events(auditor: Auditor, parts: PartSupervisor | ThreadParts | None) -> None:
+    """The supervised parts' starts and exits, into the system log from the core's thread."""
+    for event, detail in parts.drain() if parts is not None else ():
+        auditor.record("system", event, detail)
 
 
 def _retention(store: Store, config: GatewayConfig, auditor: Auditor) -> None:

@@ -31,11 +31,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from appliance.config import GatewayConfig
 from appliance.errors import SmgwError
+from appliance.files import write_atomic
+from appliance.gateway_token import gateway_token
 from appliance.store import Store
 from firewall import iptables, nftables
 from firewall.errors import FirewallError
 from pki.errors import PkiError
-from pki.token import Token, read_pin
 
 FIREWALL_SNAPSHOT = "firewall.loaded"  #: under ``paths.state``, written by ``smgw apply``
 RESULTS = "selftest.json"  #: under ``paths.run``
@@ -81,7 +82,7 @@ def token_labels(cfg: GatewayConfig) -> list[str]:
 
 def token_keys(cfg: GatewayConfig) -> str:
     """Each key signs inside the token, and the signature verifies with its certificate."""
-    token = Token(cfg.token.label, read_pin(cfg.token.pin_file), cfg.token.module)
+    token = gateway_token(cfg)
     digest = hashlib.sha256(b"smgw self-test " + os.urandom(16)).digest()
     for label in token_labels(cfg):
         cert = token.certificate(label)
@@ -142,7 +143,7 @@ def tunnel_configs(cfg: GatewayConfig) -> str:
         generate,  # render imports the templates; only this check needs them
     )
 
-    token = Token(cfg.token.label, read_pin(cfg.token.pin_file), cfg.token.module)
+    token = gateway_token(cfg)
     files = {k: v for k, v in generate(cfg, token.openvpn_ids()).items() if k.startswith("openvpn/")}
     changed = [k for k, text in files.items()
                if not (cfg.paths.state / "rendered" / k).exists() or (cfg.paths.state / "rendered" / k).read_text() != text]
@@ -182,11 +183,8 @@ def write_results(cfg: GatewayConfig, checks: list[Check]) -> dict[str, Check]:
     path = cfg.paths.run / RESULTS
     merged = read_results(cfg)
     merged.update({c.name: c for c in checks})
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({name: asdict(c) for name, c in sorted(merged.items())}, indent=1))
-    tmp.chmod(0o644)  # the portal (another user) shows it; it holds no secret
-    tmp.replace(path)
+    # 0644: the portal (another user) shows it; it holds no secret
+    write_atomic(path, json.dumps({name: asdict(c) for name, c in sorted(merged.items())}, indent=1), 0o644)
     return merged
 
 

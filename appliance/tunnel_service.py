@@ -16,6 +16,7 @@ from pathlib import Path
 
 from appliance.audit import Auditor
 from appliance.config import GatewayConfig
+from appliance.files import write_atomic
 from appliance.render import supervised
 from appliance.store import Store
 from appliance.tunnels import Supervisor, TunnelStatus
@@ -33,12 +34,7 @@ def status_doc(supervisor: Supervisor, status: TunnelStatus) -> dict[str, object
 
 
 def write_status(supervisor: Supervisor, run: Path) -> None:
-    """Atomically: a reader never sees half a file."""
-    run.mkdir(parents=True, exist_ok=True, mode=0o750)
-    tmp = run / f".tunnels.json.{threading.get_ident()}.tmp"
-    tmp.write_text(json.dumps([status_doc(supervisor, s) for s in supervisor.status()]))
-    tmp.chmod(0o640)
-    tmp.replace(run / "tunnels.json")
+    write_atomic(run / "tunnels.json", json.dumps([status_doc(supervisor, s) for s in supervisor.status()]))
 
 
 def run_tunnels(cfg: GatewayConfig, stop: threading.Event, *, seconds: float | None = None,

@@ -22,6 +22,7 @@ import http.client
 import json
 import os
 import platform
+import socket
 import sys
 import tempfile
 import threading
@@ -86,14 +87,9 @@ def _send(port: int, payloads: list[bytes], failures: list[str]) -> None:
 
 def measure(sealed: Sealed, database: str) -> dict[str, object]:
     HeadendStore(database).close()
-    port_holder: list[int] = []
-    probe = serve(IngestContext(party="dso", root=sealed.root, crl=sealed.crl, enc_cert=sealed.enc,
-                                agree=software_agreement(sealed.enc_key), peer_cn=lambda ip: "gw-0001",
-                                store=None),  # type: ignore[arg-type]  # only to pick a free port
-                  "127.0.0.1", 0)
-    port = probe.server_address[1]
-    port_holder.append(port)
-    probe.server_close()
+    with socket.socket() as probe:  # a free port for the workers to share
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
 
     def serve_one(stop: threading.Event, ready: Callable[[], None]) -> None:
         store = HeadendStore(database)
