@@ -32,6 +32,7 @@ from appliance.config_net import (
     Token,
     Wakeup,
 )
+from appliance.config_portal import Portal
 from appliance.errors import ConfigError
 from appliance.profiles import AccessProfile, check_profiles
 from headend.config import HeadendConfig
@@ -136,6 +137,7 @@ class GatewayConfig(StrictModel):
     logs: Logs = Logs()
     retention: Retention = Retention()
     selftest: SelfTest = SelfTest()
+    portal: Portal | None = None
     profiles: list[AccessProfile] = Field(default_factory=list, max_length=64)
 
     @model_validator(mode="after")
@@ -161,6 +163,9 @@ class GatewayConfig(StrictModel):
             raise ValueError("interfaces: each zone needs its own interface")
         if any(z.startswith("tun-") for z in zones):
             raise ValueError("interfaces: names starting tun- belong to the tunnels")
+        if self.portal is not None and self.portal.enabled and self.portal.address is None \
+                and self.interfaces.han.address is None:
+            raise ValueError("portal.address: needed when interfaces.han has no address (the portal listens on the HAN only)")
         return self
 
 

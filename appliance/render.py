@@ -132,9 +132,15 @@ def generate(cfg: GatewayConfig, pkcs11_ids: dict[str, str], templates: Path = T
         files[f"openvpn/{view.name}.conf"] = client.render(t=view)
     units = UnitView(smgw=smgw_binary, config=config_path, meter_port=Path(cfg.meter.port), state=cfg.paths.state,
                      run=cfg.paths.run, tunnels=tuple(v.name for v in views), token_dir=cfg.token.store_dir,
-                     selftest_every_s=int(cfg.selftest.interval_s))
+                     selftest_every_s=int(cfg.selftest.interval_s),
+                     portal_state=cfg.portal.state_dir if cfg.portal is not None else None,
+                     portal_port=cfg.firewall.portal_port)
     for unit in unit_names(cfg):
         files[f"systemd/{unit}"] = env.get_template(f"systemd/{unit}.j2").render(u=units)
+    if cfg.portal is not None and cfg.portal.enabled:
+        from appliance.portal_settings import SETTINGS_FILE, render_portal_settings
+
+        files[SETTINGS_FILE] = render_portal_settings(cfg)
     return files
 
 
@@ -143,6 +149,8 @@ def unit_names(cfg: GatewayConfig) -> list[str]:
     names = ["smgw-core.service", "smgw-tunnels.service", "smgw-selftest.service", "smgw-selftest.timer"]
     if cfg.admin is not None:
         names.append("smgw-gatewatcher.service")
+    if cfg.portal is not None and cfg.portal.enabled:
+        names.append("smgw-portal.service")
     return names
 
 
@@ -156,3 +164,10 @@ class UnitView:
     tunnels: tuple[str, ...]
     token_dir: Path | None  #: SoftHSM2's token files, which the services write (None: a smart card)
     selftest_every_s: int
+    portal_state: Path | None = None  #: the portal's own database folder (None: no portal)
+
+    @property
+    def portal(self) -> Path:
+        return self.smgw.with_name("smgw-portal")
+
+    portal_port: int = 443

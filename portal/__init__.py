@@ -1,1 +1,5 @@
-"""Placeholder: this package is built by a later issue (see ARCHITECTURE.md §2)."""
+"""The household's HTTPS portal on the HAN (ARCHITECTURE §1, §2, §8).
+
+A Flask app served by cheroot (one process, threads, TLS): the gateway's store opened
+read-only, its own small database for accounts, sessions and device tokens, no gateway key.
+"""
