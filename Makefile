@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # System packages the project needs (tests, demo).
-APT_PACKAGES := python3 python3-venv python3-dev gcc make sqlite3 tzdata iproute2 procps openssl softhsm2 openvpn nftables iptables systemd postgresql
+APT_PACKAGES := python3 python3-venv python3-dev gcc make sqlite3 tzdata iproute2 procps openssl softhsm2 openvpn nftables iptables systemd postgresql chromium chromium-driver
 DEMO_ARGS ?= --seconds 60
 PYTEST_ARGS ?=
 
@@ -35,10 +35,10 @@ demo: deps
 	$(VENV)/bin/smgw demo $(DEMO_ARGS)
 
 typecheck: deps
-	$(PY) -m mypy --strict reader appliance pki firewall headend
+	$(PY) -m mypy --strict reader appliance pki firewall headend portal
 
 lint: deps
-	$(VENV)/bin/ruff check reader appliance pki firewall headend tests bench
+	$(VENV)/bin/ruff check reader appliance pki firewall headend portal tests bench
 
 unit: deps
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)

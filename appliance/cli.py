@@ -195,7 +195,7 @@ def gateway_group() -> None:
 @click.option("--readouts", type=click.IntRange(min=1), default=None,
               help="Stop after this many stored readouts (demo and tests).")
 @click.option("--core-only", is_flag=True,
-              help="Do not start and supervise the tunnels and the GateWatcher (systemd runs them as units).")
+              help="Do not start and supervise the tunnels, the GateWatcher and the portal (systemd runs them as units).")
 @click.option("--in-process", is_flag=True,
               help="Run the tunnels and the GateWatcher as threads of this process, not as child processes "
                    "(one interpreter: a third of the memory; this process then needs CAP_NET_ADMIN).")
@@ -216,6 +216,10 @@ def gateway_run_cmd(config_path: Path, readouts: int | None, core_only: bool, in
         after = DeliveryService(cfg)
     stop = threading.Event()
     stop_on_signals(stop)
+    if cfg.portal is not None and cfg.portal.enabled and not core_only:
+        from appliance.portal_settings import install
+
+        install(cfg)
     parts: PartSupervisor | ThreadParts | None = None
     if in_process and not core_only:
         parts = ThreadParts(part_loops(cfg))

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from appliance.config_base import SafeText, StrictModel, no_control
+from appliance.config_base import SafeText, StrictModel
 from appliance.config_net import (
     Admin,
     Firewall,
@@ -35,7 +35,7 @@ from appliance.config_net import (
 from appliance.config_portal import Portal
 from appliance.errors import ConfigError
 from appliance.profiles import AccessProfile, check_profiles
-from headend.config import HeadendConfig
+from headend.config import HeadendConfig, SafePath
 
 DEFAULT_CONFIG_PATH = Path("/etc/smgw/gateway.toml")
 _METER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
@@ -108,15 +108,7 @@ class MeterConfig(StrictModel):
 class StoreConfig(StrictModel):
     """Where readings live."""
 
-    path: Path = Field(default=Path("/var/lib/smgw/smgw.db"), description="SQLite database file")
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: Path) -> Path:
-        no_control(str(value))
-        if not value.is_absolute():
-            raise ValueError("must be an absolute path")
-        return value
+    path: SafePath = Field(default=Path("/var/lib/smgw/smgw.db"), description="SQLite database file")
 
 
 class GatewayConfig(StrictModel):

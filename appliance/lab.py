@@ -87,9 +87,10 @@ class Lab:
                               check=False, timeout=timeout, env=env, input=input)
 
     def popen(self, role: str, *argv: str, env: dict[str, str] | None = None,
-              stdout: int | None = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+              stdout: int | None = subprocess.DEVNULL,
+              stderr: int | None = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
         return subprocess.Popen(["ip", "netns", "exec", self.ns(role), *argv], env=env, stdout=stdout,
-                                stderr=subprocess.DEVNULL)
+                                stderr=stderr)
 
     def close(self) -> None:
         for name in self.made:

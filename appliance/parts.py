@@ -35,6 +35,11 @@ def part_commands(cfg: GatewayConfig, config_path: str) -> dict[str, list[str]]:
         parts["tunnels"] = [*smgw, "tunnels", "run", "--config", config_path]
     if cfg.admin is not None:
         parts["gatewatcher"] = [*smgw, "gatewatcher", "run", "--config", config_path]
+    if cfg.portal is not None and cfg.portal.enabled:
+        from appliance.portal_settings import settings_path
+
+        # its own small entry point: the portal never loads the gateway's config model
+        parts["portal"] = [sys.executable, "-m", "portal", "--settings", str(settings_path(cfg))]
     return parts
 
 
@@ -62,6 +67,12 @@ def part_loops(cfg: GatewayConfig) -> dict[str, Callable[[threading.Event], None
         from appliance.gatewatcher_service import run_gatewatcher
 
         loops["gatewatcher"] = lambda stop: run_gatewatcher(cfg, stop)
+    if cfg.portal is not None and cfg.portal.enabled:
+        from appliance.portal_settings import settings_path
+        from portal.server import serve
+        from portal.settings import load as load_portal
+
+        loops["portal"] = lambda stop: serve(load_portal(settings_path(cfg)), stop)
     return loops
 
 

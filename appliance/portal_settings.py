@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from appliance.config import GatewayConfig
+from appliance.files import write_atomic
 from appliance.profiles import CATALOGUE
 
 SETTINGS_FILE = "portal.json"  #: under ``<paths.state>/rendered`` after ``smgw apply``
@@ -50,3 +52,14 @@ def portal_settings(cfg: GatewayConfig) -> dict[str, Any]:
 
 def render_portal_settings(cfg: GatewayConfig) -> str:
     return json.dumps(portal_settings(cfg), indent=2, sort_keys=True) + "\n"
+
+
+def settings_path(cfg: GatewayConfig) -> Path:
+    return cfg.paths.state / "rendered" / SETTINGS_FILE
+
+
+def install(cfg: GatewayConfig) -> Path:
+    """Write ``portal.json`` where the portal looks (``smgw apply`` writes it too, with the rest)."""
+    path = settings_path(cfg)
+    write_atomic(path, render_portal_settings(cfg), 0o640)
+    return path

@@ -2,7 +2,7 @@
 
 Not a subcommand of ``smgw``: that CLI loads the gateway's config model (pydantic and all,
 about 18 MB), which the portal never needs; it reads the ``portal.json`` that ``smgw
-apply`` generated. ``smgw portal run`` remains for the demo and tests and runs this.
+apply`` generated. ``smgw gateway run`` starts it as a child process the same way.
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         serve(settings)
-    except OSError as exc:
-        print(f"smgw-portal: error: cannot serve on {settings.address}:{settings.port}: {exc.strerror or exc}",
-              file=sys.stderr)
+    except OSError as exc:  # the address, the TLS files, the state folder: the message names which
+        print(f"smgw-portal: error: serving on {settings.address}:{settings.port}: {exc}", file=sys.stderr)
         return 1
     return 0
 

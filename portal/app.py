@@ -25,13 +25,31 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from flask import Flask, Response, abort, g, redirect, render_template, request, stream_with_context, url_for
+from flask import (
+    Flask,
+    Response,
+    abort,
+    g,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 
 from portal import charts, data, i18n, periods
 from portal.accounts import Accounts
 from portal.passwords import password_problem
-from portal.security import LANG_COOKIE, PRE_COOKIE, SESSION_COOKIE, harden, new_pre_token, same_origin, \
-    set_cookie, token_matches
+from portal.security import (
+    LANG_COOKIE,
+    PRE_COOKIE,
+    SESSION_COOKIE,
+    harden,
+    new_pre_token,
+    same_origin,
+    set_cookie,
+    token_matches,
+)
 from portal.settings import ConsumerSettings, PortalSettings
 
 log = logging.getLogger("smgw.portal")
@@ -72,7 +90,7 @@ def create_app(settings: PortalSettings, accounts: Accounts | None = None) -> Fl
     portal = Portal(settings, accounts or Accounts(settings.state_dir))
     app.extensions["smgw_portal"] = portal
 
-    def P() -> Portal:  # noqa: N802
+    def P() -> Portal:
         return portal
 
     @app.before_request
@@ -82,7 +100,7 @@ def create_app(settings: PortalSettings, accounts: Accounts | None = None) -> Fl
         g.consumer = settings.consumer(g.session.consumer) if g.session else None
         if g.session is not None and g.consumer is None:  # removed from the config: the session is void
             g.session = None
-        if request.method == "POST":
+        if request.method == "POST" and request.url_rule is not None:  # a 405 stays a 405
             expected = g.session.csrf if g.session else request.cookies.get(PRE_COOKIE)
             if not same_origin(request) or not token_matches(request.form.get("csrf"), expected):
                 log.warning("refused a form post to %s from %s: origin or CSRF token wrong",
@@ -167,7 +185,7 @@ def create_app(settings: PortalSettings, accounts: Accounts | None = None) -> Fl
             log.warning("failed login for %r from %s", name, request.remote_addr)
             return with_pre_token("login.html", 401, error=t("login_bad"))
         portal.accounts.clear_failures(keys)
-        token, session = portal.accounts.new_session(name, settings.session_hours)
+        token, _session = portal.accounts.new_session(name, settings.session_hours)
         log.info("login of %r from %s", name, request.remote_addr)
         response = redirect(url_for("now"))
         set_cookie(response, SESSION_COOKIE, token, int(settings.session_hours * 3600))
@@ -271,7 +289,7 @@ def create_app(settings: PortalSettings, accounts: Accounts | None = None) -> Fl
             abort(404)
         if not settings.store.exists():
             return render_template("message.html", message=t("store_missing"))
-        chart = chart_for(kind, day_arg("date", today()), meter)  # type: ignore[arg-type]
+        chart = chart_for(kind, day_arg("date", today()), meter)
         return render_template("charts.html", meter=meter, chart=chart, kinds=periods.KINDS)
 
     @app.get("/profile")
@@ -362,7 +380,7 @@ def create_app(settings: PortalSettings, accounts: Accounts | None = None) -> Fl
     def devices() -> Response | str:
         created = error = None
         status = 200
-        if request.method == "POST":
+        if request.method == "POST" and request.url_rule is not None:  # a 405 stays a 405
             name = request.form.get("name", "").strip()
             if not _DEVICE_NAME.fullmatch(name):
                 error, status = t("bad_name"), 400
@@ -458,7 +476,7 @@ def create_app(settings: PortalSettings, accounts: Accounts | None = None) -> Fl
         kind = request.args.get("kind", "day")
         if kind not in periods.KINDS:
             abort(400, description="kind: day, week, month or year")
-        this = periods.period(kind, day_arg("date", today()), portal.zone)  # type: ignore[arg-type]
+        this = periods.period(kind, day_arg("date", today()), portal.zone)
         values = data.consumption(portal.store(), meter, this.edges, now_utc=datetime.now(UTC))
         return {"meter": meter, "kind": kind, "unit": "kWh",
                 "buckets": [{"from": a.isoformat(), "to": b.isoformat(), "value": None if v is None else str(v)}

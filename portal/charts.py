@@ -36,8 +36,8 @@ def bar_chart(labels: Sequence[str], current: Sequence[Decimal | None], previous
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     slot = plot_w / max(1, len(labels))
     bar_w = slot * (0.4 if previous is not None else 0.7)
-    parts = [f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}" '
-             f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>']
+    parts = [(f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}" '
+             f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>')]
     for i in range(5):
         level = top * i / 4
         y = TOP + plot_h - plot_h * i / 4

@@ -8,6 +8,7 @@ a few dozen index seeks whatever the number of raw readings.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -84,7 +85,7 @@ def consumption(con: sqlite3.Connection, meter: str, edges: Sequence[datetime], 
             if edges[i - 1] <= now_utc < edges[i]:
                 values[i] = register_at(con, meter, address, now_utc)
     out: list[Decimal | None] = []
-    for before, after in zip(values, values[1:]):
+    for before, after in itertools.pairwise(values):
         out.append(None if before is None or after is None else after - before)
     return out
 

@@ -12,6 +12,7 @@ import hmac
 import secrets
 
 from flask import Request, Response
+from werkzeug.wrappers import Response as BaseResponse
 
 SESSION_COOKIE = "smgw_session"
 PRE_COOKIE = "smgw_pre"
@@ -38,7 +39,7 @@ def new_pre_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-def set_cookie(response: Response, name: str, value: str, max_age: int | None = None) -> None:
+def set_cookie(response: BaseResponse, name: str, value: str, max_age: int | None = None) -> None:
     response.set_cookie(name, value, max_age=max_age, secure=True, httponly=True, samesite="Strict", path="/")
 
 

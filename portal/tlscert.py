@@ -29,7 +29,7 @@ def ensure_certificate(cert: Path, key: Path, address: str, gateway_id: str) -> 
         private = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{gateway_id} portal")])
         now = dt.datetime.now(dt.UTC)
-        alt = [x509.DNSName("smgw.local")]
+        alt: list[x509.GeneralName] = [x509.DNSName("smgw.local")]
         try:
             alt.append(x509.IPAddress(ipaddress.ip_address(address)))
         except ValueError:

@@ -28,8 +28,12 @@ def _analyze() -> str:
 
 @pytest.fixture
 def units(tmp_path: Path) -> list[Path]:
-    # verify checks that ExecStart exists: point it at a binary that does
-    files = generate(load(ROOT / "examples/gateway.toml"), IDS, smgw_binary=Path(shutil.which("true") or "/bin/true"))
+    # verify checks that ExecStart exists: point smgw and smgw-portal at a binary that does
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("smgw", "smgw-portal"):
+        (bin_dir / name).symlink_to(shutil.which("true") or "/bin/true")
+    files = generate(load(ROOT / "examples/gateway.toml"), IDS, smgw_binary=bin_dir / "smgw")
     out = []
     for name, text in files.items():
         if name.startswith("systemd/"):
@@ -37,7 +41,7 @@ def units(tmp_path: Path) -> list[Path]:
             path.write_text(text)
             out.append(path)
     assert {p.name for p in out} >= {"smgw-core.service", "smgw-tunnels.service", "smgw-gatewatcher.service",
-                                     "smgw-selftest.service", "smgw-selftest.timer"}
+                                     "smgw-selftest.service", "smgw-selftest.timer", "smgw-portal.service"}
     return out
 
 
@@ -59,3 +63,8 @@ def test_every_service_is_hardened(units: list[Path]) -> None:
         assert "User=smgw" in text and "NoNewPrivileges=yes" in text and "ProtectSystem=strict" in text
     core = next(u for u in units if u.name == "smgw-core.service").read_text()
     assert "CapabilityBoundingSet=\n" in core  # the core holds no capability at all
+    portal = next(u for u in units if u.name == "smgw-portal.service").read_text()
+    # its own user; writes only its own state; the store, keys and PIN out of reach
+    assert "User=smgw-portal" in portal and 'ReadWritePaths="/var/lib/smgw-portal"' in portal
+    assert 'ReadOnlyPaths="/var/lib/smgw"' in portal and "/var/lib/softhsm" in portal
+    assert "CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n" in portal  # port 443, nothing else

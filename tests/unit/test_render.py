@@ -32,7 +32,8 @@ def test_example_renders_exactly_the_golden_files() -> None:
     files = generate(load(EXAMPLE), IDS)
     assert set(files) == {"nftables.conf", "openvpn/dso.conf", "openvpn/supplier.conf", "openvpn/admin.conf",
                           "systemd/smgw-core.service", "systemd/smgw-tunnels.service", "systemd/smgw-selftest.service",
-                          "systemd/smgw-selftest.timer", "systemd/smgw-gatewatcher.service"}
+                          "systemd/smgw-selftest.timer", "systemd/smgw-gatewatcher.service",
+                          "systemd/smgw-portal.service", "portal.json"}
     for name, text in files.items():
         golden = GOLDEN / name
         if os.environ.get("SMGW_UPDATE_GOLDEN") == "1":
