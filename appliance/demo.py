@@ -1,14 +1,17 @@
 """``smgw demo``: the system so far, on one machine, with real processes.
 
 A meter simulator on a pseudo-terminal (the LMN), the gateway's core service reading it
-into its store, and a live view of readings arriving, read from the store read-only as
-the portal will. Everything it starts it stops, and its temporary folder goes with it.
+into its store, the household portal (HTTPS on loopback, a one-time code to set the
+password), and a live view of readings arriving, read from the store read-only. Everything
+it starts it stops, and its temporary folder goes with it.
 """
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,12 +24,20 @@ import click
 from appliance.store import Store, StoreError
 
 SHOWN = ("1.8.0", "1.8.1", "1.8.2", "2.8.0", "1.6.0")
+METER_ID = "ISK-DEMO-0001"
 
 
-def _config_text(link: Path, db: Path, poll: float) -> str:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _config_text(link: Path, db: Path, poll: float, portal_port: int, code: str) -> str:
     return (
         "[meter]\n"
         f'port = "{link}"\n'
+        f'id = "{METER_ID}"\n'
         "baud = 9600\n"
         f"poll_interval = {poll}\n"
         "timeout = 10\n"
@@ -35,6 +46,10 @@ def _config_text(link: Path, db: Path, poll: float) -> str:
         "[logs]\n"
         'key = "none"\n'
         f'[paths]\nstate = "{db.parent}"\nrun = "{db.parent}/run"\n'
+        f"[firewall]\nportal_port = {portal_port}\n"
+        f'[portal]\naddress = "127.0.0.1"\nstate_dir = "{db.parent}/portal"\n'
+        f'tls_cert = "{db.parent}/portal/portal.crt"\ntls_key = "{db.parent}/portal/portal.key"\n'
+        f'[[portal.consumers]]\nname = "demo"\nmeters = ["{METER_ID}"]\nsetup_code = "{code}"\n'
     )
 
 
@@ -50,7 +65,8 @@ def run_demo(seconds: float | None, poll: float, scenario: str) -> None:
     """Start simulator and gateway, show readouts until ``seconds`` pass or Ctrl-C."""
     work = Path(tempfile.mkdtemp(prefix="smgw-demo-"))
     link, db, cfg = work / "meter", work / "smgw.db", work / "gateway.toml"
-    cfg.write_text(_config_text(link, db, poll))
+    port, code = _free_port(), "DEMO-" + secrets.token_hex(6).upper()
+    cfg.write_text(_config_text(link, db, poll, port, code))
     smgw = [sys.executable, "-m", "appliance.cli"]
     procs: list[subprocess.Popen[bytes]] = []
     stop = threading.Event()
@@ -62,9 +78,11 @@ def run_demo(seconds: float | None, poll: float, scenario: str) -> None:
                                stdout=subprocess.DEVNULL)
         procs.append(sim)
         _wait_for(link, 10, sim)
-        click.echo(f"[2/3] gateway core: reading every {poll:g}s into {db}")
+        click.echo(f"[2/3] gateway core: reading every {poll:g}s into {db}; the portal beside it")
         procs.append(subprocess.Popen([*smgw, "-v", "gateway", "run", "--config", str(cfg)],
                                       stderr=(work / "gateway.log").open("wb")))
+        click.echo(f"      portal: https://127.0.0.1:{port}/setup  user demo, one-time code {code} "
+                   "(self-signed certificate)")
         click.echo("[3/3] readings arriving (Ctrl-C to stop):")
         _show(db, stop, seconds)
     finally:

@@ -136,10 +136,10 @@ class Portal:
 
 
 @contextmanager
-def running_portal(root: Path, max_streams: int = 2) -> Iterator[Portal]:
-    """A store with alice's and bob's history and the real server on a free port."""
+def running_portal(root: Path, days: int = 9, max_streams: int = 2) -> Iterator[Portal]:
+    """A store with ``days`` of alice's and bob's history and the real server on a free port."""
     root.mkdir(parents=True, exist_ok=True)
-    settings = portalkit.build(root, port=portalkit.free_port(), max_streams=max_streams)
+    settings = portalkit.build(root, days=days, port=portalkit.free_port(), max_streams=max_streams)
     running = portalkit.start(settings)
     try:
         yield Portal(running.url, root, json.loads(settings.read_text()), running)
