@@ -19,7 +19,7 @@ time per request (``/proc/PID/stat``) is reported beside it. ``portal_rss_mb``,
 the load (``portal_rss_mb_by_stage`` shows where it grew). The TLS certificate is made
 before the server starts, as every start after a gateway's first finds it.
 
-Prints one JSON object. Usage: python bench/portal.py [--requests N] [--readings N] [--days N]
+Prints one JSON object. Usage: python bench/portal.py [--requests N] [--readings N] [--days N] [--threads N]
 """
 
 from __future__ import annotations

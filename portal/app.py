@@ -66,16 +66,19 @@ class Portal:
         self.settings = settings
         self.accounts = accounts
         self.zone = ZoneInfo(settings.timezone)
-        self._local = threading.local()
+        self._con: sqlite3.Connection | None = None
+        self._opening = threading.Lock()
         self.streams = threading.BoundedSemaphore(max(1, settings.max_streams))
         self.max_streams = settings.max_streams
 
     def store(self) -> sqlite3.Connection:
-        con: sqlite3.Connection | None = getattr(self._local, "con", None)
-        if con is None:
-            con = data.open_read_only(self.settings.store)
-            self._local.con = con
-        return con
+        """One read-only connection shared by the request threads (SQLite's serialized mode):
+        one page cache instead of one per thread is 3.6 MB of the 40 MB budget, and the
+        views' reads are index seeks of a few milliseconds. Streams and exports open their own."""
+        with self._opening:
+            if self._con is None:
+                self._con = data.open_read_only(self.settings.store)
+            return self._con
 
     def run_file(self, name: str) -> Any:
         try:

@@ -26,6 +26,8 @@ def open_read_only(path: Path) -> sqlite3.Connection:
     """The store, read-only by the OS's open mode and by ``query_only`` as well."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: the gateway's store does not exist (yet)")
+    if sqlite3.threadsafety != 3:  # shared by threads: needs SQLite's serialized mode
+        raise RuntimeError("this SQLite is not built thread-safe (serialized)")
     con = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, check_same_thread=False, timeout=5)
     con.execute("PRAGMA query_only = ON")
     con.execute("PRAGMA cache_size = -512")  # 512 KiB per connection: the memory budget is the portal's

@@ -1,8 +1,8 @@
 """Serving the portal: cheroot (CherryPy's WSGI server) with TLS, one process, threads.
 
-One process rather than gunicorn's master and workers: measured here, gunicorn with one
-threaded worker takes 60 MB RSS for the two processes against 36 MB for cheroot, and the
-portal's budget is 40 MB. Threads suit the work: short SQLite reads and a few long-lived
+One process rather than gunicorn's master and workers: measured here on a bare Flask app,
+gunicorn with one threaded worker takes 60 MB RSS for its two processes against 36 MB for
+cheroot, and the portal's whole budget is 40 MB (bench/portal.py: 39 MB after a year view). Threads suit the work: short SQLite reads and a few long-lived
 live streams, each holding one thread (bounded by ``max_streams``).
 """
 

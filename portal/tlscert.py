@@ -10,9 +10,11 @@ used as it is.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
 import logging
 import os
+import ssl
 from pathlib import Path
 
 log = logging.getLogger("smgw.portal")
@@ -20,33 +22,38 @@ log = logging.getLogger("smgw.portal")
 
 def ensure_certificate(cert: Path, key: Path, address: str, gateway_id: str) -> str:
     """Make the pair if neither exists; return the certificate's SHA-256 fingerprint."""
+    if not cert.exists() and not key.exists():
+        _make(cert, key, address, gateway_id)
+    der = ssl.PEM_cert_to_DER_cert(cert.read_text())
+    return hashlib.sha256(der).digest().hex(":")
+
+
+def _make(cert: Path, key: Path, address: str, gateway_id: str) -> None:
+    # cryptography only here: loaded for the fingerprint alone it would cost 10 MB for good
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    if not cert.exists() and not key.exists():
-        private = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{gateway_id} portal")])
-        now = dt.datetime.now(dt.UTC)
-        alt: list[x509.GeneralName] = [x509.DNSName("smgw.local")]
-        try:
-            alt.append(x509.IPAddress(ipaddress.ip_address(address)))
-        except ValueError:
-            pass
-        certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                       .public_key(private.public_key()).serial_number(x509.random_serial_number())
-                       .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=3650))
-                       .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-                       .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                       .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-                       .sign(private, hashes.SHA256()))
-        key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                            serialization.NoEncryption()))
-        cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-        log.info("made a self-signed portal certificate %s", cert)
-    loaded = x509.load_pem_x509_certificate(cert.read_bytes())
-    return loaded.fingerprint(hashes.SHA256()).hex(":")
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{gateway_id} portal")])
+    now = dt.datetime.now(dt.UTC)
+    alt: list[x509.GeneralName] = [x509.DNSName("smgw.local")]
+    try:
+        alt.append(x509.IPAddress(ipaddress.ip_address(address)))
+    except ValueError:
+        pass
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                   .public_key(private.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=3650))
+                   .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+                   .sign(private, hashes.SHA256()))
+    key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()))
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    log.info("made a self-signed portal certificate %s", cert)
