@@ -33,7 +33,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 
@@ -368,11 +367,12 @@ def create_app(settings: PortalSettings, accounts: Accounts | None = None) -> Fl
             abort(400, description="format: csv or json")
         if not settings.store.exists():
             abort(404)
-        con = data.open_read_only(settings.store)  # its own: the stream outlives the request's thread state
+        con = data.open_read_only(settings.store)  # its own: a long export must not hold the shared one
         rows = data.readings(con, meter, start, end)
         name = f"smgw-{meter}-{start.astimezone(portal.zone).date()}-{end.astimezone(portal.zone).date()}.{fmt}"
-        body = _csv(rows, con) if fmt == "csv" else _json(rows, con, meter, start, end)
+        body = _csv(rows) if fmt == "csv" else _json(rows, meter, start, end)
         response = Response(body, mimetype="text/csv" if fmt == "csv" else "application/json")
+        response.call_on_close(con.close)  # also when the download is never read
         response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
         return response
 
@@ -412,32 +412,40 @@ def create_app(settings: PortalSettings, accounts: Accounts | None = None) -> Fl
         if not settings.store.exists():
             portal.streams.release()
             abort(404)
-        con = data.open_read_only(settings.store)
-        last = data.last_readout_id(con)
+        try:
+            con = data.open_read_only(settings.store)
+            last = data.last_readout_id(con)
+        except BaseException:
+            portal.streams.release()
+            raise
 
         def events() -> Iterator[str]:
             nonlocal last
             ends = time.monotonic() + STREAM_SECONDS
             quiet = 0.0
-            try:
-                yield "retry: 5000\n\n"
-                while time.monotonic() < ends:
-                    fresh = data.readouts_after(con, meters, last)
-                    for readout_id, meter, read_at in fresh:
-                        last = readout_id
-                        doc = {"meter": meter, "read_at": read_at,
-                               "values": data.readout_registers(con, readout_id)}
-                        yield f"id: {readout_id}\nevent: reading\ndata: {json.dumps(doc)}\n\n"
-                    quiet = 0.0 if fresh else quiet + STREAM_POLL_S
-                    if quiet >= 15:
-                        quiet = 0.0
-                        yield ": keep-alive\n\n"
-                    time.sleep(STREAM_POLL_S)
-            finally:
+            yield "retry: 5000\n\n"
+            while time.monotonic() < ends:
+                fresh = data.readouts_after(con, meters, last)
+                for readout_id, meter, read_at in fresh:
+                    last = readout_id
+                    doc = {"meter": meter, "read_at": read_at, "values": data.readout_registers(con, readout_id)}
+                    yield f"id: {readout_id}\nevent: reading\ndata: {json.dumps(doc)}\n\n"
+                quiet = 0.0 if fresh else quiet + STREAM_POLL_S
+                if quiet >= 15:
+                    quiet = 0.0
+                    yield ": keep-alive\n\n"
+                time.sleep(STREAM_POLL_S)
+
+        closed = threading.Event()
+
+        def release() -> None:  # the server calls it when the response ends, started or not
+            if not closed.is_set():
+                closed.set()
                 con.close()
                 portal.streams.release()
 
-        response = Response(stream_with_context(events()), mimetype="text/event-stream")
+        response = Response(events(), mimetype="text/event-stream")  # needs no request context
+        response.call_on_close(release)
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Accel-Buffering"] = "no"
         return response
@@ -536,35 +544,28 @@ def _labels(kind: str, raw: tuple[str, ...], lang: str) -> list[str]:
     return list(raw)
 
 
-def _csv(rows: Iterator[data.ExportRow], con: sqlite3.Connection) -> Iterator[str]:
+def _csv(rows: Iterator[data.ExportRow]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    try:
-        writer.writerow(["read_at_utc", "address", "value", "unit"])
-        for n, row in enumerate(rows, 1):
-            # a leading = + - @ would be a formula in a spreadsheet: our values are decimals, units short words
-            writer.writerow([row.read_at, row.address, row.value, row.unit.lstrip("=+-@")])
-            if n % 500 == 0:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
-    finally:
-        con.close()
+    writer.writerow(["read_at_utc", "address", "value", "unit"])
+    for n, row in enumerate(rows, 1):
+        # a leading = + - @ would be a formula in a spreadsheet: our values are decimals, units short words
+        writer.writerow([row.read_at, row.address, row.value, row.unit.lstrip("=+-@")])
+        if n % 500 == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
 
 
-def _json(rows: Iterator[data.ExportRow], con: sqlite3.Connection, meter: str, start: datetime,
-          end: datetime) -> Iterator[str]:
-    try:
-        yield json.dumps({"meter": meter, "from": start.isoformat(), "to": end.isoformat()})[:-1] + ', "readings": ['
-        first = True
-        for row in rows:
-            yield ("" if first else ",") + json.dumps({"read_at": row.read_at, "address": row.address,
-                                                       "value": row.value, "unit": row.unit or None})
-            first = False
-        yield "]}\n"
-    finally:
-        con.close()
+def _json(rows: Iterator[data.ExportRow], meter: str, start: datetime, end: datetime) -> Iterator[str]:
+    yield json.dumps({"meter": meter, "from": start.isoformat(), "to": end.isoformat()})[:-1] + ', "readings": ['
+    first = True
+    for row in rows:
+        yield ("" if first else ",") + json.dumps({"read_at": row.read_at, "address": row.address,
+                                                   "value": row.value, "unit": row.unit or None})
+        first = False
+    yield "]}\n"
 
 
 def load_settings(path: Path) -> PortalSettings:

@@ -193,3 +193,19 @@ def test_hostile_input_is_escaped(app) -> None:
     assert r.status_code == 400 and "<img src=x>" not in r.text
     assert client.get("/export/download?from=2026-01-01&to=2024-01-01").status_code == 400
     assert client.get("/export/download?from=2020-01-01&to=2026-01-01").status_code == 400  # > 366 days
+
+
+def test_live_streams_are_bounded_and_given_back(app) -> None:
+    client = app.test_client()
+    login(client, "alice")
+    first = client.get("/live", buffered=False)
+    second = client.get("/live", buffered=False)
+    assert first.status_code == second.status_code == 200
+    assert first.mimetype == "text/event-stream"
+    assert next(first.response) == b"retry: 5000\n\n"
+    assert client.get("/live").status_code == 503  # max_streams = 2: a third waits
+    first.close()
+    second.close()  # never read: still given back
+    again = client.get("/live", buffered=False)
+    assert again.status_code == 200
+    again.close()

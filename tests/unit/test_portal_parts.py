@@ -37,7 +37,7 @@ def test_week_month_year_and_their_previous_periods() -> None:
 
 
 def test_chart_escapes_every_text_and_draws_both_periods() -> None:
-    svg = charts.bar_chart(["<a>", "b"], [Decimal("1.5"), None], [Decimal("2"), Decimal("0.5")], "k<W>h",
+    svg = charts.bar_chart(["<a>", "b"], [Decimal("1.5"), None], [Decimal(2), Decimal("0.5")], "k<W>h",
                            str, ("now & then", "before"), "</svg><script>alert(1)</script>")
     assert "<script>" not in svg and "&lt;script&gt;" in svg and "k&lt;W&gt;h" in svg and "&lt;a&gt;" in svg
     assert svg.count('class="cur"') == 2 and svg.count('class="prev"') == 3  # bars and legend keys
