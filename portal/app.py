@@ -56,6 +56,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _DEVICE_NAME = re.compile(r"[A-Za-z0-9 ._-]{1,40}")
 STREAM_SECONDS = 3600.0
 STREAM_POLL_S = 1.0
+KEEPALIVE_S = 3.0
 
 
 class Portal:
@@ -68,6 +69,7 @@ class Portal:
         self._con: sqlite3.Connection | None = None
         self._opening = threading.Lock()
         self.streams = threading.BoundedSemaphore(max(1, settings.max_streams))
+        self.stopping = threading.Event()  #: set by the server on SIGTERM: live streams end
         self.max_streams = settings.max_streams
 
     def store(self) -> sqlite3.Connection:
@@ -419,22 +421,34 @@ def create_app(settings: PortalSettings, accounts: Accounts | None = None) -> Fl
             portal.streams.release()
             raise
 
+        lang = g.get("lang", "en")
+
+        def event(readout_id: int, meter: str, read_at: str) -> str:
+            values = data.readout_registers(con, readout_id)
+            shown = {a: i18n.number(Decimal(v), lang) for a, v in values.items()}
+            phases = [Decimal(values[a]) for a in data.POWER_PHASES if a in values]
+            if "1.7.0" in values or phases:
+                shown["power"] = i18n.number(Decimal(values["1.7.0"]) if "1.7.0" in values else sum(phases, Decimal(0)),
+                                             lang)
+            doc = {"meter": meter, "read_at": read_at, "values": values,  # exact, for devices
+                   "shown": shown, "read_at_shown": i18n.moment(read_at, lang, portal.zone)}  # for the page
+            return f"id: {readout_id}\nevent: reading\ndata: {json.dumps(doc)}\n\n"
+
         def events() -> Iterator[str]:
             nonlocal last
             ends = time.monotonic() + STREAM_SECONDS
             quiet = 0.0
             yield "retry: 5000\n\n"
-            while time.monotonic() < ends:
+            while time.monotonic() < ends and not portal.stopping.is_set():
                 fresh = data.readouts_after(con, meters, last)
                 for readout_id, meter, read_at in fresh:
                     last = readout_id
-                    doc = {"meter": meter, "read_at": read_at, "values": data.readout_registers(con, readout_id)}
-                    yield f"id: {readout_id}\nevent: reading\ndata: {json.dumps(doc)}\n\n"
+                    yield event(readout_id, meter, read_at)
                 quiet = 0.0 if fresh else quiet + STREAM_POLL_S
-                if quiet >= 15:
+                if quiet >= KEEPALIVE_S:  # also how a closed client is noticed: the write fails
                     quiet = 0.0
                     yield ": keep-alive\n\n"
-                time.sleep(STREAM_POLL_S)
+                portal.stopping.wait(STREAM_POLL_S)
 
         closed = threading.Event()
 

@@ -47,7 +47,9 @@ def harden(response: Response) -> Response:
     response.headers["Content-Security-Policy"] = CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    # same-origin, not no-referrer: under no-referrer browsers send "Origin: null" on the
+    # portal's own form posts, which the CSRF check must refuse; nothing leaves the portal either way
+    response.headers["Referrer-Policy"] = "same-origin"
     response.headers["Strict-Transport-Security"] = "max-age=31536000"
     response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
     response.headers["Cross-Origin-Resource-Policy"] = "same-origin"

@@ -24,22 +24,35 @@ from portal.tlscert import ensure_certificate
 log = logging.getLogger("smgw.portal")
 
 
-def build_server(settings: PortalSettings) -> wsgi.Server:
+def build_server(settings: PortalSettings) -> tuple[wsgi.Server, threading.Event]:
+    """The server and the event that ends its live streams."""
     fingerprint = ensure_certificate(settings.tls_cert, settings.tls_key, settings.address, settings.gateway_id)
     app = create_app(settings)
+    stopping = app.extensions["smgw_portal"].stopping
     server = wsgi.Server((settings.address, settings.port), app, numthreads=settings.threads,
                          max=settings.threads, request_queue_size=32, timeout=30, shutdown_timeout=2,
                          server_name="smgw-portal")
     adapter = BuiltinSSLAdapter(str(settings.tls_cert), str(settings.tls_key))
     adapter.context.minimum_version = ssl.TLSVersion.TLSv1_2
     server.ssl_adapter = adapter
+    server.error_log = _quiet_error_log  # type: ignore[method-assign]
     log.info("portal on https://%s:%d (certificate SHA-256 %s)", settings.address, settings.port, fingerprint)
-    return server
+    return server, stopping
+
+
+def _quiet_error_log(msg: str = "", level: int = 20, traceback: bool = False) -> None:
+    """cheroot's error log without the tracebacks of clients that went away (a closed live
+    stream, a browser's abandoned TLS connection): one line each, at debug level."""
+    gone = ("SSLEOFError", "BrokenPipeError", "ConnectionResetError", "EOF occurred")
+    if traceback and any(word in msg for word in gone):
+        log.debug("client went away: %s", msg.splitlines()[0] if msg else "")
+        return
+    log.log(level, "%s", msg, exc_info=traceback)
 
 
 def serve(settings: PortalSettings, stop: threading.Event | None = None) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop`` is set)."""
-    server = build_server(settings)
+    server, stopping = build_server(settings)
     server.prepare()
     halt = stop or threading.Event()
 
@@ -52,4 +65,5 @@ def serve(settings: PortalSettings, stop: threading.Event | None = None) -> None
     runner = threading.Thread(target=server.serve, name="portal-serve", daemon=True)
     runner.start()
     halt.wait()
+    stopping.set()  # live streams end at their next poll, so stop() need not wait on them
     server.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,6 +88,26 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Shots:
     print(f"browser screenshots: {folder}")
     _FOLDERS.append(folder)
     return Shots(folder)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """A failed test leaves a screenshot of what its browser showed (before the browser quits)."""
+    outcome = yield
+    report = outcome.get_result()
+    funcargs = getattr(item, "funcargs", {})
+    shots = funcargs.get("shots")
+    if report.when != "call" or not report.failed or not isinstance(shots, Shots):
+        return
+    for name in ("alice", "browser", "fresh_browser"):
+        if funcargs.get(name) is not None:
+            try:
+                path = shots(funcargs[name], "FAILED-" + re.sub(r"[^A-Za-z0-9_-]+", "-", item.name))
+            except Exception as exc:  # noqa: BLE001 - the test's own failure is what matters
+                report.sections.append(("screenshot", f"none: {exc}"))
+            else:
+                report.sections.append(("screenshot", str(path)))
+            return
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
