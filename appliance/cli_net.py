@@ -107,30 +107,33 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
     @tunnels_group.command("run")
     @config_option
     @click.option("--seconds", type=click.FloatRange(min=0.1), default=None, help="Stop after this long.")
+    @click.option("--party", "parties", multiple=True,
+                  help="Only this party's tunnel (repeatable; default all): one unit per party.")
     @wrap
-    def tunnels_run_cmd(config_path: Path, seconds: float | None) -> None:
+    def tunnels_run_cmd(config_path: Path, seconds: float | None, parties: tuple[str, ...]) -> None:
         """Supervise the rendered tunnels in the foreground; one JSON line per state change."""
         from appliance.tunnel_service import run_tunnels
 
         cfg = config_mod.load(config_path)
+        known = [p.name for p in cfg.parties]
+        unknown = [p for p in parties if p not in known]
+        if unknown:
+            raise SmgwError(f"--party {unknown[0]!r}: no such party in {config_path} (parties: "
+                            f"{', '.join(known) or 'none'})")
         stop = threading.Event()
         stop_on_signals(stop)
-        run_tunnels(cfg, stop, seconds=seconds, emit=print_json_line)
+        run_tunnels(cfg, stop, seconds=seconds, emit=print_json_line, parties=list(parties) or None)
 
     @main.command("status")
     @config_option
     @click.option("--json", "as_json", is_flag=True)
     @wrap
     def status_cmd(config_path: Path, as_json: bool) -> None:
-        """The tunnels' last known states (written by the supervisor to <paths.run>/tunnels.json)."""
+        """The tunnels' last known states (written by their supervisors to <paths.run>/tunnels/)."""
+        from appliance.tunnel_states import read_states
+
         cfg = config_mod.load(config_path)
-        path = cfg.paths.run / "tunnels.json"
-        try:
-            tunnels = json.loads(path.read_text())
-        except FileNotFoundError:
-            tunnels = []
-        except (OSError, ValueError) as exc:
-            raise SmgwError(f"{path}: unreadable ({exc})") from None
+        tunnels = read_states(cfg.paths.run, [p.name for p in cfg.parties])
         checks = read_results(cfg)
         stopped = blocking(checks)
         if as_json:

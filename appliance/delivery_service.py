@@ -2,13 +2,12 @@
 
 Runs after each stored readout (inside ``smgw gateway run``): queue what is due, then send
 each party's deliveries if its tunnel is CONNECTED, bound to the tunnel's address that the
-supervisor wrote to ``<paths.run>/tunnels.json``. No tunnel, no sending: the outbox waits.
+supervisors wrote to ``<paths.run>/tunnels/``. No tunnel, no sending: the outbox waits.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import random
 from ipaddress import IPv4Interface
@@ -20,6 +19,7 @@ from appliance.gateway_token import gateway_token
 from appliance.processor import SealKit, process, pseudonym_from_hmac
 from appliance.sender import Route, send_due
 from appliance.store import Store
+from appliance.tunnel_states import read_states
 from pki.encoding import read_certificate
 from pki.token import Token, TokenError
 
@@ -53,10 +53,7 @@ class DeliveryService:
             return pseudonym_from_hmac(self.token.hmac_sha256(label, meter_id.encode()))
 
     def routes(self) -> list[Route]:
-        try:
-            tunnels = {t["name"]: t for t in json.loads((self.cfg.paths.run / "tunnels.json").read_text())}
-        except (OSError, ValueError):
-            return []
+        tunnels = {t["name"]: t for t in read_states(self.cfg.paths.run)}
         out = []
         for party in self.cfg.parties:
             state = tunnels.get(party.name, {})

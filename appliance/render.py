@@ -116,6 +116,7 @@ def environment(templates: Path = TEMPLATES) -> jinja2.Environment:
 
 
 SMGW_BINARY = Path("/usr/local/bin/smgw")
+TUNNEL_UNIT_PREFIX = "smgw-tunnel-"  #: + party name: one unit per party's tunnel
 
 
 def generate(cfg: GatewayConfig, pkcs11_ids: dict[str, str], templates: Path = TEMPLATES,
@@ -136,7 +137,11 @@ def generate(cfg: GatewayConfig, pkcs11_ids: dict[str, str], templates: Path = T
                      portal_state=cfg.portal.state_dir if cfg.portal is not None else None,
                      portal_port=cfg.firewall.portal_port)
     for unit in unit_names(cfg):
-        files[f"systemd/{unit}"] = env.get_template(f"systemd/{unit}.j2").render(u=units)
+        if unit.startswith(TUNNEL_UNIT_PREFIX):
+            party = unit[len(TUNNEL_UNIT_PREFIX):-len(".service")]
+            files[f"systemd/{unit}"] = env.get_template("systemd/smgw-tunnel.service.j2").render(u=units, party=party)
+        else:
+            files[f"systemd/{unit}"] = env.get_template(f"systemd/{unit}.j2").render(u=units)
     if cfg.portal is not None and cfg.portal.enabled:
         from appliance.portal_settings import SETTINGS_FILE, render_portal_settings
 
@@ -146,7 +151,8 @@ def generate(cfg: GatewayConfig, pkcs11_ids: dict[str, str], templates: Path = T
 
 def unit_names(cfg: GatewayConfig) -> list[str]:
     """The systemd units a gateway with this config runs (the GateWatcher only with an [admin])."""
-    names = ["smgw-core.service", "smgw-tunnels.service", "smgw-selftest.service", "smgw-selftest.timer"]
+    names = ["smgw-core.service", *(f"{TUNNEL_UNIT_PREFIX}{p.name}.service" for p in cfg.parties),
+             "smgw-selftest.service", "smgw-selftest.timer"]
     if cfg.admin is not None:
         names.append("smgw-gatewatcher.service")
     if cfg.portal is not None and cfg.portal.enabled:

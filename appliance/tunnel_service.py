@@ -1,13 +1,14 @@
 """The tunnel supervisor as a service loop: the parties' tunnels, their states published to
-``<paths.run>/tunnels.json`` (what ``smgw status`` and the sender read) and the system log.
+``<paths.run>/tunnels/<party>.json`` (what ``smgw status``, the sender and the portal read)
+and the system log.
 
-Runs as ``smgw tunnels run`` (its own process and unit) or as a thread of ``smgw gateway
-run --in-process``; ``emit`` gets one document per state change (the CLI prints it).
+Runs as ``smgw tunnels run --party P`` (one unit per party: ``smgw-tunnel-<party>.service``),
+as ``smgw tunnels run`` for all of them (a child of ``smgw gateway run``) or as a thread of
+``smgw gateway run --in-process``; ``emit`` gets one document per state change.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -16,9 +17,9 @@ from pathlib import Path
 
 from appliance.audit import Auditor
 from appliance.config import GatewayConfig
-from appliance.files import write_atomic
 from appliance.render import supervised
 from appliance.store import Store
+from appliance.tunnel_states import write_states
 from appliance.tunnels import Supervisor, TunnelStatus
 from pki.token import read_pin
 
@@ -34,15 +35,15 @@ def status_doc(supervisor: Supervisor, status: TunnelStatus) -> dict[str, object
 
 
 def write_status(supervisor: Supervisor, run: Path) -> None:
-    write_atomic(run / "tunnels.json", json.dumps([status_doc(supervisor, s) for s in supervisor.status()]))
+    write_states(run, [status_doc(supervisor, s) for s in supervisor.status()])
 
 
 def run_tunnels(cfg: GatewayConfig, stop: threading.Event, *, seconds: float | None = None,
-                emit: Emit = lambda doc: None) -> None:
-    """Supervise the parties' tunnels until ``stop`` (or ``seconds``)."""
+                emit: Emit = lambda doc: None, parties: list[str] | None = None) -> None:
+    """Supervise the parties' tunnels (all, or only ``parties``) until ``stop`` (or ``seconds``)."""
     # the parties' tunnels only: the admin tunnel is the GateWatcher's, opened by a WakeUp
-    supervisor = Supervisor(supervised(cfg, [p.name for p in cfg.parties]), read_pin(cfg.token.pin_file),
-                            log_dir=cfg.paths.state)
+    names = [p.name for p in cfg.parties if parties is None or p.name in parties]
+    supervisor = Supervisor(supervised(cfg, names), read_pin(cfg.token.pin_file), log_dir=cfg.paths.state)
     deadline = None if seconds is None else time.monotonic() + seconds
     store = Store.open(cfg.store.path)
     auditor = Auditor.for_config(store, cfg)
@@ -67,5 +68,5 @@ def run_tunnels(cfg: GatewayConfig, stop: threading.Event, *, seconds: float | N
     finally:
         supervisor.stop()
         write_status(supervisor, cfg.paths.run)
-        auditor.record("system", "tunnel.state", {"name": "*", "state": "STOPPED"})
+        auditor.record("system", "tunnel.state", {"name": ",".join(names) or "*", "state": "STOPPED"})
         store.close()

@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from appliance.tunnel_states import read_states
 from tests.system.conftest import SMGW
 from tests.system.test_deliveries import PROFILES, _start_headends
 from tests.system.testbed import make_testbed
@@ -112,11 +114,11 @@ def main() -> None:
                 try:
                     for shape in (["in-process", "processes"] if args.shape == "both" else [args.shape]):
                         flags = ["--in-process"] if shape == "in-process" else []
-                        (bed.root / "run/tunnels.json").unlink(missing_ok=True)
+                        shutil.rmtree(bed.root / "run/tunnels", ignore_errors=True)
                         core = bed.lab.popen("gw", *SMGW, "gateway", "run", *flags, "--config", str(bed.config),
                                              env=bed.env)
                         try:
-                            results[shape] = _sample(core.pid, bed.root / "run/tunnels.json", args.seconds)
+                            results[shape] = _sample(core.pid, bed.root / "run", args.seconds)
                         finally:
                             core.terminate()
                             core.wait(timeout=30)
@@ -135,11 +137,11 @@ def main() -> None:
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}}))
 
 
-def _sample(core: int, tunnels_json: Path, seconds: float) -> dict[str, object]:
+def _sample(core: int, run: Path, seconds: float) -> dict[str, object]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # measure the steady state: both tunnels up
         try:
-            if sum(t["state"] == "CONNECTED" for t in json.loads(tunnels_json.read_text())) == 2:
+            if sum(t["state"] == "CONNECTED" for t in read_states(run)) == 2:
                 break
         except (OSError, ValueError):
             pass

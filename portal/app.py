@@ -338,7 +338,7 @@ def create_app(settings: PortalSettings, accounts: Accounts | None = None) -> Fl
     @app.get("/status")
     @login_required
     def status() -> str:
-        tunnels = portal.run_file("tunnels.json") or []
+        tunnels = [portal.run_file(f"tunnels/{p.name}") for p in sorted((settings.run_dir / "tunnels").glob("*.json"))]
         selftests = portal.run_file("selftest.json") or {}
         last = {m: data.now(portal.store(), m) for m in g.consumer.meters} if settings.store.exists() else {}
         return render_template("status.html", tunnels=[x for x in tunnels if isinstance(x, dict)],

@@ -51,7 +51,8 @@ def build(root: Path, days: int = 9, port: int = 0, max_streams: int = 2) -> Pat
     fill(root / "smgw.db", METERS["bob"][0], now - timedelta(days=days), now, base_kw=3.0,
          start_kwh=__import__("decimal").Decimal("77777.000"), deliveries=2, party="sup")
     (root / "run").mkdir(exist_ok=True)
-    (root / "run" / "tunnels.json").write_text(json.dumps([{"name": "dso", "state": "CONNECTED", "detail": ""}]))
+    (root / "run" / "tunnels").mkdir(exist_ok=True)
+    (root / "run" / "tunnels" / "dso.json").write_text(json.dumps({"name": "dso", "state": "CONNECTED", "detail": ""}))
     (root / "run" / "selftest.json").write_text(json.dumps(
         {"database": {"name": "database", "ok": True, "critical": True, "detail": "ok", "at": now.isoformat()}}))
     path = root / "portal.json"

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from appliance.tunnel_states import read_states
 from tests.system.conftest import SMGW, Simulator
 from tests.system.test_deliveries import _start_headends
 from tests.system.testbed import PARTIES, make_testbed
@@ -38,11 +39,7 @@ def _children(pid: int) -> dict[str, int]:
 
 def _connected(run: Path) -> dict[str, int]:
     """``{tunnel: openvpn pid}`` of the CONNECTED tunnels, as the supervisor last wrote them."""
-    try:
-        return {t["name"]: t["pid"] for t in json.loads((run / "tunnels.json").read_text())
-                if t["state"] == "CONNECTED"}
-    except (OSError, ValueError):
-        return {}
+    return {t["name"]: t["pid"] for t in read_states(run) if t["state"] == "CONNECTED"}
 
 
 def _stop(core: subprocess.Popen[bytes], servers: list[subprocess.Popen[bytes]]) -> None:
@@ -74,7 +71,7 @@ def test_gateway_run_restarts_a_killed_part(tmp_path: Path, meter_sim: Callable[
         core = bed.lab.popen("gw", *SMGW, "gateway", "run", "--config", str(bed.config), env=bed.env)
         try:
             assert _wait(lambda: set(_children(core.pid)) == {"tunnels", "gatewatcher"}, 20), _children(core.pid)
-            assert _wait(lambda: set(_connected(run)) == set(PARTIES), 30), (run / "tunnels.json").read_text()
+            assert _wait(lambda: set(_connected(run)) == set(PARTIES), 30), read_states(run)
             before, openvpn = _children(core.pid), _connected(run)
             os.kill(before["tunnels"], signal.SIGKILL)
             # its openvpn processes die with it (no orphan holds the tun device or the socket) ...
@@ -106,7 +103,7 @@ def test_in_process_runs_the_parts_as_threads_of_one_process(tmp_path: Path,
         run = bed.root / "run"
         core = bed.lab.popen("gw", *SMGW, "gateway", "run", "--in-process", "--config", str(bed.config), env=bed.env)
         try:
-            assert _wait(lambda: set(_connected(run)) == set(PARTIES), 30), (run / "tunnels.json").read_text()
+            assert _wait(lambda: set(_connected(run)) == set(PARTIES), 30), read_states(run)
             assert _children(core.pid) == {}  # no python child: the parts are threads
             openvpn = list(_connected(run).values())
             assert all(int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == core.pid

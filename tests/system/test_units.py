@@ -40,7 +40,8 @@ def units(tmp_path: Path) -> list[Path]:
             path = tmp_path / Path(name).name
             path.write_text(text)
             out.append(path)
-    assert {p.name for p in out} >= {"smgw-core.service", "smgw-tunnels.service", "smgw-gatewatcher.service",
+    assert {p.name for p in out} >= {"smgw-core.service", "smgw-tunnel-dso.service", "smgw-tunnel-supplier.service",
+                                     "smgw-gatewatcher.service",
                                      "smgw-selftest.service", "smgw-selftest.timer", "smgw-portal.service"}
     return out
 

@@ -31,7 +31,8 @@ IDS = {"gateway-tls-dso": "SoftHSM\\x20project/SoftHSM\\x20v2/0123456789abcdef/s
 def test_example_renders_exactly_the_golden_files() -> None:
     files = generate(load(EXAMPLE), IDS)
     assert set(files) == {"nftables.conf", "openvpn/dso.conf", "openvpn/supplier.conf", "openvpn/admin.conf",
-                          "systemd/smgw-core.service", "systemd/smgw-tunnels.service", "systemd/smgw-selftest.service",
+                          "systemd/smgw-core.service", "systemd/smgw-tunnel-dso.service",
+                          "systemd/smgw-tunnel-supplier.service", "systemd/smgw-selftest.service",
                           "systemd/smgw-selftest.timer", "systemd/smgw-gatewatcher.service",
                           "systemd/smgw-portal.service", "portal.json"}
     for name, text in files.items():
@@ -166,9 +167,9 @@ def test_rendered_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
             pytest.fail("systemd-analyze missing; CI has systemd")
         pytest.skip("systemd-analyze missing (under CI=true this is a failure)")
     files = generate(load(EXAMPLE), IDS, smgw_binary=Path(sys.executable))
-    for name in ("smgw-core.service", "smgw-tunnels.service"):
+    for name in ("smgw-core.service", "smgw-tunnel-dso.service"):
         (tmp_path / name).write_text(files[f"systemd/{name}"])
     done = subprocess.run([analyze, "verify", *(str(tmp_path / n) for n in ("smgw-core.service",
-                                                                          "smgw-tunnels.service"))],
+                                                                          "smgw-tunnel-dso.service"))],
                           capture_output=True, text=True, check=False, timeout=60)
     assert done.returncode == 0, done.stderr

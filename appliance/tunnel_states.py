@@ -1,0 +1,39 @@
+"""The tunnels' last known states: one file per tunnel under ``<paths.run>/tunnels/``.
+
+One file per tunnel rather than one for all because each party's tunnel may have its own
+supervisor process (``smgw-tunnel-<party>.service``): writers never overwrite each other's
+states, and a reader (the sender, ``smgw status``, the portal) merges the folder.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from appliance.files import write_atomic
+
+FOLDER = "tunnels"
+
+
+def write_states(run: Path, docs: Iterable[dict[str, Any]]) -> None:
+    for doc in docs:
+        # 0644: the portal (another user) shows it; it holds no secret
+        write_atomic(run / FOLDER / f"{doc['name']}.json", json.dumps(doc), 0o644)
+
+
+def read_states(run: Path, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """The states on file (only ``names`` if given), by name; unreadable files are skipped."""
+    wanted = None if names is None else set(names)
+    out = []
+    for path in sorted((run / FOLDER).glob("*.json")):
+        if wanted is not None and path.stem not in wanted:
+            continue
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and doc.get("name") == path.stem:
+            out.append(doc)
+    return out
