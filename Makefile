@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # System packages the project needs (tests, demo).
-APT_PACKAGES := python3 python3-venv python3-dev gcc make sqlite3 tzdata iproute2 procps openssl softhsm2 openvpn nftables iptables systemd postgresql chromium chromium-driver
+APT_PACKAGES := python3 python3-venv python3-dev gcc make sqlite3 tzdata iproute2 procps openssl softhsm2 openvpn nftables iptables systemd postgresql chromium chromium-driver stunnel4 libengine-pkcs11-openssl
 DEMO_ARGS ?= --seconds 60
 PYTEST_ARGS ?=
 

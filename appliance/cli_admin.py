@@ -61,6 +61,64 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
             command.__doc__ = f"Sign a {action} and send it to the gateway's wake-up port."
         make(action)
 
+    def api_options(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed([
+            click.option("--gateway", "gateway_id", required=True, help="The gateway's id (its certificates' CN)."),
+            click.option("--to", "to", required=True,
+                         help="The gateway's address inside the admin tunnel and its API port, ADDR:PORT."),
+            click.option("--cert", type=click.Path(path_type=Path, exists=True), required=True,
+                         help="The GWA's admin certificate (role gwa-admin)."),
+            click.option("--key", type=click.Path(path_type=Path, exists=True), required=True,
+                         help="Its private key (PEM, the GWA's side)."),
+            click.option("--root", type=click.Path(path_type=Path, exists=True), required=True,
+                         help="The pinned root (the GWA's CA certificate)."),
+            click.option("--crl", type=click.Path(path_type=Path, exists=True), default=None,
+                         help="The CRL: a revoked gateway certificate is refused."),
+        ]):
+            command = option(command)
+        return command
+
+    def call(method: str, path: str, gateway_id: str, to: str, cert: Path, key: Path, root: Path,
+             crl: Path | None, body: bytes | None = None) -> Any:
+        from headend.gwa_admin import context, request
+
+        address, port = _endpoint(to)
+        status, doc = request(method, path, gateway_id=gateway_id, address=address, port=port,
+                              ctx=context(root, cert, key, crl), body=body)
+        if status >= 400:
+            raise SmgwError(f"{method} {path}: {status} {doc.get('error', doc) if isinstance(doc, dict) else doc}")
+        return doc
+
+    @admin_group.command("status")
+    @api_options
+    @wrap
+    def status_cmd(gateway_id: str, to: str, cert: Path, key: Path, root: Path, crl: Path | None) -> None:
+        """The gateway's status over its admin API (JSON)."""
+        click.echo(json.dumps(call("GET", "/v1/status", gateway_id, to, cert, key, root, crl), indent=1))
+
+    @admin_group.command("selftest")
+    @api_options
+    @wrap
+    def selftest_cmd(gateway_id: str, to: str, cert: Path, key: Path, root: Path, crl: Path | None) -> None:
+        """The gateway's self-test results over its admin API (JSON)."""
+        click.echo(json.dumps(call("GET", "/v1/selftest", gateway_id, to, cert, key, root, crl), indent=1))
+
+    @admin_group.command("log")
+    @api_options
+    @click.option("--log", "log_name", type=click.Choice(["system", "calibration", "consumer"]), default="system")
+    @click.option("--since", default="", help="ISO 8601 time (UTC if no zone).")
+    @click.option("--limit", type=click.IntRange(1, 5000), default=1000)
+    @wrap
+    def log_cmd(gateway_id: str, to: str, cert: Path, key: Path, root: Path, crl: Path | None, log_name: str,
+                since: str, limit: int) -> None:
+        """Rows of one of the gateway's audit logs over its admin API (one JSON line each)."""
+        from urllib.parse import urlencode
+
+        query = urlencode({"log": log_name, "since": since, "limit": limit})
+        doc = call("GET", f"/v1/log?{query}", gateway_id, to, cert, key, root, crl)
+        for row in doc["rows"]:
+            click.echo(json.dumps(row))
+
     @main.group("gatewatcher")
     def gatewatcher_group() -> None:
         """The gateway's WakeUp/BreakUp listener."""

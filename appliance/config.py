@@ -142,7 +142,7 @@ class GatewayConfig(StrictModel):
             if party.name in seen:
                 raise ValueError(f"parties[{i}].name: {party.name!r} already used by parties[{seen[party.name]}]")
             seen[party.name] = i
-        labels = [p.key_label for p in self.parties] + ([self.admin.token_key] if self.admin else [])
+        labels = [p.key_label for p in self.parties] + ([self.admin.token_key, self.admin.api_key] if self.admin else [])
         doubles = sorted({label for label in labels if labels.count(label) > 1})
         if doubles:
             raise ValueError(f"parties: token key {doubles[0]!r} used by two tunnels (one key per party)")

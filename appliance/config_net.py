@@ -105,6 +105,8 @@ class Admin(StrictModel):
     api_port: Port = Field(default=8443, description="admin API port on the tunnel address")
     profile: CryptoProfile = "bsi"
     token_key: Label = "gateway-tls-admin"
+    api_key: Label = Field(default="gateway-api",
+                           description="token key of the admin API's HTTPS (role gateway-api, certificate in the token)")
     tls_crypt_v2_key: SafePath | None = None
     idle_timeout_s: float = Field(default=600, ge=1, le=86400, description="close after this long without traffic")
     max_lifetime_s: float = Field(default=3600, ge=1, le=86400, description="close after this long in any case")

@@ -1,6 +1,7 @@
-"""The GateWatcher as a service loop: WakeUp/BreakUp on the wake-up port, the admin tunnel,
-every decision in the system log. Runs as ``smgw gatewatcher run`` or as a thread of
-``smgw gateway run --in-process``; ``emit`` gets one document per decision."""
+"""The GateWatcher as a service loop: WakeUp/BreakUp on the wake-up port, the admin tunnel
+and, while it is up, the admin API on its address; every decision in the system log. Runs
+as ``smgw gatewatcher run`` or as a thread of ``smgw gateway run --in-process``; ``emit``
+gets one document per decision."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from appliance.admin_runner import AdminApiRunner
 from appliance.audit import Auditor
 from appliance.config import GatewayConfig
 from appliance.errors import SmgwError
@@ -38,15 +40,22 @@ def run_gatewatcher(cfg: GatewayConfig, stop: threading.Event, *, seconds: float
         watcher = GateWatcher(cfg, store, supervisor, root=read_certificate(cfg.pki.root),
                               crl=read_crl(cfg.pki.crl), on_event=decided)
         decided({"event": "listening", "port": cfg.wakeup.port})
+        api = AdminApiRunner(cfg, store, decided)
         last_state = ""
         try:
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 watcher.poll(0.05)
-                state = next(s.state for s in supervisor.status() if s.name == ADMIN)
-                if state != last_state:
-                    last_state = state
-                    decided({"event": "admin-state", "state": state})
+                api.drain()
+                status = next(s for s in supervisor.status() if s.name == ADMIN)
+                if status.state != last_state:
+                    last_state = status.state
+                    decided({"event": "admin-state", "state": status.state})
+                    if status.state == "CONNECTED" and status.local_ip:
+                        api.start(status.local_ip)
+                    else:
+                        api.stop()
         finally:
+            api.stop()
             supervisor.stop()
             watcher.close()
             decided({"event": "stopped", **watcher.counters.__dict__})

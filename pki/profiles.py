@@ -16,10 +16,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
 from pki.errors import RoleError
 
-Role = Literal["gwa-wakeup", "gwa-admin", "party-tls", "party-enc", "gateway-tls", "gateway-sig", "gateway-enc"]
+Role = Literal["gwa-wakeup", "gwa-admin", "party-tls", "party-enc", "gateway-tls", "gateway-sig", "gateway-enc",
+               "gateway-api"]
 CryptoProfile = Literal["bsi", "modern"]
 ROLES: tuple[Role, ...] = (
-    "gwa-wakeup", "gwa-admin", "party-tls", "party-enc", "gateway-tls", "gateway-sig", "gateway-enc",
+    "gwa-wakeup", "gwa-admin", "party-tls", "party-enc", "gateway-tls", "gateway-sig", "gateway-enc", "gateway-api",
 )
 
 #: 2.25.<uuid as integer>: the smgw role arc (a UUID OID, no registration needed).
@@ -50,9 +51,13 @@ class RoleProfile:
 
 
 PROFILES: dict[Role, RoleProfile] = {
-    "gwa-wakeup": RoleProfile(role="gwa-wakeup", number=1, digital_signature=True),
+    # an EKU of our own, so that TLS (which takes a certificate without EKU for any purpose)
+    # never accepts the wake-up signer as a client of the admin API
+    "gwa-wakeup": RoleProfile(role="gwa-wakeup", number=1, digital_signature=True,
+                              eku=(ObjectIdentifier(f"{ROLE_ARC}.101"),)),
+    # the GWA's admin identity: server of the admin tunnel, client of the gateway's admin API
     "gwa-admin": RoleProfile(role="gwa-admin", number=2, digital_signature=True,
-                             eku=(ExtendedKeyUsageOID.SERVER_AUTH,), san_dns=True),
+                             eku=(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH), san_dns=True),
     "party-tls": RoleProfile(role="party-tls", number=3, digital_signature=True,
                              eku=(ExtendedKeyUsageOID.SERVER_AUTH,), san_dns=True),
     "party-enc": RoleProfile(role="party-enc", number=4, key_agreement=True),
@@ -60,6 +65,9 @@ PROFILES: dict[Role, RoleProfile] = {
                                eku=(ExtendedKeyUsageOID.CLIENT_AUTH,)),
     "gateway-sig": RoleProfile(role="gateway-sig", number=6, digital_signature=True, content_commitment=True),
     "gateway-enc": RoleProfile(role="gateway-enc", number=7, key_agreement=True),
+    # the gateway's admin API server (HTTPS on the admin tunnel address), its key in the token
+    "gateway-api": RoleProfile(role="gateway-api", number=8, digital_signature=True,
+                               eku=(ExtendedKeyUsageOID.SERVER_AUTH,), san_dns=True),
 }
 _BY_OID = {p.policy_oid: p.role for p in PROFILES.values()}
 

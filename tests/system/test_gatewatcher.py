@@ -3,7 +3,9 @@ admin tunnel to the GWA up, BreakUp takes it down, a replay is refused after a r
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -52,6 +54,15 @@ def admin(bed: Bed, action: str, *, gateway: str = "gw-0001", cert: str = "gwa-w
     assert done.returncode == 0, done.stderr
 
 
+def api_call(bed: Bed, what: str, to: str, *args: str, cert: str = "gwa-server", gateway: str = "gw-0001"
+             ) -> subprocess.CompletedProcess[str]:
+    """``smgw admin <what>`` from the GWA's host, with its admin certificate (role gwa-admin)."""
+    return bed.lab.run("gwa", *SMGW, "admin", what, "--gateway", gateway, "--to", to,
+                       "--cert", str(bed.root / f"{cert}.crt"), "--key", str(bed.root / f"{cert}.key"),
+                       "--root", str(bed.root / "ca/ca.crt"), "--crl", str(bed.root / "crl.pem"), *args,
+                       env=bed.env, timeout=30)
+
+
 def _refusal(reason: str) -> object:
     return lambda line: line.get("event") == "refused" and reason in str(line.get("reason"))
 
@@ -86,14 +97,40 @@ def test_wakeup_cycle_and_refusals(tmp_path: Path) -> None:
                                         and line.get("state") == "opening", 5)
                 assert opened is not None and opened["to"] == f"{GWA.ip}:1194"
                 assert watch.wait_for(lambda line: line.get("state") == "CONNECTED", 15), watch.lines[-5:]
-                # the admin API port is closed to HAN and WAN (the API itself comes with ISSUE 7's next step)
+                up = watch.wait_for(lambda line: line.get("event") in ("admin-api-up", "admin-api-refused"), 15)
+                assert up is not None and up["event"] == "admin-api-up", watch.lines[-5:]
+                api = f"{up['address']}:{up['port']}"
+                # the API works over the tunnel, for the GWA's admin certificate
+                status = api_call(bed, "status", api)
+                assert status.returncode == 0, status.stderr
+                doc = json.loads(status.stdout)
+                assert doc["gateway"] == "gw-0001" and "selftests" in doc and "tunnels" in doc
+                rows = api_call(bed, "log", api, "--log", "system", "--limit", "500")
+                assert rows.returncode == 0, rows.stderr
+                events = [json.loads(line)["event"] for line in rows.stdout.splitlines()]
+                assert "gatewatcher.accepted" in events
+                assert api_call(bed, "selftest", api).returncode == 0
+                assert watch.wait_for(lambda line: line.get("event") == "admin-api"
+                                      and line.get("path") == "/v1/log", 5)  # each request in the system log
+                # not for another certificate of the GWA (the wake-up signer), nor for a party's
+                for other in ("gwa-wakeup", "dso-server"):
+                    refused = api_call(bed, "status", api, cert=other)
+                    assert refused.returncode != 0 and "error" in refused.stderr, other
+                # a gateway that is not the one asked for is refused by the GWA
+                wrong = api_call(bed, "status", api, gateway="gw-0002")
+                assert wrong.returncode != 0 and "is not gateway gw-0002" in wrong.stderr
+                # and from nowhere else: the API port is closed to HAN and WAN
                 assert not bed.probe("han", "tcp", "192.168.7.1", 8443)
                 assert not bed.probe("wan", "tcp", GW_WAN, 8443)
+                assert not bed.probe("han", "tcp", str(up["address"]), 8443)
+                assert not bed.probe("wan", "tcp", str(up["address"]), 8443)
                 # BreakUp closes it at once
                 admin(bed, "breakup")
                 assert watch.wait_for(lambda line: line.get("event") == "admin-tunnel"
                                       and line.get("why") == "breakup", 5)
                 assert watch.wait_for(lambda line: line.get("state") == "STOPPED", 5)
+                assert watch.wait_for(lambda line: line.get("event") == "admin-api-down", 5)
+                assert api_call(bed, "status", api).returncode != 0  # gone with the tunnel
             finally:
                 watch.stop()
             # after a restart of the GateWatcher the same WakeUp is still a replay

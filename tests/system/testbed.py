@@ -139,6 +139,13 @@ def make_testbed(tmp_path: Path, profile: str) -> Iterator[Bed]:
     _run(*smgw, "pki", "issue", "--dir", str(root / "ca"), "--role", "gateway-tls", "--name", "gw-0001",
          "--csr", str(root / "admin.csr"), "--out", str(root / "gw-admin"), env=env, cwd=ROOT)
     _run(*smgw, "token", "import", "--key", "gateway-tls-admin", "--cert", str(root / "gw-admin.crt"), env=env, cwd=ROOT)
+    # the admin API's HTTPS key (role gateway-api), in the token like every gateway key
+    _run(*smgw, "token", "keygen", "--key", "gateway-api", "--profile", profile, env=env, cwd=ROOT)
+    _run(*smgw, "token", "csr", "--key", "gateway-api", "--name", "gw-0001", "--out", str(root / "api.csr"),
+         env=env, cwd=ROOT)
+    _run(*smgw, "pki", "issue", "--dir", str(root / "ca"), "--role", "gateway-api", "--name", "gw-0001",
+         "--csr", str(root / "api.csr"), "--out", str(root / "gw-api"), env=env, cwd=ROOT)
+    _run(*smgw, "token", "import", "--key", "gateway-api", "--cert", str(root / "gw-api.crt"), env=env, cwd=ROOT)
     _run("openvpn", "--genkey", "tls-crypt-v2-server", str(root / "admin.tc-server.key"), env=env, cwd=ROOT)
     _run("openvpn", "--tls-crypt-v2", str(root / "admin.tc-server.key"), "--genkey", "tls-crypt-v2-client",
          str(root / "admin.tc-client.key"), env=env, cwd=ROOT)

@@ -33,7 +33,8 @@ def test_every_role_verifies_with_openssl_and_names_its_role(ca: CertificateAuth
     assert role_of(cert) == role
     require_role(cert, role)  # type: ignore[arg-type]
     assert isinstance(key.curve, type(curve(ca.profile)))
-    purpose = {"gwa-admin": "sslserver", "party-tls": "sslserver", "gateway-tls": "sslclient"}.get(role)
+    purpose = {"gwa-admin": "sslserver", "party-tls": "sslserver", "gateway-tls": "sslclient",
+               "gateway-api": "sslserver"}.get(role)
     args = [openssl(), "verify", "-CAfile", str(tmp_path / "ca" / "ca.crt")]
     if purpose:
         args += ["-purpose", purpose]
