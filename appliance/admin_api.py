@@ -6,12 +6,17 @@ socket is reached only through ``admin_tls`` (stunnel: TLS with the gateway's ``
 key in the token, the GWA's client certificate required), which listens on the admin tunnel's
 address alone; the firewall admits the API port only from ``tun_admin``.
 
-Reads: ``/v1/status``, ``/v1/selftest``, ``/v1/log``. Every request is written to the system
-log (``admin.request``: method, path, status; never a body).
+Reads: ``/v1/status``, ``/v1/selftest``, ``/v1/log``, ``/v1/profiles``. Changes:
+``PUT``/``DELETE /v1/profiles/<name>`` with a document signed by the GWA's admin key
+(``pki.admin_doc``: role, chain, CRL, this gateway's id, the time window and the WakeUp's
+replay cache all checked); the profile lands in ``<paths.state>/profiles.d`` and the core
+picks it up at its next poll. Every request is written to the system log (method, path,
+status, and for a change who signed it; never a body).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -25,10 +30,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from appliance.config import GatewayConfig
+from pydantic import ValidationError
+
+from appliance.config import INSTALLED_DIR, GatewayConfig, installed_profiles
+from appliance.files import write_atomic
+from appliance.profiles import AccessProfile, check_profiles
 from appliance.selftest import blocking, read_results
 from appliance.store import Store, StoreError
 from appliance.tunnel_states import read_states
+from pki.admin_doc import decode as decode_admin_doc
+from pki.encoding import read_certificate, read_crl
+from pki.errors import PkiError
 
 log = logging.getLogger("smgw.admin_api")
 MAX_BODY = 64 * 1024
@@ -45,6 +57,10 @@ class AdminApi:
                  ) -> None:
         self.cfg = cfg
         self.on_request = on_request
+        self.changes: list[dict[str, object]] = []
+        folder = cfg.paths.state / INSTALLED_DIR
+        #: the profiles of the config file itself (``cfg`` holds the installed ones too)
+        self.file_profiles = {p.name for p in cfg.profiles} - {f.stem for f in folder.glob("*.json")}
         self._lock = threading.Lock()  # the GWA is one client: requests take turns
         self.store: Store | None = None
 
@@ -58,12 +74,16 @@ class AdminApi:
             status, doc = _error(400, str(exc))
         except StoreError as exc:
             status, doc = _error(503, f"store unavailable: {exc}")
-        self.on_request({"method": method, "path": parts.path[:200], "status": status})
+        extra = self.changes.pop() if self.changes else {}
+        self.on_request({"method": method, "path": parts.path[:200], "status": status, **extra})
         return status, doc
 
     def _route(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> Result:
+        if path.startswith("/v1/profiles/"):
+            return self._profile(method, path[len("/v1/profiles/"):], body)
         routes: dict[str, Callable[[dict[str, list[str]]], Result]] = {
-            "/v1/status": self._status, "/v1/selftest": self._selftest, "/v1/log": self._log}
+            "/v1/status": self._status, "/v1/selftest": self._selftest, "/v1/log": self._log,
+            "/v1/profiles": self._profiles}
         if path not in routes:
             return _error(404, f"no such resource {path[:100]!r}")
         if method != "GET":
@@ -112,6 +132,69 @@ class AdminApi:
         rows = self._store().audit_rows(name, since=since, limit=limit)
         return 200, {"log": name, "rows": [{"seq": r.seq, "at": r.at, "event": r.event, "consumer": r.consumer,
                                             "detail": json.loads(r.detail)} for r in rows]}
+
+
+    # -- access profiles ---------------------------------------------------------------------
+
+    def _profiles(self, _query: dict[str, list[str]]) -> Result:
+        own = [{**p.model_dump(), "installed": False} for p in self.cfg.profiles if p.name in self.file_profiles]
+        installed = [{**p.model_dump(), "installed": True}
+                     for p in installed_profiles(self.cfg, taken=self.file_profiles)]
+        return 200, {"profiles": own + installed}
+
+    def _profile(self, method: str, name: str, body: bytes) -> Result:
+        action = {"PUT": "profile.put", "DELETE": "profile.rm"}.get(method)
+        if action is None:
+            return _error(405, f"{method} not allowed on /v1/profiles/<name>")
+        try:
+            doc, signer = decode_admin_doc(body, root=read_certificate(self.cfg.pki.root),
+                                           crl=read_crl(self.cfg.pki.crl))
+        except PkiError as exc:
+            return _error(403, f"document refused: {type(exc).__name__}: {exc}")
+        now = datetime.now(UTC)
+        who = {"signer": signer.subject.rfc4514_string()[:200], "serial": format(signer.serial_number, "x")}
+        if doc.gateway_id != self.cfg.gateway.id:
+            return _error(403, f"document is addressed to gateway {doc.gateway_id}")
+        if doc.action != action or doc.name != name:
+            return _error(400, f"document is {doc.action} of {doc.name!r}, the request {method} of {name!r}")
+        skew = abs((now - doc.issued_at).total_seconds())
+        if skew > self.cfg.wakeup.window_s:
+            return _error(403, f"document issued {skew:.0f} s away from gateway time (window "
+                               f"{self.cfg.wakeup.window_s:g} s)")
+        target = self.cfg.paths.state / INSTALLED_DIR / f"{name}.json"
+        if doc.action == "profile.put":
+            problem = self._check_profile(doc.profile or {})
+            if problem is not None:
+                return problem
+        elif not target.exists():
+            return _error(404, f"no installed profile {name!r}")
+        with Store.open(self.cfg.store.path) as store:
+            replay = store.accept_wakeup(nonce=doc.nonce, sequence=doc.sequence, action=doc.action,
+                                         issued_at=doc.issued_at, now=now)
+        if replay is not None:
+            return _error(409, replay)
+        if doc.action == "profile.put":
+            write_atomic(target, json.dumps({"profile": doc.profile, "installed_at": now.isoformat(), **who,
+                                             "document": base64.b64encode(body).decode()}, indent=1), 0o640)
+        else:
+            target.unlink()
+        self.changes.append({"action": doc.action, "profile": name, **who})
+        return 200, {"done": doc.action, "profile": name}
+
+    def _check_profile(self, data: dict[str, Any]) -> Result | None:
+        try:
+            profile = AccessProfile.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(profile)"
+            return _error(400, f"profile {where}: {first['msg']}")
+        if profile.name in self.file_profiles:
+            return _error(409, f"profile {profile.name!r} is defined in the config file; change it there")
+        problems = check_profiles([profile], [p.name for p in self.cfg.parties], self.cfg.meter.poll_interval,
+                                  self.cfg.meter.load_profile)
+        if problems:
+            return _error(400, f"profile {problems[0][0].replace('profiles[0]', profile.name)}: {problems[0][1]}")
+        return None
 
 
 def _one(query: dict[str, list[str]], key: str, default: str) -> str:

@@ -209,11 +209,18 @@ def gateway_run_cmd(config_path: Path, readouts: int | None, core_only: bool, in
     cfg = config_mod.load(config_path)
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("smgw").setLevel(logging.INFO)
-    after = None
-    if cfg.profiles:
+    def sender_for(config: config_mod.GatewayConfig) -> Any:
+        if not config.profiles:
+            return None
         from appliance.delivery_service import DeliveryService
 
-        after = DeliveryService(cfg)
+        return DeliveryService(config)
+
+    def reload() -> tuple[config_mod.GatewayConfig, Any]:
+        fresh = config_mod.load(config_path)
+        return fresh, sender_for(fresh)
+
+    after = sender_for(cfg)
     stop = threading.Event()
     stop_on_signals(stop)
     if cfg.portal is not None and cfg.portal.enabled and not core_only:
@@ -228,7 +235,7 @@ def gateway_run_cmd(config_path: Path, readouts: int | None, core_only: bool, in
     if parts is not None:
         parts.start()
     try:
-        stats = run_reader_loop(cfg, stop, max_readouts=readouts, after_readout=after, parts=parts)
+        stats = run_reader_loop(cfg, stop, max_readouts=readouts, after_readout=after, parts=parts, reload=reload)
     finally:
         if parts is not None:
             parts.stop()

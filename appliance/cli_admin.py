@@ -119,6 +119,55 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         for row in doc["rows"]:
             click.echo(json.dumps(row))
 
+    @admin_group.group("profile")
+    def profile_group() -> None:
+        """Access profiles on a gateway: installed and removed by documents the GWA signs."""
+
+    def signed(action: str, gateway_id: str, cert: Path, key: Path, **fields: Any) -> bytes:
+        from headend.gwa import default_sequence
+        from pki.admin_doc import encode, new_doc
+
+        doc = new_doc(gateway_id, action, default_sequence(), **fields)  # type: ignore[arg-type]
+        return encode(doc, read_certificate(cert), software_signer(read_private_key(key)))
+
+    @profile_group.command("list")
+    @api_options
+    @wrap
+    def profile_list_cmd(gateway_id: str, to: str, cert: Path, key: Path, root: Path, crl: Path | None) -> None:
+        """The gateway's access profiles: its config file's and the installed ones (JSON)."""
+        click.echo(json.dumps(call("GET", "/v1/profiles", gateway_id, to, cert, key, root, crl), indent=1))
+
+    @profile_group.command("put")
+    @api_options
+    @click.option("--file", "profile_file", type=click.Path(path_type=Path, exists=True), required=True,
+                  help="The profile as JSON or TOML (the fields of a [[profiles]] entry).")
+    @wrap
+    def profile_put_cmd(gateway_id: str, to: str, cert: Path, key: Path, root: Path, crl: Path | None,
+                        profile_file: Path) -> None:
+        """Sign a profile with the GWA's admin key and install it on the gateway."""
+        import tomllib
+
+        text = profile_file.read_text()
+        try:
+            profile = tomllib.loads(text) if profile_file.suffix == ".toml" else json.loads(text)
+        except ValueError as exc:
+            raise SmgwError(f"{profile_file}: not a profile document ({exc})") from None
+        if not isinstance(profile, dict) or not isinstance(profile.get("name"), str):
+            raise SmgwError(f"{profile_file}: a profile needs a name")
+        body = signed("profile.put", gateway_id, cert, key, profile=profile)
+        doc = call("PUT", f"/v1/profiles/{profile['name']}", gateway_id, to, cert, key, root, crl, body)
+        click.echo(json.dumps(doc))
+
+    @profile_group.command("rm")
+    @api_options
+    @click.option("--name", required=True, help="The installed profile's name.")
+    @wrap
+    def profile_rm_cmd(gateway_id: str, to: str, cert: Path, key: Path, root: Path, crl: Path | None,
+                       name: str) -> None:
+        """Sign a removal with the GWA's admin key and remove an installed profile."""
+        body = signed("profile.rm", gateway_id, cert, key, name=name)
+        click.echo(json.dumps(call("DELETE", f"/v1/profiles/{name}", gateway_id, to, cert, key, root, crl, body)))
+
     @main.group("gatewatcher")
     def gatewatcher_group() -> None:
         """The gateway's WakeUp/BreakUp listener."""

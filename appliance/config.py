@@ -8,6 +8,8 @@ Errors carry the key path (``meter.port``, ``parties[1].remote.port``).
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import tomllib
 from pathlib import Path
@@ -38,6 +40,7 @@ from appliance.profiles import AccessProfile, check_profiles
 from headend.config import HeadendConfig, SafePath
 
 DEFAULT_CONFIG_PATH = Path("/etc/smgw/gateway.toml")
+log = logging.getLogger("smgw.config")
 _METER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
 
@@ -211,8 +214,38 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def load(path: Path) -> GatewayConfig:
-    """Read and verify a gateway config file; every failure is a ``ConfigError``."""
-    return verify(_read(path), str(path))
+    """Read and verify a gateway config file (every failure is a ``ConfigError``), with the
+    access profiles the GWA installed over the admin API."""
+    cfg: GatewayConfig = verify(_read(path), str(path), GatewayConfig)
+    extra = installed_profiles(cfg)
+    return cfg.model_copy(update={"profiles": [*cfg.profiles, *extra]}) if extra else cfg
+
+
+INSTALLED_DIR = "profiles.d"  #: under ``paths.state``: profiles installed over the admin API
+
+
+def installed_profiles(cfg: GatewayConfig, taken: set[str] | None = None) -> list[AccessProfile]:
+    """The GWA's installed profiles that still fit this config. One that no longer does (its
+    party was removed, say) is skipped with a warning, not an error: a config that fails to
+    load would also stop the GateWatcher, and with it the GWA's way to remove the profile."""
+    folder = cfg.paths.state / INSTALLED_DIR
+    out: list[AccessProfile] = []
+    names = set(taken) if taken is not None else {p.name for p in cfg.profiles}  # the config file's own
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+        try:
+            profile = AccessProfile.model_validate(json.loads(path.read_text())["profile"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s: skipped, not a valid access profile (%s)", path, str(exc).splitlines()[0])
+            continue
+        problems = check_profiles([profile], [p.name for p in cfg.parties], cfg.meter.poll_interval,
+                                  cfg.meter.load_profile)
+        if profile.name in names or path.stem != profile.name or problems:
+            why = problems[0][1] if problems else "its name is taken or does not match the file"
+            log.warning("%s: skipped: %s", path, why)
+            continue
+        names.add(profile.name)
+        out.append(profile)
+    return out
 
 
 def load_any(path: Path) -> GatewayConfig | HeadendConfig:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from appliance.audit import Auditor
 from appliance.audit_chain import LogName
-from appliance.config import GatewayConfig, MeterConfig
-from appliance.errors import SmgwError
+from appliance.config import INSTALLED_DIR, GatewayConfig, MeterConfig
+from appliance.errors import ConfigError, SmgwError
 from appliance.parts import PartSupervisor, ThreadParts
 from appliance.profiles import describe
 from appliance.retention import apply_retention
@@ -255,9 +255,11 @@ def run_reader_loop(
     rng: random.Random | None = None,
     after_readout: Callable[[Store, str], None] | None = None,
     parts: PartSupervisor | ThreadParts | None = None,
+    reload: Callable[[], tuple[GatewayConfig, Callable[[Store, str], None] | None]] | None = None,
 ) -> LoopStats:
     """Poll until ``stop`` is set (or ``max_readouts`` readouts are stored); with ``parts``,
-    their restarts go into the system log on each pass."""
+    their restarts go into the system log on each pass. With ``reload``, access profiles the
+    GWA installs or removes (``<paths.state>/profiles.d``) take effect at the next pass."""
     meter = config.meter
     session_options(meter)  # a bad password file fails the start, not every poll
     store = Store.open(Path(config.store.path))
@@ -266,9 +268,13 @@ def run_reader_loop(
         auditor = Auditor.for_config(store, config, create_key=True)
         record_start(auditor, store, config)
         loop = CoreLoop(config, store, auditor, after_readout, rng or random.Random())
+        installed = installed_signature(config)
         while not stop.is_set():
             started = time.monotonic()
             wait = None
+            if reload is not None and installed_signature(config) != installed:
+                installed = installed_signature(config)
+                _reload_profiles(loop, reload)
             try:
                 loop.check_time()
                 loop.self_test_if_due()
@@ -294,6 +300,30 @@ def run_reader_loop(
     finally:
         store.close()
     return loop.stats
+
+
+def installed_signature(config: GatewayConfig) -> tuple[tuple[str, int], ...]:
+    """What ``profiles.d`` holds, cheaply: names and modification times."""
+    folder = config.paths.state / INSTALLED_DIR
+    try:
+        return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in folder.glob("*.json")))
+    except OSError:
+        return ()
+
+
+def _reload_profiles(loop: CoreLoop, reload: Callable[[], tuple[GatewayConfig, Callable[[Store, str], None] | None]]
+                     ) -> None:
+    try:
+        config, after = reload()
+    except (ConfigError, SmgwError, PkiError) as exc:  # keep running with what we have
+        log.warning("installed profiles changed, but the config does not load: %s", exc)
+        loop.auditor.record("system", "profiles.reload_failed", {"message": str(exc)[:300]})
+        return
+    before = [p.name for p in loop.config.profiles]
+    loop.config, loop.after_readout = config, after
+    loop.auditor.record("system", "profiles.changed", {"from": before, "to": [p.name for p in config.profiles]})
+    for meter_id in sorted(loop.consumers_told):  # the households see the change in their log
+        record_profiles(loop.auditor, loop.store, config, meter_id)
 
 
 def record_part_events(auditor: Auditor, parts: PartSupervisor | ThreadParts | None) -> None:

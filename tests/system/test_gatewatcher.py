@@ -54,10 +54,10 @@ def admin(bed: Bed, action: str, *, gateway: str = "gw-0001", cert: str = "gwa-w
     assert done.returncode == 0, done.stderr
 
 
-def api_call(bed: Bed, what: str, to: str, *args: str, cert: str = "gwa-server", gateway: str = "gw-0001"
-             ) -> subprocess.CompletedProcess[str]:
-    """``smgw admin <what>`` from the GWA's host, with its admin certificate (role gwa-admin)."""
-    return bed.lab.run("gwa", *SMGW, "admin", what, "--gateway", gateway, "--to", to,
+def api_call(bed: Bed, what: str, to: str, *args: str, cert: str = "gwa-server", gateway: str = "gw-0001",
+             verb: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``smgw admin <what> [verb]`` from the GWA's host, with its admin certificate (role gwa-admin)."""
+    return bed.lab.run("gwa", *SMGW, "admin", what, *([verb] if verb else []), "--gateway", gateway, "--to", to,
                        "--cert", str(bed.root / f"{cert}.crt"), "--key", str(bed.root / f"{cert}.key"),
                        "--root", str(bed.root / "ca/ca.crt"), "--crl", str(bed.root / "crl.pem"), *args,
                        env=bed.env, timeout=30)
@@ -112,6 +112,20 @@ def test_wakeup_cycle_and_refusals(tmp_path: Path) -> None:
                 assert api_call(bed, "selftest", api).returncode == 0
                 assert watch.wait_for(lambda line: line.get("event") == "admin-api"
                                       and line.get("path") == "/v1/log", 5)  # each request in the system log
+                # an access profile installed by a signed document, listed, and removed again
+                (bed.root / "extra.json").write_text(json.dumps({"name": "gwa-extra", "party": "dso",
+                                                                 "template": "taf1"}))
+                put = api_call(bed, "profile", api, "--file", str(bed.root / "extra.json"), verb="put")
+                assert put.returncode == 0, put.stderr
+                assert (bed.root / "state/profiles.d/gwa-extra.json").exists()
+                listed = api_call(bed, "profile", api, verb="list")
+                assert listed.returncode == 0, listed.stderr
+                assert [p["name"] for p in json.loads(listed.stdout)["profiles"] if p["installed"]] == ["gwa-extra"]
+                removed = api_call(bed, "profile", api, "--name", "gwa-extra", verb="rm")
+                assert removed.returncode == 0, removed.stderr
+                assert not (bed.root / "state/profiles.d/gwa-extra.json").exists()
+                assert watch.wait_for(lambda line: line.get("event") == "admin-api"
+                                      and line.get("action") == "profile.rm", 5)
                 # not for another certificate of the GWA (the wake-up signer), nor for a party's
                 for other in ("gwa-wakeup", "dso-server"):
                     refused = api_call(bed, "status", api, cert=other)

@@ -1,0 +1,137 @@
+"""The admin API's decisions with a real store and real signatures: reads, and profile
+documents accepted only from the GWA's admin key, for this gateway, in time, once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from appliance.admin_api import AdminApi
+from appliance.admin_tls import TlsView, render, stunnel_value
+from appliance.config import load
+from appliance.render import RenderError
+from appliance.store import Store
+from pki.admin_doc import encode, new_doc
+from pki.ca import CertificateAuthority, init_ca
+from pki.cms import software_signer
+from tests.pkihelpers import PASS
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples/gateway.toml"
+PROFILE = {"name": "gwa-extra", "party": "dso", "template": "taf1"}
+
+
+@pytest.fixture
+def world(tmp_path: Path):  # type: ignore[no-untyped-def]
+    init_ca(tmp_path / "ca", passphrase=PASS, profile="modern")
+    ca = CertificateAuthority(tmp_path / "ca", PASS)
+    (tmp_path / "root.crt").write_bytes(ca.cert.public_bytes(Encoding.PEM))
+    (tmp_path / "root.crl").write_bytes(ca.crl().public_bytes(Encoding.PEM))
+    text = EXAMPLE.read_text().replace('state = "/var/lib/smgw"', f'state = "{tmp_path}/state"').replace(
+        'run = "/run/smgw"', f'run = "{tmp_path}/run"').replace(
+        'path = "/var/lib/smgw/smgw.db"', f'path = "{tmp_path}/smgw.db"').replace(
+        'root = "/etc/smgw/pki/root.crt"', f'root = "{tmp_path}/root.crt"').replace(
+        'crl = "/etc/smgw/pki/root.crl"', f'crl = "{tmp_path}/root.crl"')
+    (tmp_path / "gateway.toml").write_text(text + '\n[[profiles]]\nname = "dso-taf1"\nparty = "dso"\ntemplate = "taf1"\n')
+    cfg = load(tmp_path / "gateway.toml")
+    Store.open(cfg.store.path).close()
+    admin, admin_key = ca.issue_generated("gwa-admin", "gwa.example")
+    wake, wake_key = ca.issue_generated("gwa-wakeup", "gwa.example")
+    return {"cfg": cfg, "path": tmp_path / "gateway.toml", "ca": ca, "admin": (admin, admin_key),
+            "wake": (wake, wake_key), "api": AdminApi(cfg), "tmp": tmp_path}
+
+
+def _doc(w, action: str = "profile.put", *, gateway: str = "gw-0001", seq: int = 1, who: str = "admin",  # type: ignore[no-untyped-def]
+         now: dt.datetime | None = None, **fields: object) -> bytes:
+    if action == "profile.put" and "profile" not in fields:
+        fields["profile"] = PROFILE
+    if action == "profile.rm" and "name" not in fields:
+        fields["name"] = PROFILE["name"]
+    cert, key = w[who]
+    return encode(new_doc(gateway, action, seq, now=now, **fields), cert, software_signer(key))  # type: ignore[arg-type]
+
+
+def test_reads(world) -> None:  # type: ignore[no-untyped-def]
+    api: AdminApi = world["api"]
+    status, doc = api.handle("GET", "/v1/status")
+    assert status == 200 and doc["gateway"] == "gw-0001" and doc["readouts"] == 0
+    status, doc = api.handle("GET", "/v1/log?log=system&limit=10")
+    assert status == 200 and doc["rows"] == []
+    assert api.handle("GET", "/v1/log?log=secret")[0] == 400
+    assert api.handle("GET", "/v1/log?limit=999999")[0] == 400
+    assert api.handle("GET", "/v1/log?log=system&log=consumer")[0] == 400
+    assert api.handle("GET", "/v1/nothing")[0] == 404
+    assert api.handle("POST", "/v1/status")[0] == 405
+
+
+def test_profile_put_and_rm_take_effect_in_the_config(world) -> None:  # type: ignore[no-untyped-def]
+    api: AdminApi = world["api"]
+    status, doc = api.handle("PUT", "/v1/profiles/gwa-extra", _doc(world, seq=10))
+    assert status == 200, doc
+    assert "gwa-extra" in [p.name for p in load(world["path"]).profiles]  # the core's next load has it
+    listed = api.handle("GET", "/v1/profiles")[1]["profiles"]
+    assert [p["name"] for p in listed if p["installed"]] == ["gwa-extra"]
+    status, doc = api.handle("DELETE", "/v1/profiles/gwa-extra", _doc(world, "profile.rm", seq=11))
+    assert status == 200, doc
+    assert "gwa-extra" not in [p.name for p in load(world["path"]).profiles]
+    assert api.handle("DELETE", "/v1/profiles/gwa-extra", _doc(world, "profile.rm", seq=12))[0] == 404
+
+
+def test_refusals(world) -> None:  # type: ignore[no-untyped-def]
+    api: AdminApi = world["api"]
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    cases = {
+        "wake-up key": (_doc(world, who="wake"), 403, "RoleError"),
+        "other gateway": (_doc(world, gateway="gw-0002"), 403, "addressed to gateway gw-0002"),
+        "stale": (_doc(world, now=old), 403, "away from gateway time"),
+        "garbage": (b"\x30\x03\x02\x01\x00", 403, "document refused"),
+        "empty": (b"", 403, "document refused"),
+        "unknown party": (_doc(world, profile={"name": "gwa-extra", "party": "nobody", "template": "taf1"}), 400,
+                          "unknown party"),
+        "bad field": (_doc(world, profile={"name": "gwa-extra", "party": "dso", "interval_s": "soon"}), 400,
+                      "interval_s"),
+        "config's own": (_doc(world, profile={"name": "dso-taf1", "party": "dso", "template": "taf1"}), 409,
+                         "config file"),
+    }
+    for what, (body, code, reason) in cases.items():
+        path = "/v1/profiles/dso-taf1" if what == "config's own" else "/v1/profiles/gwa-extra"
+        status, doc = api.handle("PUT", path, body)
+        assert status == code and reason in doc["error"], (what, status, doc)
+    # the path and the document must agree
+    assert api.handle("PUT", "/v1/profiles/other", _doc(world))[0] == 400
+    assert api.handle("DELETE", "/v1/profiles/gwa-extra", _doc(world))[0] == 400
+    assert not (world["cfg"].paths.state / "profiles.d").exists() or \
+        not list((world["cfg"].paths.state / "profiles.d").glob("*.json"))
+
+
+def test_a_document_counts_once_also_after_a_restart(world) -> None:  # type: ignore[no-untyped-def]
+    body = _doc(world, seq=100)
+    assert world["api"].handle("PUT", "/v1/profiles/gwa-extra", body)[0] == 200
+    again = AdminApi(world["cfg"])  # a restarted GateWatcher
+    status, doc = again.handle("PUT", "/v1/profiles/gwa-extra", body)
+    assert status == 409 and "replayed" in doc["error"]
+    older = _doc(world, seq=99)  # a lower sequence, a fresh nonce: still a replay
+    assert again.handle("PUT", "/v1/profiles/gwa-extra", older)[0] == 409
+
+
+def test_requests_are_reported_without_bodies(world) -> None:  # type: ignore[no-untyped-def]
+    seen: list[dict[str, object]] = []
+    api = AdminApi(world["cfg"], seen.append)
+    api.handle("PUT", "/v1/profiles/gwa-extra", _doc(world, seq=7))
+    assert seen[-1]["status"] == 200 and seen[-1]["action"] == "profile.put" and "gwa.example" in str(seen[-1]["signer"])
+    assert "document" not in json.dumps(seen)
+
+
+def test_stunnel_config_refuses_what_it_cannot_hold(tmp_path: Path) -> None:
+    view = TlsView(module=Path("/usr/lib/softhsm/libsofthsm2.so"), pin="123456", address="10.90.0.2", port=8443,
+                   socket=tmp_path / "api.sock", cert=tmp_path / "api.crt", token_label="smgw", key_label="gateway-api",
+                   root=tmp_path / "root.crt", crl=tmp_path / "root.crl", gwa_name="gwa.example", profile="bsi")
+    text = render(view)
+    assert "engineCtrl = PIN:123456" in text and "verifyChain = yes" in text and "checkHost = gwa.example" in text
+    assert "sslVersionMax = TLSv1.2" in text and "curves = brainpoolP256r1" in text
+    for bad in ("12 34", "1234\n[evil]", "12;34", "12#", "a\x00b", ""):
+        with pytest.raises(RenderError):
+            stunnel_value(bad)
