@@ -30,17 +30,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from appliance.config import INSTALLED_DIR, GatewayConfig, installed_profiles
 from appliance.files import write_atomic
+from appliance.gateway_token import gateway_token
 from appliance.profiles import AccessProfile, check_profiles
 from appliance.selftest import blocking, read_results
 from appliance.store import Store, StoreError
 from appliance.tunnel_states import read_states
 from pki.admin_doc import decode as decode_admin_doc
+from pki.cms import check_certificate
 from pki.encoding import read_certificate, read_crl
 from pki.errors import PkiError
+from pki.profiles import Role
+from pki.token import TokenError
 
 log = logging.getLogger("smgw.admin_api")
 MAX_BODY = 64 * 1024
@@ -81,6 +88,10 @@ class AdminApi:
     def _route(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> Result:
         if path.startswith("/v1/profiles/"):
             return self._profile(method, path[len("/v1/profiles/"):], body)
+        if path == "/v1/cert/csr" and method == "GET":
+            return self._csr(query)
+        if path == "/v1/cert":
+            return self._certificate(query, body) if method == "PUT" else _error(405, f"{method} not allowed")
         routes: dict[str, Callable[[dict[str, list[str]]], Result]] = {
             "/v1/status": self._status, "/v1/selftest": self._selftest, "/v1/log": self._log,
             "/v1/profiles": self._profiles}
@@ -133,6 +144,52 @@ class AdminApi:
         return 200, {"log": name, "rows": [{"seq": r.seq, "at": r.at, "event": r.event, "consumer": r.consumer,
                                             "detail": json.loads(r.detail)} for r in rows]}
 
+
+    # -- certificate renewal: the CSR from the token out, the issued certificate in ---------
+
+    def _key_roles(self) -> dict[str, Role]:
+        roles: dict[str, Role] = {p.key_label: "gateway-tls" for p in self.cfg.parties}
+        if self.cfg.admin is not None:
+            roles[self.cfg.admin.token_key] = "gateway-tls"
+            roles[self.cfg.admin.api_key] = "gateway-api"
+        roles[self.cfg.gateway.sig_key] = "gateway-sig"
+        return roles
+
+    def _key(self, query: dict[str, list[str]]) -> tuple[str, Role]:
+        label = _one(query, "key", "")
+        roles = self._key_roles()
+        if label not in roles:
+            raise ValueError(f"key: one of the gateway's certified keys ({', '.join(sorted(roles))})")
+        return label, roles[label]
+
+    def _csr(self, query: dict[str, list[str]]) -> Result:
+        label, role = self._key(query)
+        try:
+            csr = gateway_token(self.cfg).make_csr(label, self.cfg.gateway.id)
+        except (TokenError, PkiError) as exc:
+            return _error(503, f"token: {exc}")
+        return 200, {"key": label, "role": role, "name": self.cfg.gateway.id,
+                     "csr": csr.public_bytes(Encoding.PEM).decode()}
+
+    def _certificate(self, query: dict[str, list[str]], body: bytes) -> Result:
+        label, role = self._key(query)
+        try:
+            cert = x509.load_pem_x509_certificate(body)
+        except ValueError:
+            return _error(400, "body is not a PEM certificate")
+        try:
+            check_certificate(cert, root=read_certificate(self.cfg.pki.root), role=role,
+                              crl=read_crl(self.cfg.pki.crl), require_crl=True)
+            names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+            if names != [self.cfg.gateway.id]:
+                return _error(403, f"certificate names {names}, not this gateway {self.cfg.gateway.id}")
+            gateway_token(self.cfg).import_certificate(label, cert)
+        except (TokenError, PkiError) as exc:
+            return _error(403, f"certificate refused: {type(exc).__name__}: {exc}")
+        self.changes.append({"action": "cert.renewed", "key": label, "serial": format(cert.serial_number, "x")})
+        return 200, {"key": label, "serial": format(cert.serial_number, "x"),
+                     "not_after": cert.not_valid_after_utc.isoformat(),
+                     "note": "in use from the next start of the tunnel or service that uses this key"}
 
     # -- access profiles ---------------------------------------------------------------------
 

@@ -168,6 +168,44 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         body = signed("profile.rm", gateway_id, cert, key, name=name)
         click.echo(json.dumps(call("DELETE", f"/v1/profiles/{name}", gateway_id, to, cert, key, root, crl, body)))
 
+    @admin_group.group("cert")
+    def cert_group() -> None:
+        """The gateway's certificates: renewed over the admin API, the key never leaving its token."""
+
+    @cert_group.command("renew")
+    @api_options
+    @click.option("--token-key", "label", required=True,
+                  help="The gateway's token key to certify anew (e.g. gateway-tls-dso, gateway-api, gateway-sig).")
+    @click.option("--ca-dir", type=click.Path(path_type=Path, exists=True), required=True, help="The CA directory.")
+    @click.option("--passphrase-file", type=click.Path(path_type=Path), default=None,
+                  help="File holding the CA passphrase (mode 0600); default $SMGW_CA_PASSPHRASE.")
+    @wrap
+    def cert_renew_cmd(gateway_id: str, to: str, cert: Path, key: Path, root: Path, crl: Path | None, label: str,
+                       ca_dir: Path, passphrase_file: Path | None) -> None:
+        """CSR from the gateway's token out, a certificate from the CA in."""
+        from urllib.parse import urlencode
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+        from cryptography.x509.oid import NameOID
+
+        from appliance.cli_pki import _passphrase
+        from pki.ca import CertificateAuthority
+
+        asked = call("GET", f"/v1/cert/csr?{urlencode({'key': label})}", gateway_id, to, cert, key, root, crl)
+        role = asked.get("role")
+        if role not in ("gateway-tls", "gateway-api", "gateway-sig", "gateway-enc"):
+            raise SmgwError(f"the gateway asks for role {role!r}: only gateway roles are issued to a gateway")
+        csr = x509.load_pem_x509_csr(str(asked["csr"]).encode())
+        names = [a.value for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        if names != [gateway_id]:
+            raise SmgwError(f"the CSR names {names}, not {gateway_id}")
+        ca = CertificateAuthority(ca_dir, _passphrase(passphrase_file))
+        issued = ca.issue(role, gateway_id, ca.check_csr(csr))
+        done = call("PUT", f"/v1/cert?{urlencode({'key': label})}", gateway_id, to, cert, key, root, crl,
+                    issued.public_bytes(Encoding.PEM))
+        click.echo(json.dumps(done))
+
     @main.group("gatewatcher")
     def gatewatcher_group() -> None:
         """The gateway's WakeUp/BreakUp listener."""

@@ -94,6 +94,28 @@ def sign(content: bytes, cert: x509.Certificate, signer: Signer, *,
     return bytes(asn1_cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump())
 
 
+def check_certificate(cert: x509.Certificate, *, root: x509.Certificate, role: Role | None = None,
+                      crl: x509.CertificateRevocationList | None = None, require_crl: bool = False,
+                      now: dt.datetime | None = None, what: str = "certificate") -> None:
+    """Issued by the pinned root, valid now, of ``role``, not revoked by a CRL of the root."""
+    if not _issued_by(cert, root):
+        raise UnknownSignerError(f"{what} {cert.subject.rfc4514_string()} is not issued by the pinned root")
+    moment = now or dt.datetime.now(dt.UTC)
+    if not cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc:
+        raise ValidityError(f"{what} certificate valid {cert.not_valid_before_utc} to {cert.not_valid_after_utc}")
+    if role is not None:
+        require_role(cert, role)
+    if crl is None and require_crl:
+        raise CrlError(f"a CRL is required to accept this {what} and none was given")
+    if crl is not None:
+        if not _crl_signed_by(crl.public_bytes(serialization.Encoding.DER), _der(root)):
+            raise CrlError("CRL is not signed by the pinned root")
+        if crl.next_update_utc is not None and crl.next_update_utc < moment:
+            raise CrlError(f"CRL expired at {crl.next_update_utc}")
+        if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+            raise RevokedError(f"{what} certificate {cert.serial_number:x} is revoked")
+
+
 @lru_cache(maxsize=1024)
 def _issued_by(cert: x509.Certificate, root: x509.Certificate) -> bool:
     """Pure in its two inputs (certificates hash and compare by their DER), so cached:
@@ -302,22 +324,7 @@ def verify(der: bytes, *, root: x509.Certificate, role: Role | None = None,
     if not matches:
         raise UnknownSignerError(f"signer certificate (serial {serial:x}) not in the message")
     cert = matches[0]
-    if not _issued_by(cert, root):
-        raise UnknownSignerError(f"signer {cert.subject.rfc4514_string()} is not issued by the pinned root")
-    moment = now or dt.datetime.now(dt.UTC)
-    if not cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc:
-        raise ValidityError(f"signer certificate valid {cert.not_valid_before_utc} to {cert.not_valid_after_utc}")
-    if role is not None:
-        require_role(cert, role)
-    if crl is None and require_crl:
-        raise CrlError("a CRL is required to accept this signer and none was given")
-    if crl is not None:
-        if not _crl_signed_by(crl.public_bytes(serialization.Encoding.DER), _der(root)):
-            raise CrlError("CRL is not signed by the pinned root")
-        if crl.next_update_utc is not None and crl.next_update_utc < moment:
-            raise CrlError(f"CRL expired at {crl.next_update_utc}")
-        if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
-            raise RevokedError(f"signer certificate {cert.serial_number:x} is revoked")
+    check_certificate(cert, root=root, role=role, crl=crl, require_crl=require_crl, now=now, what="signer")
     if _attribute(parsed, "content_type") != "data":
         raise MalformedError("signed content type attribute is not data")
     if _attribute(parsed, "message_digest") != hashlib.sha256(content).digest():

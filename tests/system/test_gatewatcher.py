@@ -54,6 +54,20 @@ def admin(bed: Bed, action: str, *, gateway: str = "gw-0001", cert: str = "gwa-w
     assert done.returncode == 0, done.stderr
 
 
+PUT_CERT = """
+import sys
+from ipaddress import IPv4Address
+from pathlib import Path
+from headend.gwa_admin import context, request
+host, port = sys.argv[1].split(":")
+root = Path(sys.argv[2])
+ctx = context(root / "ca/ca.crt", root / "gwa-server.crt", root / "gwa-server.key", root / "crl.pem")
+status, doc = request("PUT", "/v1/cert?key=gateway-api", gateway_id="gw-0001", address=IPv4Address(host),
+                      port=int(port), ctx=ctx, body=(root / sys.argv[3]).read_bytes())
+print(status, doc)
+"""
+
+
 def api_call(bed: Bed, what: str, to: str, *args: str, cert: str = "gwa-server", gateway: str = "gw-0001",
              verb: str | None = None) -> subprocess.CompletedProcess[str]:
     """``smgw admin <what> [verb]`` from the GWA's host, with its admin certificate (role gwa-admin)."""
@@ -126,6 +140,16 @@ def test_wakeup_cycle_and_refusals(tmp_path: Path) -> None:
                 assert not (bed.root / "state/profiles.d/gwa-extra.json").exists()
                 assert watch.wait_for(lambda line: line.get("event") == "admin-api"
                                       and line.get("action") == "profile.rm", 5)
+                # certificate renewal: the CSR from the token out, the CA's certificate in
+                old_serial = format(read_certificate(bed.root / "gw-api.crt").serial_number, "x")
+                renewed = api_call(bed, "cert", api, "--token-key", "gateway-api", "--ca-dir", str(bed.root / "ca"),
+                                   verb="renew")
+                assert renewed.returncode == 0, renewed.stderr
+                assert json.loads(renewed.stdout)["serial"] not in ("", old_serial)
+                bad = bed.lab.run("gwa", SMGW[0], "-c", PUT_CERT, api, str(bed.root), "dso-server.crt",
+                                  env=bed.env, timeout=30)
+                assert bad.stdout.startswith("403 ") and "offered as gateway-api" in bad.stdout, bad.stdout + bad.stderr
+                assert api_call(bed, "status", api).returncode == 0
                 # not for another certificate of the GWA (the wake-up signer), nor for a party's
                 for other in ("gwa-wakeup", "dso-server"):
                     refused = api_call(bed, "status", api, cert=other)
