@@ -39,7 +39,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
 
     for action in ("wakeup", "breakup"):
         def make(action: str) -> None:
-            @admin_group.command(action)
+            @admin_group.command(action, help=f"Sign a {action} and send it to the gateway's wake-up port.")
             @click.option("--gateway", "gateway_id", required=True, help="The gateway's id (its certificates' CN).")
             @click.option("--to", "to", required=True, help="The gateway's WAN address and wake-up port, ADDR:PORT.")
             @click.option("--cert", type=click.Path(path_type=Path, exists=True), required=True,
@@ -57,8 +57,6 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
                 size = send(action, gateway_id=gateway_id, address=address, port=port,  # type: ignore[arg-type]
                             cert=read_certificate(cert), signer=software_signer(private), sequence=sequence)
                 click.echo(f"{action} for {gateway_id} sent to {address}:{port} ({size} bytes)")
-
-            command.__doc__ = f"Sign a {action} and send it to the gateway's wake-up port."
         make(action)
 
     def api_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -89,19 +87,14 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
             raise SmgwError(f"{method} {path}: {status} {doc.get('error', doc) if isinstance(doc, dict) else doc}")
         return doc
 
-    @admin_group.command("status")
-    @api_options
-    @wrap
-    def status_cmd(gateway_id: str, to: str, cert: Path, key: Path, root: Path, crl: Path | None) -> None:
-        """The gateway's status over its admin API (JSON)."""
-        click.echo(json.dumps(call("GET", "/v1/status", gateway_id, to, cert, key, root, crl), indent=1))
-
-    @admin_group.command("selftest")
-    @api_options
-    @wrap
-    def selftest_cmd(gateway_id: str, to: str, cert: Path, key: Path, root: Path, crl: Path | None) -> None:
-        """The gateway's self-test results over its admin API (JSON)."""
-        click.echo(json.dumps(call("GET", "/v1/selftest", gateway_id, to, cert, key, root, crl), indent=1))
+    for name, path, what in (("status", "/v1/status", "status"), ("selftest", "/v1/selftest", "self-test results")):
+        def make_read(name: str, path: str, what: str) -> None:
+            @admin_group.command(name, help=f"The gateway's {what} over its admin API (JSON).")
+            @api_options
+            @wrap
+            def read_cmd(gateway_id: str, to: str, cert: Path, key: Path, root: Path, crl: Path | None) -> None:
+                click.echo(json.dumps(call("GET", path, gateway_id, to, cert, key, root, crl), indent=1))
+        make_read(name, path, what)
 
     @admin_group.command("log")
     @api_options

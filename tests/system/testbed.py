@@ -105,16 +105,19 @@ def make_testbed(tmp_path: Path, profile: str) -> Iterator[Bed]:
     smgw = [*SMGW]
     _run(*smgw, "pki", "init-ca", "--dir", str(root / "ca"), "--profile", profile, env=env, cwd=ROOT)
     _run(*smgw, "token", "init", "--so-pin-file", str(root / "so.pin"), env=env, cwd=ROOT)
+
+    def enrol(key: str, role: str, stem: str) -> None:
+        """A gateway key born in the token, its CSR to the CA, the certificate back: <stem>.csr, gw-<stem>.crt."""
+        _run(*smgw, "token", "keygen", "--key", key, "--profile", profile, env=env, cwd=ROOT)
+        _run(*smgw, "token", "csr", "--key", key, "--name", "gw-0001", "--out", str(root / f"{stem}.csr"),
+             env=env, cwd=ROOT)
+        _run(*smgw, "pki", "issue", "--dir", str(root / "ca"), "--role", role, "--name", "gw-0001",
+             "--csr", str(root / f"{stem}.csr"), "--out", str(root / f"gw-{stem}"), env=env, cwd=ROOT)
+        _run(*smgw, "token", "import", "--key", key, "--cert", str(root / f"gw-{stem}.crt"), env=env, cwd=ROOT)
     for name in PARTIES:
         _run(*smgw, "pki", "issue", "--dir", str(root / "ca"), "--role", "party-tls", "--name", f"{name}.example",
              "--generate", "--out", str(root / f"{name}-server"), env=env, cwd=ROOT)
-        _run(*smgw, "token", "keygen", "--key", f"gateway-tls-{name}", "--profile", profile, env=env, cwd=ROOT)
-        _run(*smgw, "token", "csr", "--key", f"gateway-tls-{name}", "--name", "gw-0001",
-             "--out", str(root / f"{name}.csr"), env=env, cwd=ROOT)
-        _run(*smgw, "pki", "issue", "--dir", str(root / "ca"), "--role", "gateway-tls", "--name", "gw-0001",
-             "--csr", str(root / f"{name}.csr"), "--out", str(root / f"gw-{name}"), env=env, cwd=ROOT)
-        _run(*smgw, "token", "import", "--key", f"gateway-tls-{name}", "--cert", str(root / f"gw-{name}.crt"),
-             env=env, cwd=ROOT)
+        enrol(f"gateway-tls-{name}", "gateway-tls", name)
         _run("openvpn", "--genkey", "tls-crypt-v2-server", str(root / f"{name}.tc-server.key"), env=env, cwd=ROOT)
         _run("openvpn", "--tls-crypt-v2", str(root / f"{name}.tc-server.key"), "--genkey", "tls-crypt-v2-client",
              str(root / f"{name}.tc-client.key"), env=env, cwd=ROOT)
@@ -122,30 +125,15 @@ def make_testbed(tmp_path: Path, profile: str) -> Iterator[Bed]:
     for name in PARTIES:
         _run(*smgw, "pki", "issue", "--dir", str(root / "ca"), "--role", "party-enc", "--name", f"{name}.example",
              "--generate", "--out", str(root / f"{name}-enc"), env=env, cwd=ROOT)
-    _run(*smgw, "token", "keygen", "--key", "gateway-sig", "--profile", profile, env=env, cwd=ROOT)
-    _run(*smgw, "token", "csr", "--key", "gateway-sig", "--name", "gw-0001", "--out", str(root / "sig.csr"),
-         env=env, cwd=ROOT)
-    _run(*smgw, "pki", "issue", "--dir", str(root / "ca"), "--role", "gateway-sig", "--name", "gw-0001",
-         "--csr", str(root / "sig.csr"), "--out", str(root / "gw-sig"), env=env, cwd=ROOT)
-    _run(*smgw, "token", "import", "--key", "gateway-sig", "--cert", str(root / "gw-sig.crt"), env=env, cwd=ROOT)
+    enrol("gateway-sig", "gateway-sig", "sig")
     # the GWA: its admin tunnel server, the gateway's admin key in the token, the wake-up signer
     _run(*smgw, "pki", "issue", "--dir", str(root / "ca"), "--role", "gwa-admin", "--name", "gwa.example",
          "--generate", "--out", str(root / "gwa-server"), env=env, cwd=ROOT)
     _run(*smgw, "pki", "issue", "--dir", str(root / "ca"), "--role", "gwa-wakeup", "--name", "gwa.example",
          "--generate", "--out", str(root / "gwa-wakeup"), env=env, cwd=ROOT)
-    _run(*smgw, "token", "keygen", "--key", "gateway-tls-admin", "--profile", profile, env=env, cwd=ROOT)
-    _run(*smgw, "token", "csr", "--key", "gateway-tls-admin", "--name", "gw-0001", "--out", str(root / "admin.csr"),
-         env=env, cwd=ROOT)
-    _run(*smgw, "pki", "issue", "--dir", str(root / "ca"), "--role", "gateway-tls", "--name", "gw-0001",
-         "--csr", str(root / "admin.csr"), "--out", str(root / "gw-admin"), env=env, cwd=ROOT)
-    _run(*smgw, "token", "import", "--key", "gateway-tls-admin", "--cert", str(root / "gw-admin.crt"), env=env, cwd=ROOT)
+    enrol("gateway-tls-admin", "gateway-tls", "admin")
     # the admin API's HTTPS key (role gateway-api), in the token like every gateway key
-    _run(*smgw, "token", "keygen", "--key", "gateway-api", "--profile", profile, env=env, cwd=ROOT)
-    _run(*smgw, "token", "csr", "--key", "gateway-api", "--name", "gw-0001", "--out", str(root / "api.csr"),
-         env=env, cwd=ROOT)
-    _run(*smgw, "pki", "issue", "--dir", str(root / "ca"), "--role", "gateway-api", "--name", "gw-0001",
-         "--csr", str(root / "api.csr"), "--out", str(root / "gw-api"), env=env, cwd=ROOT)
-    _run(*smgw, "token", "import", "--key", "gateway-api", "--cert", str(root / "gw-api.crt"), env=env, cwd=ROOT)
+    enrol("gateway-api", "gateway-api", "api")
     _run("openvpn", "--genkey", "tls-crypt-v2-server", str(root / "admin.tc-server.key"), env=env, cwd=ROOT)
     _run("openvpn", "--tls-crypt-v2", str(root / "admin.tc-server.key"), "--genkey", "tls-crypt-v2-client",
          str(root / "admin.tc-client.key"), env=env, cwd=ROOT)
