@@ -71,8 +71,10 @@ def ingest(ctx: IngestContext, body: bytes, source_ip: str, now: dt.datetime) ->
     if delivery.gateway != gateway:
         return 403, {"error": f"signed by {gateway} but names gateway {delivery.gateway}"}
     peer = ctx.peer_cn(source_ip)
+    if peer is None:  # the server writes its client list every few seconds: a fresh connection is not in it yet
+        return 503, {"error": f"the tunnel client at {source_ip} is not known yet; try again"}
     if peer != gateway:
-        return 403, {"error": f"signed by {gateway} but sent through the tunnel of {peer or 'no known client'}"}
+        return 403, {"error": f"signed by {gateway} but sent through the tunnel of {peer}"}
     if delivery.party != ctx.party:
         return 422, {"error": f"addressed to party {delivery.party}, this is {ctx.party}"}
     try:
@@ -84,14 +86,20 @@ def ingest(ctx: IngestContext, body: bytes, source_ip: str, now: dt.datetime) ->
 
 def status_file_peers(path: Path) -> Callable[[str], str | None]:
     """Tunnel address -> client CN, read from the OpenVPN server's ``status-version 3`` file
-    (re-read when an address is not known yet: a gateway that just connected)."""
+    (re-read whenever the server rewrote it: a gateway that reconnected may hold another
+    address, or its old one may now be another gateway's)."""
     cache: dict[str, str] = {}
+    seen: list[int] = [-1]
 
     def load() -> None:
         try:
+            stamp = path.stat().st_mtime_ns
+            if stamp == seen[0]:
+                return
             lines = path.read_text().splitlines()
         except OSError:
             return
+        seen[0] = stamp
         cache.clear()
         for line in lines:
             fields = line.split("\t")
@@ -99,8 +107,7 @@ def status_file_peers(path: Path) -> Callable[[str], str | None]:
                 cache[fields[3]] = fields[1]
 
     def lookup(address: str) -> str | None:
-        if address not in cache:
-            load()
+        load()
         return cache.get(address)
 
     return lookup

@@ -94,6 +94,10 @@ def test_deliveries_arrive_once_in_order_and_are_refused_when_forged(world: dict
     world["peers"]["127.0.0.1"] = "gw-0002"  # type: ignore[index]
     status, doc = post(route, first.payload, 5)
     assert status == 403 and "tunnel of gw-0002" in str(doc["error"])
+    # a tunnel address the server's client list does not hold yet (it lags a reconnect): try again, not refused
+    del world["peers"]["127.0.0.1"]  # type: ignore[attr-defined]
+    status, doc = post(route, first.payload, 5)
+    assert status == 503 and "not known yet" in str(doc["error"])
 
 
 def test_an_unreachable_headend_keeps_the_delivery_and_backs_off(world: dict[str, object]) -> None:
@@ -136,3 +140,20 @@ def test_a_delivery_refused_for_good_is_set_aside_and_the_queue_goes_on(world: d
     assert refused is not None and first.delivery_id in refused.detail and "HTTP 422" in refused.detail
     consumer = [r for r in store.audit_rows("consumer") if r.event == "delivery.sent"]
     assert len(consumer) == 2 and first.delivery_id not in "".join(r.detail for r in consumer)
+
+
+def test_the_client_list_is_read_again_when_the_server_rewrites_it(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from headend.ingest import status_file_peers
+
+    status = tmp_path / "status.txt"
+    status.write_text("CLIENT_LIST\tgw-0001\t192.0.2.2:1194\t10.81.0.2\n")
+    lookup = status_file_peers(status)
+    assert lookup("10.81.0.2") == "gw-0001" and lookup("10.81.0.3") is None
+    # gw-0001 reconnected elsewhere; its old address went to gw-0002
+    status.write_text("CLIENT_LIST\tgw-0002\t192.0.2.3:1194\t10.81.0.2\n")
+    later = time.time_ns() + 10**9
+    os.utime(status, ns=(later, later))
+    assert lookup("10.81.0.2") == "gw-0002"
