@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # System packages the project needs (tests, demo).
 APT_PACKAGES := python3 python3-venv python3-dev gcc make sqlite3 tzdata iproute2 procps openssl softhsm2 openvpn nftables iptables systemd postgresql chromium chromium-driver stunnel4 libengine-pkcs11-openssl
-DEMO_ARGS ?= --seconds 60
+DEMO_ARGS ?= --seconds 90
 PYTEST_ARGS ?=
 
 .PHONY: all apt deps demo test unit system typecheck lint bench fuzz clean

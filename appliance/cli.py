@@ -176,13 +176,25 @@ def check_cmd(config_path: Path) -> None:
               help="Stop after this many seconds (default: run until Ctrl-C).")
 @click.option("--poll", type=click.FloatRange(min=1), default=2.0, show_default=True,
               help="Seconds between readouts.")
-@click.option("--scenario", default="normal", show_default=True, help="Meter simulator scenario.")
+@click.option("--scenario", default="normal", show_default=True, help="Meter simulator scenario (--simple).")
+@click.option("--simple", is_flag=True,
+              help="Only the meter, the core and the portal on loopback (no root needed, no namespaces).")
+@click.option("--profile", type=click.Choice(["bsi", "modern"]), default="modern", show_default=True,
+              help="Crypto profile of the lab's PKI and tunnels.")
 @clean_errors
-def demo_cmd(seconds: float | None, poll: float, scenario: str) -> None:
-    """Run the whole system on this machine and show it working."""
-    from appliance.demo import run_demo
+def demo_cmd(seconds: float | None, poll: float, scenario: str, simple: bool, profile: str) -> None:
+    """Run the whole system on this machine in network namespaces and show it working (as root)."""
+    if simple:
+        from appliance.demo import run_demo
 
-    run_demo(seconds, poll, scenario)
+        run_demo(seconds, poll, scenario)
+        return
+    if os.geteuid() != 0:
+        why = "the full demo builds network namespaces: run it as root (or use --simple)"
+        raise ConfigError("smgw demo", [("(root)", why)])
+    from appliance.demo_lab import run_lab_demo
+
+    run_lab_demo(seconds, profile)
 
 
 @main.group("gateway")
