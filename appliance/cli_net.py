@@ -95,6 +95,9 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
             _quietly(nftables.remove)
             loaded = "iptables filter chains SMGW-*"
         forwarding_off()
+        from appliance.tunnel_states import forget_others
+
+        forget_others(cfg.paths.run, [p.name for p in cfg.parties])
         # what the kernel holds right after loading: the self-test compares against it
         snapshot = nftables.loaded() if cfg.firewall.backend == "nftables" else iptables.loaded()
         write_tree({FIREWALL_SNAPSHOT: snapshot}, cfg.paths.state)

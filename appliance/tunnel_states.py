@@ -37,3 +37,15 @@ def read_states(run: Path, names: Iterable[str] | None = None) -> list[dict[str,
         if isinstance(doc, dict) and doc.get("name") == path.stem:
             out.append(doc)
     return out
+
+
+def forget_others(run: Path, names: Iterable[str]) -> list[str]:
+    """Remove the states of tunnels no longer configured (``smgw apply`` after a party left),
+    so that no reader shows or routes to a tunnel that is gone; returns their names."""
+    keep = set(names)
+    gone = []
+    for path in sorted((run / FOLDER).glob("*.json")):
+        if path.stem not in keep:
+            path.unlink(missing_ok=True)
+            gone.append(path.stem)
+    return gone
