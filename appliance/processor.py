@@ -79,6 +79,7 @@ def process(profiles: list[AccessProfile], store: Store, kit: SealKit, meter_id:
                                 resolution=profile.resolution, window_from=window[0], window_to=window[1],
                                 created_at=now, values=tuple(values))
             sealed = encrypt(sign(build(delivery), kit.sig_cert, kit.signer), kit.enc_certs[profile.party], aead=True)
+            # this exact form is read back by the portal (portal/i18n.delivery_what) to say it in German
             summary = (f"{', '.join(profile.values)} as {profile.aggregation} per {profile.interval_s} s "
                        f"to {profile.resolution} places, identity {identity}, {len(values)} values")
             store.enqueue(delivery_id=delivery.delivery_id, party=profile.party, profile=profile.name, window=window,

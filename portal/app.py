@@ -121,7 +121,8 @@ def create_app(settings: PortalSettings, accounts: Accounts | None = None) -> Fl
         return {"t": t, "lang": g.get("lang", "en"), "consumer": g.get("consumer"),
                 "csrf": g.session.csrf if g.get("session") else g.get("pre_token", ""),
                 "num": lambda v, places=None: i18n.number(v, g.lang, places),
-                "when": lambda text: i18n.moment(text, g.lang, portal.zone) if text else t("unknown")}
+                "when": lambda text: i18n.moment(text, g.lang, portal.zone) if text else t("unknown"),
+                "what": lambda summary: i18n.delivery_what(g.lang, summary)}
 
     def t(key: str, **args: object) -> str:
         return i18n.t(g.get("lang", "en"), key, **args)

@@ -7,6 +7,7 @@ then to the key itself, never to an empty string.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from zoneinfo import ZoneInfo
@@ -127,6 +128,10 @@ MESSAGES: dict[str, dict[str, str]] = {
               "places, every {every}, under {identity}. The gateway keeps what it sent for {days} days.",
         "de": "{party} erhält {values}, als {aggregation} über jeweils {interval}, auf {resolution} "
               "Nachkommastellen, alle {every}, unter {identity}. Das Gateway bewahrt das Gesendete {days} Tage auf."},
+    "delivery_what": {"en": "{values}: the {aggregation} per {interval}, {resolution} decimal places, under "
+                            "{identity}; {count} values",
+                      "de": "{values}: {aggregation} je {interval}, {resolution} Nachkommastellen, unter "
+                            "{identity}; {count} Werte"},
     "agg_last": {"en": "last value", "de": "letzten Wert"},
     "agg_delta": {"en": "increase", "de": "Zuwachs"},
     "agg_sum": {"en": "sum", "de": "Summe"},
@@ -195,6 +200,21 @@ def span(lang: str, seconds: int) -> str:
             count = seconds // size
             return t(lang, one) if count == 1 else t(lang, many, n=count)
     return t(lang, "span_seconds", n=seconds)
+
+
+_SUMMARY = re.compile(r"(?P<values>[0-9.]+(?:, [0-9.]+)*) as (?P<agg>last|delta|sum|mean|max) per (?P<interval>\d+) s "
+                      r"to (?P<res>\d+) places, identity (?P<id>meter_id|pseudonym), (?P<count>\d+) values")
+
+
+def delivery_what(lang: str, summary: str) -> str:
+    """The consumer log's summary of a delivery (written by the data processor in a fixed
+    English form) in the reader's language; anything else is shown as it is."""
+    found = _SUMMARY.fullmatch(summary)
+    if found is None:
+        return summary
+    return t(lang, "delivery_what", values=found["values"], aggregation=t(lang, f"agg_{found['agg']}"),
+             interval=span(lang, int(found["interval"])), resolution=found["res"],
+             identity=t(lang, f"id_{found['id']}"), count=found["count"])
 
 
 def meaning(lang: str, text: str) -> str:

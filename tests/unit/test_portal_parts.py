@@ -102,3 +102,11 @@ def test_portal_config_is_verified_with_key_paths() -> None:
     with pytest.raises(ConfigError) as caught:
         verify(no_han)
     assert any("portal.address" in message for _, message in caught.value.problems)
+
+
+def test_delivery_summaries_in_both_languages() -> None:
+    summary = "1.8.0, 21.7.0 as mean per 900 s to 1 places, identity pseudonym, 96 values"
+    assert i18n.delivery_what("de", summary) == ("1.8.0, 21.7.0: Mittelwert je 15 Minuten, 1 Nachkommastellen, "
+                                                 "unter einem Pseudonym statt Ihrer Zählernummer; 96 Werte")
+    assert i18n.delivery_what("en", summary).startswith("1.8.0, 21.7.0: the mean per 15 minutes, 1 decimal places")
+    assert i18n.delivery_what("de", "<b>something else</b>") == "<b>something else</b>"  # escaped by the template
