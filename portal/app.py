@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import wraps
-from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -36,6 +35,7 @@ from flask import (
     url_for,
 )
 
+from appliance.tunnel_states import read_states
 from portal import charts, data, i18n, periods
 from portal.accounts import Accounts
 from portal.passwords import password_problem
@@ -339,10 +339,10 @@ def create_app(settings: PortalSettings, accounts: Accounts | None = None) -> Fl
     @app.get("/status")
     @login_required
     def status() -> str:
-        tunnels = [portal.run_file(f"tunnels/{p.name}") for p in sorted((settings.run_dir / "tunnels").glob("*.json"))]
+        tunnels = read_states(settings.run_dir)
         selftests = portal.run_file("selftest.json") or {}
         last = {m: data.now(portal.store(), m) for m in g.consumer.meters} if settings.store.exists() else {}
-        return render_template("status.html", tunnels=[x for x in tunnels if isinstance(x, dict)],
+        return render_template("status.html", tunnels=tunnels,
                                selftests=sorted(selftests.values(), key=lambda c: str(c.get("name")))
                                if isinstance(selftests, dict) else [], last=last)
 
@@ -581,9 +581,3 @@ def _json(rows: Iterator[data.ExportRow], meter: str, start: datetime, end: date
                                                    "value": row.value, "unit": row.unit or None})
         first = False
     yield "]}\n"
-
-
-def load_settings(path: Path) -> PortalSettings:
-    from portal.settings import load
-
-    return load(path)
