@@ -28,39 +28,21 @@ import click
 from appliance.errors import SmgwError
 from appliance.lab import Lab
 from appliance.lab_world import (
-    ADMIN_NET,
     GATEWAY_ID,
     GWA,
+    LAB_PROFILES,
     PARTIES,
     SMGW,
     WAKEUP_PORT,
     build_world,
     gateway_toml,
-    headend_toml,
+    gwa_server_conf,
+    start_party,
 )
-from appliance.render_server import ServerTunnel, render_server
 
 PORTAL_PORT = 443
 GW_HAN, GW_WAN = "192.168.7.1", "192.0.2.2"
 METER_ID = "ISK-DEMO-0001"
-PROFILES = """
-[[profiles]]
-name = "dso-rt"
-party = "dso"
-values = ["1.8.0"]
-interval_s = 60
-send_every_s = 60
-resolution = 3
-
-[[profiles]]
-name = "supplier-rt"
-party = "supplier"
-values = ["1.8.0", "21.7.0"]
-interval_s = 60
-send_every_s = 60
-resolution = 1
-identity = "pseudonym"
-"""
 FETCH = """
 import ssl, sys, urllib.request
 ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
@@ -93,21 +75,9 @@ class Demo:
         self.lab.build()
         click.echo("[3/6] market parties: an OpenVPN server and a headend each; the GWA's admin tunnel server")
         for name in PARTIES:
-            config = headend_toml(root, name, self.profile)
-            rendered = root / f"{name}-rendered"
-            self._smgw("render", "--config", str(config), "--out", str(rendered))
-            (root / f"{name}-headend/run").mkdir(parents=True, exist_ok=True)
-            self._spawn(name, "openvpn", "--config", str(rendered / "openvpn/server.conf"),
-                        "--log-append", str(root / f"{name}-server.log"))
-            time.sleep(0.3)  # its tun address exists before the ingest binds to it
-            self._spawn(name, *SMGW, "headend", "run", "--config", str(config))
-        gwa_conf = root / "gwa-server.conf"
-        gwa_conf.write_text(render_server(ServerTunnel(
-            name="gwa.example", listen_address=GWA.ip, listen_port=1194, tunnel=ADMIN_NET, root=root / "ca/ca.crt",
-            cert=root / "gwa-server.crt", key=root / "gwa-server.key", crl=root / "crl.pem",
-            tls_crypt_v2_server_key=root / "admin.tc-server.key", profile=self.profile,  # type: ignore[arg-type]
-            device="tun-gwa")))
-        self._spawn("gwa", "openvpn", "--config", str(gwa_conf), "--log-append", str(root / "gwa-server.log"))
+            self.procs += start_party(self.lab, root, name, self.profile, self.env)
+        self._spawn("gwa", "openvpn", "--config", str(gwa_server_conf(root, self.profile)),
+                    "--log-append", str(root / "gwa-server.log"))
         click.echo("[4/6] meter simulator (Iskraemeco MT831) on the LMN")
         link = root / "meter"
         self.procs.append(subprocess.Popen([*SMGW, "meter-sim", "--link", str(link), "--scenario", "normal"],
@@ -128,7 +98,7 @@ class Demo:
             + f'[portal]\nstate_dir = "{root}/portal"\ntls_cert = "{root}/portal/portal.crt"\n'
               f'tls_key = "{root}/portal/portal.key"\n'
               f'[[portal.consumers]]\nname = "demo"\nmeters = ["{METER_ID}"]\nsetup_code = "{self.code}"\n'
-            + PROFILES)
+            + LAB_PROFILES)
         self.config = config
         applied = self.lab.run("gw", *SMGW, "apply", "--config", str(config), env=self.env, timeout=60)
         if applied.returncode != 0:
@@ -146,11 +116,6 @@ class Demo:
                            timeout=10).stdout.strip()
         click.echo(f"      portal {url} from the HAN: {status or 'no answer'}; from the WAN: {wan or 'no answer'} "
                    f"(user demo, one-time code {self.code})")
-
-    def _smgw(self, *args: str) -> None:
-        done = subprocess.run([*SMGW, *args], env=self.env, capture_output=True, text=True, timeout=60, check=False)
-        if done.returncode != 0:
-            raise SmgwError(f"smgw {args[0]}: {done.stderr.strip()[-300:]}")
 
     def _spawn(self, role: str, *argv: str, log: Path | None = None) -> None:
         assert self.lab is not None

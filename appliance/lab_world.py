@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from ipaddress import IPv4Interface
 from pathlib import Path
 
 from appliance.errors import SmgwError
+from appliance.lab import Lab
+from appliance.render_server import ServerTunnel, render_server
 
 ROOT = Path(__file__).resolve().parents[1]
 SMGW = [sys.executable, "-m", "appliance.cli"]
@@ -29,6 +32,25 @@ ADMIN_IDLE_S = 30
 ADMIN_NET = IPv4Interface("10.90.0.1/24")
 GATEWAY_ID = "gw-0001"
 Progress = Callable[[str], None]
+#: per-minute profiles, so that deliveries arrive within a minute or two (tests and demo)
+LAB_PROFILES = """
+[[profiles]]
+name = "dso-rt"
+party = "dso"
+values = ["1.8.0"]
+interval_s = 60
+send_every_s = 60
+resolution = 3
+
+[[profiles]]
+name = "supplier-rt"
+party = "supplier"
+values = ["1.8.0", "21.7.0"]
+interval_s = 60
+send_every_s = 60
+resolution = 1
+identity = "pseudonym"
+"""
 
 
 def run(*argv: str, env: dict[str, str]) -> None:
@@ -128,3 +150,28 @@ def headend_toml(root: Path, name: str, profile: str, database: str | None = Non
         f'enc_cert = "{root}/{name}-enc.crt"\nenc_key = "{root}/{name}-enc.key"\n'
         f'[paths]\nstate = "{root}/{name}-headend"\nrun = "{root}/{name}-headend/run"\n')
     return path
+
+
+def start_party(lab: Lab, root: Path, name: str, profile: str, env: dict[str, str],
+                database: str | None = None) -> list[subprocess.Popen[bytes]]:
+    """A market party in its namespace: its OpenVPN server (rendered from its headend config)
+    and its ingest; returns both processes."""
+    config = headend_toml(root, name, profile, database)
+    rendered = root / f"{name}-rendered"
+    run(*SMGW, "render", "--config", str(config), "--out", str(rendered), env=env)
+    (root / f"{name}-headend/run").mkdir(parents=True, exist_ok=True)
+    server = lab.popen(name, "openvpn", "--config", str(rendered / "openvpn/server.conf"),
+                       "--log-append", str(root / f"{name}-server.log"), env=env)
+    time.sleep(0.3)  # the tun device and its address exist before the ingest binds to it
+    return [server, lab.popen(name, *SMGW, "headend", "run", "--config", str(config), env=env)]
+
+
+def gwa_server_conf(root: Path, profile: str) -> Path:
+    """The GWA's admin tunnel server config (its software key; the gateways' admin tunnels end here)."""
+    conf = root / "gwa-server.conf"
+    conf.write_text(render_server(ServerTunnel(
+        name="gwa.example", listen_address=GWA.ip, listen_port=1194, tunnel=ADMIN_NET, root=root / "ca/ca.crt",
+        cert=root / "gwa-server.crt", key=root / "gwa-server.key", crl=root / "crl.pem",
+        tls_crypt_v2_server_key=root / "admin.tc-server.key", profile=profile,  # type: ignore[arg-type]
+        device="tun-gwa")))
+    return conf

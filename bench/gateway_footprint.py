@@ -30,9 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from appliance.lab_world import LAB_PROFILES
 from appliance.tunnel_states import read_states
 from tests.system.conftest import SMGW
-from tests.system.test_deliveries import PROFILES, _start_headends
+from tests.system.test_deliveries import _start_headends
 from tests.system.testbed import make_testbed
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -105,7 +106,7 @@ def main() -> None:
             (folder / "bed").mkdir()
             with make_testbed(folder / "bed", "bsi") as bed:
                 bed.config.write_text(f'[meter]\nport = "{link}"\npoll_interval = 30\ntimeout = 10\nattempts = 2\n'
-                                      + bed.config.read_text() + PROFILES)
+                                      + bed.config.read_text() + LAB_PROFILES)
                 applied = bed.smgw("gw", "apply", "--config", str(bed.config))
                 if applied.returncode != 0:
                     raise SystemExit(f"apply failed: {applied.stderr}")

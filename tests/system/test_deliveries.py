@@ -15,27 +15,9 @@ from typing import Any
 
 import pytest
 
+from appliance.lab_world import LAB_PROFILES, start_party
 from tests.system.conftest import SMGW, Simulator
-from tests.system.testbed import PARTIES, Bed, JsonLines, headend_toml, make_testbed
-
-PROFILES = """
-[[profiles]]
-name = "dso-rt"
-party = "dso"
-values = ["1.8.0"]
-interval_s = 60
-send_every_s = 60
-resolution = 3
-
-[[profiles]]
-name = "supplier-rt"
-party = "supplier"
-values = ["1.8.0", "21.7.0"]
-interval_s = 60
-send_every_s = 60
-resolution = 1
-identity = "pseudonym"
-"""
+from tests.system.testbed import PARTIES, Bed, JsonLines, make_testbed
 
 
 def _rows(url: str, sql: str) -> list[tuple[Any, ...]]:
@@ -79,19 +61,8 @@ def _covers(db: str, until: float) -> bool:
 
 
 def _start_headends(bed: Bed, databases: dict[str, str] | None = None) -> list[subprocess.Popen[bytes]]:
-    procs = []
-    for name in PARTIES:
-        config = headend_toml(bed, name, (databases or {}).get(name))
-        rendered = bed.root / f"{name}-rendered"
-        done = subprocess.run([*SMGW, "render", "--config", str(config), "--out", str(rendered)], env=bed.env,
-                              capture_output=True, text=True, check=False)
-        assert done.returncode == 0, done.stderr
-        (bed.root / f"{name}-headend/run").mkdir(parents=True, exist_ok=True)
-        procs.append(bed.lab.popen(name, "openvpn", "--config", str(rendered / "openvpn/server.conf"),
-                                   "--log-append", str(bed.root / f"{name}-server.log"), env=bed.env))
-        time.sleep(0.3)  # the tun device and its address exist before the ingest binds to it
-        procs.append(bed.lab.popen(name, *SMGW, "headend", "run", "--config", str(config), env=bed.env))
-    return procs
+    return [proc for name in PARTIES
+            for proc in start_party(bed.lab, bed.root, name, bed.profile, bed.env, (databases or {}).get(name))]
 
 
 @pytest.mark.parametrize("headend_database", ["sqlite"], indirect=True)  # PostgreSQL: test_deliveries_pg.py
@@ -105,7 +76,7 @@ def delivery_suite(tmp_path: Path, meter_sim: Callable[..., Simulator], database
     sim = meter_sim("normal")
     with make_testbed(tmp_path, "bsi") as bed:
         bed.config.write_text(f'[meter]\nport = "{sim.link}"\npoll_interval = 2\ntimeout = 5\nattempts = 2\n'
-                              + bed.config.read_text() + PROFILES)
+                              + bed.config.read_text() + LAB_PROFILES)
         applied = bed.smgw("gw", "apply", "--config", str(bed.config))
         assert applied.returncode == 0, applied.stderr
         dbs = {name: database(name) for name in PARTIES}

@@ -13,24 +13,20 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from appliance.render_server import ServerTunnel, render_server
+from appliance.lab_world import gwa_server_conf
 from headend.gwa import default_sequence
 from pki.cms import software_signer
 from pki.encoding import read_certificate
 from pki.wakeup import encode, new_body
 from tests.system.conftest import SMGW, Simulator
-from tests.system.testbed import ADMIN_NET, GWA, WAKEUP_PORT, Bed, JsonLines, make_testbed
+from tests.system.testbed import GWA, WAKEUP_PORT, Bed, JsonLines, make_testbed
 
 GW_WAN = "192.0.2.2"
 
 
 @contextmanager
 def gwa_server(bed: Bed) -> Iterator[None]:
-    conf = bed.root / "gwa-server.conf"
-    conf.write_text(render_server(ServerTunnel(
-        name="gwa.example", listen_address=GWA.ip, listen_port=1194, tunnel=ADMIN_NET, root=bed.root / "ca/ca.crt",
-        cert=bed.root / "gwa-server.crt", key=bed.root / "gwa-server.key", crl=bed.root / "crl.pem",
-        tls_crypt_v2_server_key=bed.root / "admin.tc-server.key", profile=bed.profile, device="tun-gwa")))  # type: ignore[arg-type]
+    conf = gwa_server_conf(bed.root, bed.profile)
     proc = bed.lab.popen("gwa", "openvpn", "--config", str(conf), "--log-append", str(bed.root / "gwa-server.log"),
                          env=bed.env)
     try:

@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from appliance.lab_world import LAB_PROFILES
 from tests.system.conftest import SMGW, Simulator
-from tests.system.test_deliveries import PROFILES
 from tests.system.testbed import Bed, make_testbed
 
 
@@ -66,7 +66,7 @@ def test_a_failing_critical_check_stops_sending_until_it_passes(tmp_path: Path,
     sim = meter_sim("normal")
     with make_testbed(tmp_path, "modern") as bed:
         bed.config.write_text(f'[meter]\nport = "{sim.link}"\npoll_interval = 2\ntimeout = 5\nattempts = 2\n'
-                              + bed.config.read_text() + PROFILES + "\n[selftest]\ninterval_s = 5\n")
+                              + bed.config.read_text() + LAB_PROFILES + "\n[selftest]\ninterval_s = 5\n")
         _apply(bed)
         conf = bed.root / "state/rendered/openvpn/supplier.conf"
         good = conf.read_text()
