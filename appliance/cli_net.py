@@ -39,9 +39,20 @@ def pkcs11_ids(cfg: GatewayConfig, ids_file: Path | None) -> dict[str, str]:
     return gateway_token(cfg).openvpn_ids()
 
 
-def write_tree(files: dict[str, str], out: Path) -> None:
+def write_tree(files: dict[str, str], out: Path) -> int:
+    """Write what differs from what is there; returns how many files changed, so that a
+    provisioning run can tell a no-op (Ansible's ``changed_when``)."""
+    changed = 0
     for relative, text in sorted(files.items()):
-        write_atomic(out / relative, text)
+        path = out / relative
+        try:
+            if path.read_text() == text:
+                continue
+        except (OSError, UnicodeDecodeError):
+            pass
+        write_atomic(path, text)
+        changed += 1
+    return changed
 
 
 def forwarding_off() -> None:
@@ -71,8 +82,8 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
             files = generate_headend(cfg)
         else:
             files = generate(cfg, pkcs11_ids(cfg, ids_file))
-        write_tree(files, out)
-        click.echo(f"{out}: {len(files)} files")
+        changed = write_tree(files, out)
+        click.echo(f"{out}: {len(files)} files, {changed} changed")
 
     @main.command("apply")
     @config_option
@@ -82,7 +93,11 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         cfg = config_mod.load(config_path)
         _files_present(cfg)
         _interfaces_present(cfg)
-        files = generate(cfg, pkcs11_ids(cfg, None))
+        # the units run this very config file, wherever it lies
+        files = generate(cfg, pkcs11_ids(cfg, None), config_path=config_path.resolve())
+        if _in_force(cfg, files):
+            click.echo(f"unchanged: {len(files)} files and the firewall as loaded already, forwarding off")
+            return
         if cfg.firewall.backend == "nftables":
             nftables.check(files["nftables.conf"])
             write_tree(files, cfg.paths.state / "rendered")
@@ -177,6 +192,23 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         if blocking({c.name: c for c in checks}):
             raise SystemExit(1)
 
+
+
+def _in_force(cfg: GatewayConfig, files: dict[str, str]) -> bool:
+    """Everything ``apply`` would do is done: the rendered files are these, the kernel holds
+    what the last apply loaded, and forwarding is off. Then apply changes nothing and says so."""
+    rendered = cfg.paths.state / "rendered"
+    snapshot = cfg.paths.state / FIREWALL_SNAPSHOT
+    try:
+        if any((rendered / name).read_text() != text for name, text in files.items()):
+            return False
+        loaded = nftables.loaded() if cfg.firewall.backend == "nftables" else iptables.loaded()
+        if snapshot.read_text() != loaded:
+            return False
+        knobs = [Path("/proc/sys/net/ipv4/ip_forward"), Path("/proc/sys/net/ipv6/conf/all/forwarding")]
+        return all(k.read_text().strip() == "0" for k in knobs if k.exists())
+    except (OSError, UnicodeDecodeError, FirewallError):
+        return False
 
 
 def _quietly(remove: Callable[[], None]) -> None:

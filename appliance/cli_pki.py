@@ -15,7 +15,9 @@ from typing import Any
 import click
 from cryptography.hazmat.primitives import serialization
 
-from pki.ca import REASONS, CertificateAuthority, init_ca
+from cryptography import x509
+
+from pki.ca import REASONS, CertificateAuthority, init_ca, software_request
 from pki.encoding import read_csr
 from pki.errors import CaError
 from pki.profiles import ROLES
@@ -88,6 +90,21 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
                 f.write(key_pem)
         click.echo(f"{prefix}.crt: {role} {name} serial {cert.serial_number:x}")
 
+    @pki_group.command("request")
+    @click.option("--key", "key_path", required=True, type=click.Path(path_type=Path),
+                  help="Software key file (PEM, mode 0600); made on this host if missing.")
+    @click.option("--name", required=True, help="Name to request (the CA decides the final subject).")
+    @click.option("--profile", type=click.Choice(["bsi", "modern"]), default="bsi", show_default=True)
+    @click.option("--out", required=True, type=click.Path(path_type=Path), help="PEM request file.")
+    @wrap
+    def request_cmd(key_path: Path, name: str, profile: str, out: Path) -> None:
+        """A CSR for a party's or the GWA's software key, made where the key lives: only the
+        request travels to the CA (gateway keys use `smgw token csr`)."""
+        made = not key_path.exists()
+        csr = software_request(key_path, name, profile)  # type: ignore[arg-type]
+        out.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+        click.echo(f"{out}: request for {name} ({'new key' if made else 'existing key'} {key_path})")
+
     @pki_group.command("revoke")
     @_dir
     @_pass
@@ -104,10 +121,22 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
     @_pass
     @click.option("--out", required=True, type=click.Path(path_type=Path))
     @click.option("--days", type=click.IntRange(1, 365), default=7, show_default=True)
+    @click.option("--keep-days", type=click.FloatRange(min=0), default=None,
+                  help="Leave OUT alone (and say 'unchanged') if it is this CA's current CRL and stays "
+                       "valid longer than this; for idempotent provisioning runs.")
     @wrap
-    def crl_cmd(directory: Path, passphrase_file: Path | None, out: Path, days: int) -> None:
+    def crl_cmd(directory: Path, passphrase_file: Path | None, out: Path, days: int, keep_days: float | None) -> None:
         """Write the current CRL (PEM)."""
-        crl = CertificateAuthority(directory, _passphrase(passphrase_file)).crl(days)
+        ca = CertificateAuthority(directory, _passphrase(passphrase_file))
+        if keep_days is not None and out.exists():
+            try:
+                existing = x509.load_pem_x509_crl(out.read_bytes())
+            except ValueError:
+                existing = None
+            if existing is not None and ca.crl_current(existing, keep_days):
+                click.echo(f"{out}: unchanged, {len(existing)} revoked, next update {existing.next_update_utc}")
+                return
+        crl = ca.crl(days)
         out.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
         click.echo(f"{out}: {len(crl)} revoked, next update {crl.next_update_utc}")
 

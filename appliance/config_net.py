@@ -153,6 +153,7 @@ class Pki(StrictModel):
 class Paths(StrictModel):
     state: SafePath = Field(default=Path("/var/lib/smgw"), description="state (database, rendered configs)")
     run: SafePath = Field(default=Path("/run/smgw"), description="sockets and pid files")
+    binary: SafePath = Field(default=Path("/usr/local/bin/smgw"), description="the smgw command the systemd units run")
 
 
 class Logs(StrictModel):

@@ -115,12 +115,11 @@ def environment(templates: Path = TEMPLATES) -> jinja2.Environment:
     return env
 
 
-SMGW_BINARY = Path("/usr/local/bin/smgw")
 TUNNEL_UNIT_PREFIX = "smgw-tunnel-"  #: + party name: one unit per party's tunnel
 
 
 def generate(cfg: GatewayConfig, pkcs11_ids: dict[str, str], templates: Path = TEMPLATES,
-             config_path: Path = DEFAULT_CONFIG_PATH, smgw_binary: Path = SMGW_BINARY) -> dict[str, str]:
+             config_path: Path = DEFAULT_CONFIG_PATH, smgw_binary: Path | None = None) -> dict[str, str]:
     env = environment(templates)
     policy = zone_policy(cfg)
     if cfg.firewall.backend == "nftables":
@@ -131,7 +130,7 @@ def generate(cfg: GatewayConfig, pkcs11_ids: dict[str, str], templates: Path = T
     views = tunnel_views(cfg, pkcs11_ids)
     for view in views:
         files[f"openvpn/{view.name}.conf"] = client.render(t=view)
-    units = UnitView(smgw=smgw_binary, config=config_path, meter_port=Path(cfg.meter.port), state=cfg.paths.state,
+    units = UnitView(smgw=smgw_binary or cfg.paths.binary, config=config_path, meter_port=Path(cfg.meter.port), state=cfg.paths.state,
                      run=cfg.paths.run, tunnels=tuple(v.name for v in views), token_dir=cfg.token.store_dir,
                      selftest_every_s=int(cfg.selftest.interval_s),
                      portal_state=cfg.portal.state_dir if cfg.portal is not None else None,

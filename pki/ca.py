@@ -224,6 +224,21 @@ class CertificateAuthority:
                 return self.issued[i]
         raise CaError(f"serial {serial} was not issued by this CA")
 
+    def revoked_serials(self) -> set[int]:
+        return {int(r.serial, 16) for r in self.issued if r.revoked_at is not None and r.reason is not None}
+
+    def crl_current(self, crl: x509.CertificateRevocationList, keep_days: float) -> bool:
+        """True when ``crl`` is this CA's, lists exactly today's revocations and stays valid for
+        more than ``keep_days``: then a provisioning run need not replace it (and reports no change)."""
+        next_update = crl.next_update_utc
+        if next_update is None or crl.issuer != self.cert.subject:
+            return False
+        if not crl.is_signature_valid(self.key.public_key()):
+            return False
+        if {entry.serial_number for entry in crl} != self.revoked_serials():
+            return False
+        return next_update - _now() > dt.timedelta(days=keep_days)
+
     def crl(self, days: int = 7) -> x509.CertificateRevocationList:
         now = _now()
         builder = (x509.CertificateRevocationListBuilder().issuer_name(self.cert.subject)
@@ -239,3 +254,23 @@ class CertificateAuthority:
         crl = builder.sign(self.key, hashes.SHA256())
         _write_atomic(self.directory / "crl.pem", crl.public_bytes(serialization.Encoding.PEM))
         return crl
+
+
+def software_request(key_path: Path, name: str, profile: CryptoProfile) -> x509.CertificateSigningRequest:
+    """A CSR for the software key at ``key_path``, making the key (0600, PKCS#8) if it is
+    missing: the party's and the GWA's keys are born where they are used, like the gateway's
+    in its token, and only the request goes to the CA. A key on another curve is refused."""
+    check_name(name)
+    if key_path.exists():
+        try:
+            key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            raise CsrError(f"{key_path}: not an unencrypted PEM private key") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or profile_of_key(key.public_key()) != profile:
+            raise CsrError(f"{key_path}: not an EC key of the {profile} profile")
+    else:
+        key = ec.generate_private_key(curve(profile))
+        _write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                   serialization.NoEncryption()))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    return x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
