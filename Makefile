@@ -5,11 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # System packages the project needs (tests, demo).
-APT_PACKAGES := python3 python3-venv python3-dev gcc make sqlite3 tzdata iproute2 procps openssl softhsm2 openvpn nftables iptables systemd postgresql chromium chromium-driver stunnel4 libengine-pkcs11-openssl
+APT_PACKAGES := python3 python3-venv python3-dev gcc make sqlite3 tzdata iproute2 procps openssl softhsm2 openvpn nftables iptables systemd postgresql chromium chromium-driver stunnel4 libengine-pkcs11-openssl python3-apt git
 DEMO_ARGS ?= --seconds 90
 PYTEST_ARGS ?=
 
-.PHONY: all apt deps demo test unit system typecheck lint bench fuzz clean
+.PHONY: all apt deps demo test unit system typecheck lint bench fuzz clean dist ansible-lint
 
 all: test
 
@@ -50,6 +50,15 @@ system: deps
 # timeouts (a WAN outage of two send windows alone is 130 s), so two files overlap well.
 test: deps typecheck
 	$(PY) -m pytest tests -q -n 2 --dist loadfile --durations=15 $(PYTEST_ARGS)
+
+# A source release for the Ansible roles (smgw_install_source_archive): the committed tree.
+dist:
+	mkdir -p dist
+	git archive --format=tar.gz --prefix=smgw/ -o dist/smgw-src.tar.gz HEAD pyproject.toml appliance reader pki firewall headend portal templates
+	@echo dist/smgw-src.tar.gz
+
+ansible-lint: deps
+	cd ansible && ../$(VENV)/bin/ansible-lint --offline --profile production
 
 bench: deps
 	@for f in bench/*.py; do echo "# $$f" >&2; $(PY) $$f || exit 1; done

@@ -153,3 +153,57 @@ def test_cli_renew_and_export(tmp_path: Path) -> None:
     assert x509.load_der_x509_certificate(exported.stdout_bytes) == renewed
     ca_pem = run(main, ["pki", "export", "--dir", d], env=env)
     assert ca_pem.stdout_bytes == (tmp_path / "ca" / "ca.crt").read_bytes()
+
+
+def test_request_makes_the_key_where_it_lives_and_reuses_it(tmp_path: Path) -> None:
+    """`smgw pki request`: a party's key is born on its host (0600) and only the CSR goes to the
+    CA; a second request reuses the key; a key of the other profile is refused."""
+    env = {"SMGW_CA_PASSPHRASE": PASS.decode()}
+    run = CliRunner().invoke
+    d, key = str(tmp_path / "ca"), tmp_path / "tls.key"
+    assert run(main, ["pki", "init-ca", "--dir", d, "--profile", "bsi"], env=env).exit_code == 0
+    r = run(main, ["pki", "request", "--key", str(key), "--name", "dso.example", "--out", str(tmp_path / "a.csr")])
+    assert r.exit_code == 0 and "new key" in r.output, r.output
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    r = run(main, ["pki", "request", "--key", str(key), "--name", "dso.example", "--out", str(tmp_path / "b.csr")])
+    assert r.exit_code == 0 and "existing key" in r.output
+    a = x509.load_pem_x509_csr((tmp_path / "a.csr").read_bytes())
+    b = x509.load_pem_x509_csr((tmp_path / "b.csr").read_bytes())
+    assert a.public_key() == b.public_key() and a.is_signature_valid
+    r = run(main, ["pki", "issue", "--dir", d, "--role", "party-tls", "--name", "dso.example", "--csr",
+                   str(tmp_path / "a.csr"), "--out", str(tmp_path / "tls")], env=env)
+    assert r.exit_code == 0, r.output
+    cert = x509.load_pem_x509_certificate((tmp_path / "tls.crt").read_bytes())
+    assert cert.public_key() == a.public_key() and role_of(cert) == "party-tls"
+    r = run(main, ["pki", "request", "--key", str(key), "--name", "dso.example", "--profile", "modern",
+                   "--out", str(tmp_path / "c.csr")])
+    assert r.exit_code == 1 and "not an EC key of the modern profile" in r.output
+    r = run(main, ["pki", "request", "--key", str(tmp_path / "n.key"), "--name", "bad name", "--out", str(tmp_path / "d.csr")])
+    assert r.exit_code == 1 and not (tmp_path / "n.key").exists()
+
+
+def test_crl_keep_days_leaves_a_current_crl_alone(tmp_path: Path) -> None:
+    """--keep-days: the same CRL while it lists every revocation and stays valid long enough; a new
+    one after a revocation, near its next update, or when the file is not this CA's CRL."""
+    env = {"SMGW_CA_PASSPHRASE": PASS.decode()}
+    run = CliRunner().invoke
+    d, out = str(tmp_path / "ca"), tmp_path / "crl.pem"
+    assert run(main, ["pki", "init-ca", "--dir", d, "--profile", "modern"], env=env).exit_code == 0
+
+    def crl(*extra: str) -> str:
+        r = run(main, ["pki", "crl", "--dir", d, "--out", str(out), "--days", "30", *extra], env=env)
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    assert "unchanged" not in crl("--keep-days", "7")
+    first = out.read_bytes()
+    assert "unchanged" in crl("--keep-days", "7") and out.read_bytes() == first
+    assert "unchanged" not in crl("--keep-days", "31")  # would expire within the keep window
+    run(main, ["pki", "issue", "--dir", d, "--role", "party-enc", "--name", "supplier", "--generate",
+               "--out", str(tmp_path / "s")], env=env)
+    serial = json.loads(run(main, ["pki", "list", "--dir", d, "--json"], env=env).output)[0]["serial"]
+    assert run(main, ["pki", "revoke", "--dir", d, "--serial", serial, "--reason", "superseded"],
+               env=env).exit_code == 0
+    assert "1 revoked" in crl("--keep-days", "7") and "unchanged" in crl("--keep-days", "7")
+    out.write_text("not a CRL")
+    assert "unchanged" not in crl("--keep-days", "7")
