@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-from cryptography.hazmat.primitives import serialization
-
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from pki.ca import REASONS, CertificateAuthority, init_ca, software_request
 from pki.encoding import read_csr

@@ -80,6 +80,6 @@ def recap(stdout: str) -> dict[str, dict[str, int]]:
     """PLAY RECAP lines: host -> {ok, changed, unreachable, failed, ...}."""
     out: dict[str, dict[str, int]] = {}
     tail = stdout.split("PLAY RECAP", 1)[-1]
-    for host, counts in re.findall(r"^(\S+)\s+:\s+(.*)$", tail, re.M):
+    for host, counts in re.findall(r"^(\S+)\s+:\s+(.*)$", tail, re.MULTILINE):
         out[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counts)}
     return out
