@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -69,8 +70,12 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         """The key pairs in the token (never their private values)."""
         keys = _open(token_label, module, pin_file).keys()
         if as_json:
+            now = dt.datetime.now(dt.UTC)
             click.echo(json.dumps([{"label": k.label, "id": k.key_id.hex(), "profile": k.profile,
-                                    "certificate": k.has_certificate} for k in keys]))
+                                    "certificate": k.has_certificate,
+                                    "not_after": k.not_after.isoformat() if k.not_after else None,
+                                    "days_left": round((k.not_after - now).total_seconds() / 86400, 2)
+                                    if k.not_after else None} for k in keys]))
             return
         for k in keys:
             click.echo(f"{k.label:<24} id {k.key_id.hex()}  {k.profile:<6} {'certified' if k.has_certificate else '-'}")

@@ -10,6 +10,7 @@ command line, and is never logged or shown in a repr.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import stat
@@ -69,6 +70,7 @@ class TokenKey:
     key_id: bytes
     profile: CryptoProfile
     has_certificate: bool
+    not_after: dt.datetime | None = None  #: the certificate's end, for renewal before it
 
 
 _SESSION_LOCK = threading.RLock()
@@ -192,13 +194,15 @@ class Token:
 
     def keys(self) -> list[TokenKey]:
         with self.session() as s:
-            certs = {o[Attribute.LABEL] for o in s.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE})}
+            certs = {o[Attribute.LABEL]: x509.load_der_x509_certificate(o[Attribute.VALUE]).not_valid_after_utc
+                     for o in s.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE})}
             out = []
             for key in s.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}):
                 params = asn1_keys.ECDomainParameters.load(key[Attribute.EC_PARAMS]).chosen.native
                 out.append(TokenKey(label=key[Attribute.LABEL], key_id=key[Attribute.ID],
                                     profile="bsi" if params == "brainpoolp256r1" else "modern",
-                                    has_certificate=key[Attribute.LABEL] in certs))
+                                    has_certificate=key[Attribute.LABEL] in certs,
+                                    not_after=certs.get(key[Attribute.LABEL])))
         return sorted(out, key=lambda k: k.label)
 
     # ------------------------------------------------------------- secrets

@@ -63,12 +63,12 @@ class Run:
     recap: dict[str, dict[str, int]]
 
 
-def playbook(lab_root: Path, prefix: str, archive: Path, log: Path) -> Run:
+def playbook(lab_root: Path, prefix: str, archive: Path, log: Path, *extra: str) -> Run:
     env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0",
            "ANSIBLE_NOCOLOR": "1", "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
     done = subprocess.run(
         [str(BIN / "ansible-playbook"), "-i", "inventory/lab.yml", "site.yml",
-         "-e", f"smgw_lab_root={lab_root}", "-e", f"smgw_lab_prefix={prefix}", "-e", f"smgw_install_source_archive={archive}"],
+         "-e", f"smgw_lab_root={lab_root}", "-e", f"smgw_lab_prefix={prefix}", "-e", f"smgw_install_source_archive={archive}", *extra],
         cwd=ANSIBLE, env=env, capture_output=True, text=True, timeout=900, check=False)
     output = done.stdout + done.stderr
     with log.open("a") as f:

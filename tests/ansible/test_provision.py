@@ -1,15 +1,18 @@
 """``ansible-playbook site.yml`` against the lab fleet (ISSUE 10): the first run provisions the CA,
 a market party's headend and two gateways, with every gateway key born in its token; the
 provisioned gateways then deliver through their tunnels to the headend; a second run changes
-nothing."""
+nothing; a run with a renewal window longer than the certificates' life renews them all, for
+the same keys."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from appliance.lab import Lab
 from tests.ansible.fleet import BIN, Run, build, playbook, release
@@ -36,6 +39,14 @@ def _private_keys_under(folder: Path, skip: tuple[Path, ...]) -> list[Path]:
             except OSError:
                 pass
     return found
+
+
+def _token_keys(gw: Path) -> dict[str, dict[str, Any]]:
+    listed = subprocess.run(
+        [str(gw / "opt/smgw/venv/bin/smgw"), "token", "list", "--json", "--pin-file", str(gw / "etc/smgw/token.pin")],
+        env={**os.environ, "SOFTHSM2_CONF": str(gw / "etc/softhsm/softhsm2.conf")},
+        capture_output=True, text=True, timeout=60, check=True)
+    return {k["label"]: k for k in json.loads(listed.stdout)}
 
 
 def _delivered(db: Path) -> set[str]:
@@ -66,15 +77,14 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
 
         # enrolment moved no private key: none on a gateway outside its token, only CSRs and
         # certificates at the CA and on the controller
+        issued = {}
         for host in GATEWAYS:
             gw = root / host
             assert _private_keys_under(gw, (gw / "var/lib/softhsm", gw / "opt")) == []
-            listed = subprocess.run(
-                [str(gw / "opt/smgw/venv/bin/smgw"), "token", "list", "--json", "--pin-file",
-                 str(gw / "etc/smgw/token.pin")], env={**os.environ, "SOFTHSM2_CONF": str(gw / "etc/softhsm/softhsm2.conf")},
-                capture_output=True, text=True, timeout=60, check=True)
-            assert '"label": "gateway-sig"' in listed.stdout and '"label": "gateway-tls-dso"' in listed.stdout
-            assert '"certificate": false' not in listed.stdout, listed.stdout
+            keys = _token_keys(gw)
+            assert {"gateway-sig", "gateway-tls-dso"} <= set(keys), keys
+            assert all(k["certificate"] and k["days_left"] > 300 for k in keys.values()), keys
+            issued[host] = keys
         assert {p.suffix for p in (root / "ca/var/lib/smgw-ca/requests").iterdir()} == {".csr", ".crt"}
         assert _private_keys_under(root / "exchange", ()) == []
 
@@ -110,6 +120,17 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
         second = playbook(root, prefix, archive, log)
         _ok(second)
         assert all(r["changed"] == 0 for r in second.recap.values()), second.recap
+
+        # rotation: every certificate is due within a renewal window this long
+        third = playbook(root, prefix, archive, log, "-e", "smgw_gateway_renew_days=100000",
+                         "-e", "smgw_headend_renew_days=100000")
+        _ok(third)
+        assert third.recap["gw1"]["changed"] > 0 and third.recap["dso"]["changed"] > 0, third.recap
+        for host in GATEWAYS:
+            renewed = _token_keys(root / host)
+            for label in ("gateway-sig", "gateway-tls-dso"):
+                assert renewed[label]["id"] == issued[host][label]["id"]  # the same key in the token
+                assert renewed[label]["not_after"] > issued[host][label]["not_after"]  # a new certificate
     finally:
         for p in procs:
             p.terminate()
