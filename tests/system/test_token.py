@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -120,7 +121,10 @@ def test_enrolment_through_the_cli_keeps_the_key_in_the_token(tmp_path: Path) ->
         assert result.returncode == 0, (step, result.stderr)
         assert PIN not in result.stdout + result.stderr
     listed = json.loads(run_smgw("token", "list", "--json", env=env).stdout)
-    assert listed == [{"label": "gateway-tls-dso", "id": listed[0]["id"], "profile": "bsi", "certificate": True}]
+    issued = x509.load_pem_x509_certificate((work / "gw.crt").read_bytes())
+    assert listed == [{"label": "gateway-tls-dso", "id": listed[0]["id"], "profile": "bsi", "certificate": True,
+                       "not_after": issued.not_valid_after_utc.isoformat(), "days_left": listed[0]["days_left"]}]
+    assert 729 < listed[0]["days_left"] <= 730  # what is left of the certificate (renewal is due before the end)
     assert not (work / "gw.key").exists()
     # no private key of the gateway anywhere on disk: the only key file is the CA's own, encrypted
     key_files = sorted(p.relative_to(work).as_posix() for p in work.rglob("*")
