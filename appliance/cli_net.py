@@ -18,12 +18,12 @@ from appliance.errors import SmgwError
 from appliance.files import write_atomic
 from appliance.gateway_token import gateway_token
 from appliance.render import generate, tunnel_views
-from appliance.render_server import generate_headend
+from appliance.render_server import generate_gwa, generate_headend
 from appliance.selftest import FIREWALL_SNAPSHOT, blocking, read_results, run_checks, write_results
 from appliance.zone_policy import zone_policy
 from firewall import iptables, nftables
 from firewall.errors import FirewallError
-from headend.config import HeadendConfig
+from headend.config import GwaConfig, HeadendConfig
 
 
 def pkcs11_ids(cfg: GatewayConfig, ids_file: Path | None) -> dict[str, str]:
@@ -76,10 +76,13 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
                   help="JSON {key label: pkcs11-id} instead of reading the token (offline rendering).")
     @wrap
     def render_cmd(config_path: Path, out: Path, ids_file: Path | None) -> None:
-        """Load, verify and generate every file into a folder (gateway: firewall, OpenVPN clients; headend: server)."""
+        """Load, verify and generate every file into a folder (gateway: firewall, OpenVPN clients, units;
+        headend or GWA: its tunnel server)."""
         cfg = config_mod.load_any(config_path)
         if isinstance(cfg, HeadendConfig):
             files = generate_headend(cfg)
+        elif isinstance(cfg, GwaConfig):
+            files = generate_gwa(cfg)
         else:
             files = generate(cfg, pkcs11_ids(cfg, ids_file))
         changed = write_tree(files, out)

@@ -37,7 +37,7 @@ from appliance.config_net import (
 from appliance.config_portal import Portal
 from appliance.errors import ConfigError
 from appliance.profiles import AccessProfile, check_profiles
-from headend.config import HeadendConfig, SafePath
+from headend.config import GwaConfig, HeadendConfig, SafePath
 
 DEFAULT_CONFIG_PATH = Path("/etc/smgw/gateway.toml")
 log = logging.getLogger("smgw.config")
@@ -248,9 +248,11 @@ def installed_profiles(cfg: GatewayConfig, taken: set[str] | None = None) -> lis
     return out
 
 
-def load_any(path: Path) -> GatewayConfig | HeadendConfig:
-    """A gateway's or a headend's config, told apart by its ``[headend]`` table."""
+def load_any(path: Path) -> GatewayConfig | HeadendConfig | GwaConfig:
+    """A gateway's, a headend's or the GWA's config, told apart by a ``[headend]`` or ``[gwa]`` table."""
     data = _read(path)
     if "headend" in data:
         return verify(data, str(path), HeadendConfig)
+    if "gwa" in data:
+        return verify(data, str(path), GwaConfig)
     return verify(data, str(path))

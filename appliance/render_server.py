@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from appliance.render import TEMPLATES, environment
-from headend.config import HeadendConfig
+from headend.config import GwaConfig, HeadendConfig
 from pki.names import check_name
 
 
@@ -68,3 +68,14 @@ def generate_headend(cfg: HeadendConfig, templates: Path = TEMPLATES) -> dict[st
 
 def status_file(cfg: HeadendConfig) -> Path:
     return cfg.paths.run / "openvpn-status.log"
+
+
+def generate_gwa(cfg: GwaConfig, templates: Path = TEMPLATES) -> dict[str, str]:
+    """Generate for the GWA: the admin tunnel server the gateways dial after a WakeUp."""
+    tunnel = cfg.tunnel
+    server = ServerTunnel(name=cfg.gwa.server_name, listen_address=tunnel.listen.address,
+                          listen_port=tunnel.listen.port, tunnel=tunnel.network, root=cfg.pki.root,
+                          cert=tunnel.cert, key=tunnel.key, crl=cfg.pki.crl,
+                          tls_crypt_v2_server_key=tunnel.tls_crypt_v2_server_key, profile=tunnel.profile,
+                          device="tun-gwa", status_file=cfg.paths.run / "openvpn-status.log")
+    return {"openvpn/server.conf": render_server(server, templates)}

@@ -95,3 +95,22 @@ class HeadendConfig(_Strict):
     pki: Pki
     ingest: Ingest = Ingest()
     paths: Paths = Paths()
+
+
+class GwaIdentity(_Strict):
+    server_name: DnsName = Field(description="CN of the GWA's gwa-admin certificate (gateways pin it)")
+
+
+class GwaPaths(_Strict):
+    state: SafePath = Path("/var/lib/smgw-gwa")
+    run: SafePath = Path("/run/smgw-gwa")
+
+
+class GwaConfig(_Strict):
+    """The Gateway Administrator's host: the one OpenVPN server the gateways' admin tunnels
+    end at (they dial it after a signed WakeUp; nothing ever dials a gateway)."""
+
+    gwa: GwaIdentity
+    tunnel: Tunnel
+    pki: Pki
+    paths: GwaPaths = GwaPaths()

@@ -173,3 +173,25 @@ def test_rendered_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
                                                                           "smgw-tunnel-dso.service"))],
                           capture_output=True, text=True, check=False, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_gwa_example_renders_its_admin_tunnel_server() -> None:
+    """The GWA's config is told apart by [gwa]; its server is the admin tunnels' end: device
+    tun-gwa, its gwa-admin certificate, CRL checked, nothing pushed but the tunnel itself."""
+    from appliance.config import load_any
+    from appliance.render_server import generate_gwa
+    from headend.config import GwaConfig
+
+    gwa = load_any(ROOT / "examples" / "gwa.toml")
+    assert isinstance(gwa, GwaConfig)
+    server = generate_gwa(gwa)["openvpn/server.conf"]
+    golden = GOLDEN / "gwa/openvpn/server.conf"
+    if os.environ.get("SMGW_UPDATE_GOLDEN") == "1":
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(server)
+    assert server == golden.read_text()
+    assert "dev \"tun-gwa\"" in server and "crl-verify" in server and "/etc/smgw-gwa/pki/admin.crt" in server
+    data = tomllib.loads((ROOT / "examples" / "gwa.toml").read_text())
+    with pytest.raises(ConfigError) as caught:
+        verify(_set(data, ("gwa", "server_name"), "gwa.example\nplugin /tmp/x.so"), "gwa.toml", GwaConfig)
+    assert any("gwa.server_name" in path for path, _ in caught.value.problems), caught.value.problems
