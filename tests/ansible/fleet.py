@@ -23,7 +23,8 @@ ANSIBLE = ROOT / "ansible"
 BIN = Path(sys.executable).parent
 #: what a release holds (``make dist`` packs the same from git)
 RELEASE = ("pyproject.toml", "appliance", "reader", "pki", "firewall", "headend", "portal", "templates")
-HOSTS = {"dso": IPv4Interface("192.0.2.11/24"), "gw2": IPv4Interface("192.0.2.3/24")}
+HOSTS = {"dso": IPv4Interface("192.0.2.11/24"), "gw2": IPv4Interface("192.0.2.3/24"),
+         "gwa": IPv4Interface("192.0.2.20/24")}
 
 
 def release(out: Path) -> Path:
@@ -44,7 +45,7 @@ def release(out: Path) -> Path:
 
 
 def build(prefix: str) -> Lab:
-    """gw1 is the lab's gateway (wan0, han0); gw2 and the headend sit on the WAN (eth0); gw2
+    """gw1 is the lab's gateway (wan0, han0); gw2, the headend and the GWA sit on the WAN (eth0); gw2
     gets a HAN link of its own (a veth pair inside its namespace: this kernel has no dummy links)."""
     lab = Lab(prefix, hosts=dict(HOSTS)).build()
     with NetNS(lab.ns("gw2")) as ns:

@@ -1,7 +1,7 @@
 """``ansible-playbook site.yml`` against the lab fleet (ISSUE 10): the first run provisions the CA,
 a market party's headend and two gateways, with every gateway key born in its token; the
-provisioned gateways then deliver through their tunnels to the headend; a second run changes
-nothing; a run with a renewal window longer than the certificates' life renews them all, for
+provisioned gateways then deliver through their tunnels to the headend, and the GWA wakes one
+up and reaches its admin API through the admin tunnel; a second run changes nothing; a run with a renewal window longer than the certificates' life renews them all, for
 the same keys."""
 
 from __future__ import annotations
@@ -115,6 +115,31 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
                 assert p.poll() is None, f"{p.args!r} exited with {p.returncode}"
             time.sleep(2)
         assert _delivered(db) == wanted, (tmp_path / "dso-server.log").read_text()[-3000:]
+
+        # the GWA as provisioned: its admin tunnel server, a signed WakeUp to gw1, the admin API
+        # inside the tunnel with the GWA's admin certificate, then a BreakUp
+        gwa = root / "ca"
+        pki = gwa / "etc/smgw-gwa/pki"
+        procs.append(lab.popen("gwa", "openvpn", "--config", str(gwa / "var/lib/smgw-gwa/rendered/openvpn/server.conf"),
+                               "--log-append", str(tmp_path / "gwa-server.log"), env=env))
+        smgw_gwa = str(gwa / "opt/smgw/venv/bin/smgw")
+        signer = ("--cert", str(pki / "wakeup.crt"), "--key", str(pki / "wakeup.key"))
+        time.sleep(0.5)
+        woken = lab.run("gwa", smgw_gwa, "admin", "wakeup", "--gateway", "gw-0001", "--to", "192.0.2.2:7500", *signer,
+                        env=env)
+        assert woken.returncode == 0, woken.stderr
+        admin = ("--gateway", "gw-0001", "--to", "10.90.0.2:8443", "--cert", str(pki / "admin.crt"),
+                 "--key", str(pki / "admin.key"), "--root", str(pki / "ca.crt"), "--crl", str(pki / "crl.pem"))
+        deadline = time.monotonic() + 45
+        while True:
+            status = lab.run("gwa", smgw_gwa, "admin", "status", *admin, env=env, timeout=30)
+            if status.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert status.returncode == 0, status.stderr + (tmp_path / "gwa-server.log").read_text()[-2000:]
+        assert json.loads(status.stdout)["gateway"] == "gw-0001"
+        assert lab.run("gwa", smgw_gwa, "admin", "breakup", "--gateway", "gw-0001", "--to", "192.0.2.2:7500",
+                       *signer, env=env).returncode == 0
 
         # the second run, with the fleet running: nothing to change anywhere
         second = playbook(root, prefix, archive, log)
