@@ -55,14 +55,18 @@ def render_server(server: ServerTunnel, templates: Path = TEMPLATES) -> str:
     return environment(templates).get_template("openvpn-server.conf.j2").render(s=server)
 
 
+def _server(cfg: HeadendConfig | GwaConfig, name: str, device: str) -> ServerTunnel:
+    """A tunnel server from the ``[tunnel]`` and ``[pki]`` a headend and the GWA share."""
+    tunnel = cfg.tunnel
+    return ServerTunnel(name=name, listen_address=tunnel.listen.address, listen_port=tunnel.listen.port,
+                        tunnel=tunnel.network, root=cfg.pki.root, cert=tunnel.cert, key=tunnel.key,
+                        crl=cfg.pki.crl, tls_crypt_v2_server_key=tunnel.tls_crypt_v2_server_key,
+                        profile=tunnel.profile, device=device, status_file=cfg.paths.run / "openvpn-status.log")
+
+
 def generate_headend(cfg: HeadendConfig, templates: Path = TEMPLATES) -> dict[str, str]:
     """Generate for a headend: its tunnel server config."""
-    tunnel = cfg.tunnel
-    server = ServerTunnel(name=cfg.headend.server_name, listen_address=tunnel.listen.address,
-                          listen_port=tunnel.listen.port, tunnel=tunnel.network, root=cfg.pki.root,
-                          cert=tunnel.cert, key=tunnel.key, crl=cfg.pki.crl,
-                          tls_crypt_v2_server_key=tunnel.tls_crypt_v2_server_key, profile=tunnel.profile,
-                          device=f"tun-{cfg.headend.name}", status_file=status_file(cfg))
+    server = _server(cfg, cfg.headend.server_name, f"tun-{cfg.headend.name}")
     return {"openvpn/server.conf": render_server(server, templates)}
 
 
@@ -72,10 +76,4 @@ def status_file(cfg: HeadendConfig) -> Path:
 
 def generate_gwa(cfg: GwaConfig, templates: Path = TEMPLATES) -> dict[str, str]:
     """Generate for the GWA: the admin tunnel server the gateways dial after a WakeUp."""
-    tunnel = cfg.tunnel
-    server = ServerTunnel(name=cfg.gwa.server_name, listen_address=tunnel.listen.address,
-                          listen_port=tunnel.listen.port, tunnel=tunnel.network, root=cfg.pki.root,
-                          cert=tunnel.cert, key=tunnel.key, crl=cfg.pki.crl,
-                          tls_crypt_v2_server_key=tunnel.tls_crypt_v2_server_key, profile=tunnel.profile,
-                          device="tun-gwa", status_file=cfg.paths.run / "openvpn-status.log")
-    return {"openvpn/server.conf": render_server(server, templates)}
+    return {"openvpn/server.conf": render_server(_server(cfg, cfg.gwa.server_name, "tun-gwa"), templates)}
