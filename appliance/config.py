@@ -40,6 +40,7 @@ from appliance.profiles import AccessProfile, check_profiles
 from headend.config import GwaConfig, HeadendConfig, SafePath
 
 DEFAULT_CONFIG_PATH = Path("/etc/smgw/gateway.toml")
+UNIX_PATH_MAX = 107  #: sun_path is 108 bytes with its NUL
 log = logging.getLogger("smgw.config")
 _METER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
@@ -158,6 +159,16 @@ class GatewayConfig(StrictModel):
             raise ValueError("interfaces: each zone needs its own interface")
         if any(z.startswith("tun-") for z in zones):
             raise ValueError("interfaces: names starting tun- belong to the tunnels")
+        # Unix sockets under paths.run: the kernel holds 107 bytes of a path; OpenVPN would cut a
+        # longer one silently and its supervisor would never find the management socket
+        names = [f"openvpn-{p.name}.sock" for p in self.parties]
+        if self.admin is not None:
+            names += ["openvpn-admin.sock", "admin-api.sock"]
+        longest = max(names, key=len, default="")
+        if longest and len(str(self.paths.run / longest).encode()) > UNIX_PATH_MAX:
+            raise ValueError(f"paths.run: {self.paths.run / longest} is longer than a Unix socket path may be "
+                             f"({len(str(self.paths.run / longest).encode())} > {UNIX_PATH_MAX} bytes); "
+                             "choose a shorter run folder")
         if self.portal is not None and self.portal.enabled and self.portal.address is None \
                 and self.interfaces.han.address is None:
             raise ValueError("portal.address: needed when interfaces.han has no address (the portal listens on the HAN only)")

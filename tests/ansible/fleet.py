@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -84,3 +85,20 @@ def recap(stdout: str) -> dict[str, dict[str, int]]:
     for host, counts in re.findall(r"^(\S+)\s+:\s+(.*)$", tail, re.MULTILINE):
         out[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counts)}
     return out
+
+
+def unit_commands(unit: Path) -> tuple[list[list[str]], list[str]]:
+    """A service unit's ``ExecStartPre=`` command lines and its ``ExecStart=``, as systemd would
+    split them: the test runs exactly what the role installed (in the host's namespace, as root,
+    without systemd's sandbox, which this machine cannot give)."""
+    pre: list[list[str]] = []
+    start: list[str] = []
+    for line in unit.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key == "ExecStartPre":
+            pre.append(shlex.split(value))
+        elif key == "ExecStart":
+            start = shlex.split(value)
+    if not start:
+        raise AssertionError(f"{unit}: no ExecStart")
+    return pre, start

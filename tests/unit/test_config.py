@@ -91,3 +91,20 @@ def test_readme_config_reference_is_the_generated_one() -> None:
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert table() in readme, "README config reference is stale: python -m appliance.config_doc"
+
+
+def test_a_run_folder_too_long_for_the_management_sockets_is_refused() -> None:
+    """OpenVPN cuts a management socket path beyond 107 bytes without a word, and the tunnel would
+    wait forever for its hold release: verify names paths.run instead (found by the Ansible lab,
+    whose run folder lies deep in pytest's temporary tree)."""
+    from appliance.config import UNIX_PATH_MAX, verify
+
+    base = {"gateway": {"id": "gw-0001"},
+            "parties": [{"name": "dso", "server_name": "dso.example", "remote": {"address": "192.0.2.11"}}],
+            "admin": {"server_name": "gwa.example", "remote": {"address": "192.0.2.20"}}}
+    fits = "/r" + "x" * (UNIX_PATH_MAX - len("/r/openvpn-admin.sock") - 1)
+    verify({**base, "paths": {"run": fits}})
+    with pytest.raises(ConfigError) as caught:
+        verify({**base, "paths": {"run": fits + "yy"}})
+    assert caught.value.problems[0][0] == "paths.run" or "paths.run" in str(caught.value), caught.value.problems
+    assert "openvpn-admin.sock" in str(caught.value) and "Unix socket" in str(caught.value)
