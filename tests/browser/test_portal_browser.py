@@ -110,7 +110,9 @@ def submit_form(driver: WebDriver, fields: dict[str, str], button: str = "submit
         box.send_keys(value)
     page = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.ID, button).click()
-    until(driver, ec.staleness_of(page), "the form's page stayed")
+    # navigating: chromedriver may answer "node does not belong to the document" for the old page
+    # while it goes (seen in CI), which means the same as stale: ask again
+    until(driver, ec.staleness_of(page), "the form's page stayed", navigating=True)
     css(driver, "body")
 
 
