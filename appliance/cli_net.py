@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import asdict
@@ -53,6 +54,18 @@ def write_tree(files: dict[str, str], out: Path) -> int:
         write_atomic(path, text)
         changed += 1
     return changed
+
+
+def share_rendered(rendered: Path, state: Path) -> None:
+    """``apply`` runs as root, the tunnels and the portal as the service user: what it rendered
+    takes the group of the state folder (smgw), whose members may read it (files 0640, folders
+    0750), and nobody else may."""
+    if os.geteuid() != 0:
+        return
+    gid = state.stat().st_gid
+    for path in (rendered, *rendered.rglob("*")):
+        if not path.is_symlink() and path.stat().st_gid != gid:
+            os.chown(path, -1, gid)
 
 
 def forwarding_off() -> None:
@@ -112,6 +125,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
             iptables.apply(zone_policy(cfg))
             _quietly(nftables.remove)
             loaded = "iptables filter chains SMGW-*"
+        share_rendered(cfg.paths.state / "rendered", cfg.paths.state)
         forwarding_off()
         from appliance.tunnel_states import forget_others
 

@@ -195,3 +195,20 @@ def test_gwa_example_renders_its_admin_tunnel_server() -> None:
     with pytest.raises(ConfigError) as caught:
         verify(_set(data, ("gwa", "server_name"), "gwa.example\nplugin /tmp/x.so"), "gwa.toml", GwaConfig)
     assert any("gwa.server_name" in path for path, _ in caught.value.problems), caught.value.problems
+
+
+def test_apply_shares_what_it_rendered_with_the_services_group(tmp_path: Path) -> None:
+    """Rendered as root, read by the tunnels as user smgw: the tree takes the state folder's group."""
+    from appliance.cli_net import share_rendered, write_tree
+
+    if os.geteuid() != 0:
+        pytest.skip("chown to another group needs root")
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, -1, 1)  # a group other than root's, as smgw is on a gateway
+    write_tree({"openvpn/dso.conf": "client\n", "nftables.conf": "table inet smgw {}\n"}, state / "rendered")
+    share_rendered(state / "rendered", state)
+    tree = [state / "rendered", state / "rendered/openvpn", state / "rendered/openvpn/dso.conf",
+            state / "rendered/nftables.conf"]
+    assert {p.stat().st_gid for p in tree} == {1}
+    assert all(p.stat().st_mode & 0o007 == 0 for p in tree)  # and nobody else
