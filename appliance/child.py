@@ -14,6 +14,9 @@ what happened with ``gateway run --in-process`` (three threads) now and then.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import time
+from collections.abc import Sequence
 
 SETPRIV = shutil.which("setpriv")
 
@@ -23,3 +26,18 @@ def dying_with_parent(argv: list[str]) -> list[str]:
     if SETPRIV is None:  # not on Debian: the child may outlive a killed supervisor
         return argv
     return [SETPRIV, "--pdeathsig", "TERM", "--", *argv]
+
+
+def end_all(procs: Sequence[subprocess.Popen[bytes]], grace_s: float) -> None:
+    """SIGTERM to every child still running (the last started first), then one shared grace
+    period for all of them; whoever is still there after it is killed."""
+    running = [p for p in reversed(procs) if p.poll() is None]
+    for proc in running:
+        proc.terminate()
+    deadline = time.monotonic() + grace_s
+    for proc in running:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import click
 
+from appliance.child import end_all
 from appliance.store import Store, StoreError
 
 SHOWN = ("1.8.0", "1.8.1", "1.8.2", "2.8.0", "1.6.0")
@@ -87,13 +88,7 @@ def run_demo(seconds: float | None, poll: float, scenario: str) -> None:
         _show(db, stop, seconds)
     finally:
         signal.signal(signal.SIGINT, previous)
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        end_all(procs, 10)
         shutil.rmtree(work, ignore_errors=True)
         click.echo("demo stopped; processes ended and temporary files removed")
 

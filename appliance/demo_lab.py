@@ -25,6 +25,7 @@ from typing import Any
 
 import click
 
+from appliance.child import end_all
 from appliance.errors import SmgwError
 from appliance.lab import Lab
 from appliance.lab_world import (
@@ -200,15 +201,7 @@ class Demo:
     # -- ending ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        end_all(self.procs, 15)
         if self.lab is not None:
             self.lab.close()
         shutil.rmtree(self.work, ignore_errors=True)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from appliance.child import dying_with_parent
+from appliance.child import dying_with_parent, end_all
 from appliance.config import GatewayConfig
 
 log = logging.getLogger("smgw.parts")
@@ -138,16 +138,7 @@ class PartSupervisor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
-        running = [p.proc for p in self.parts.values() if p.proc is not None and p.proc.poll() is None]
-        for proc in running:
-            proc.terminate()
-        deadline = time.monotonic() + grace_s
-        for proc in running:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        end_all([p.proc for p in self.parts.values() if p.proc is not None], grace_s)
 
 
 @dataclass

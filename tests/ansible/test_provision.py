@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from appliance.child import end_all
 from appliance.lab import Lab
 from tests.ansible.fleet import BIN, Run, build, playbook, release, unit_commands
 from tests.system.conftest import ROOT, SMGW
@@ -170,12 +171,6 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
                 assert renewed[label]["id"] == issued[host][label]["id"]  # the same key in the token
                 assert renewed[label]["not_after"] > issued[host][label]["not_after"]  # a new certificate
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        end_all(procs, 15)
         lab.close()
         shutil.rmtree(base, ignore_errors=True)
