@@ -20,7 +20,15 @@ from appliance.files import write_atomic
 from appliance.gateway_token import gateway_token
 from appliance.render import generate, tunnel_views
 from appliance.render_server import generate_gwa, generate_headend
-from appliance.selftest import FIREWALL_SNAPSHOT, blocking, read_results, run_checks, write_results
+from appliance.selftest import (
+    FIREWALL_SNAPSHOT,
+    FORWARDING,
+    blocking,
+    forwarding,
+    read_results,
+    run_checks,
+    write_results,
+)
 from appliance.zone_policy import zone_policy
 from firewall import iptables, nftables
 from firewall.errors import FirewallError
@@ -45,15 +53,18 @@ def write_tree(files: dict[str, str], out: Path) -> int:
     provisioning run can tell a no-op (Ansible's ``changed_when``)."""
     changed = 0
     for relative, text in sorted(files.items()):
-        path = out / relative
-        try:
-            if path.read_text() == text:
-                continue
-        except (OSError, UnicodeDecodeError):
-            pass
-        write_atomic(path, text)
-        changed += 1
+        if not _holds(out / relative, text):
+            write_atomic(out / relative, text)
+            changed += 1
     return changed
+
+
+def _holds(path: Path, text: str) -> bool:
+    """The file is there with exactly this text."""
+    try:
+        return path.read_text() == text
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def share_rendered(rendered: Path, state: Path) -> None:
@@ -70,13 +81,12 @@ def share_rendered(rendered: Path, state: Path) -> None:
 
 def forwarding_off() -> None:
     """No traffic ever crosses zones: IPv4 and IPv6 forwarding off, checked after writing."""
-    for knob in ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"):
-        path = Path(knob)
+    for path in FORWARDING:
         if not path.exists():
             continue
         path.write_text("0\n")
         if path.read_text().strip() != "0":
-            raise SmgwError(f"{knob} stays on")
+            raise SmgwError(f"{path} stays on")
 
 
 def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
@@ -131,8 +141,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
 
         forget_others(cfg.paths.run, [p.name for p in cfg.parties])
         # what the kernel holds right after loading: the self-test compares against it
-        snapshot = nftables.loaded() if cfg.firewall.backend == "nftables" else iptables.loaded()
-        write_tree({FIREWALL_SNAPSHOT: snapshot}, cfg.paths.state)
+        write_tree({FIREWALL_SNAPSHOT: _loaded(cfg)}, cfg.paths.state)
         click.echo(f"applied: {len(files)} files, {loaded} loaded, forwarding off")
 
     @main.group("tunnels")
@@ -215,17 +224,20 @@ def _in_force(cfg: GatewayConfig, files: dict[str, str]) -> bool:
     """Everything ``apply`` would do is done: the rendered files are these, the kernel holds
     what the last apply loaded, and forwarding is off. Then apply changes nothing and says so."""
     rendered = cfg.paths.state / "rendered"
-    snapshot = cfg.paths.state / FIREWALL_SNAPSHOT
-    try:
-        if any((rendered / name).read_text() != text for name, text in files.items()):
-            return False
-        loaded = nftables.loaded() if cfg.firewall.backend == "nftables" else iptables.loaded()
-        if snapshot.read_text() != loaded:
-            return False
-        knobs = [Path("/proc/sys/net/ipv4/ip_forward"), Path("/proc/sys/net/ipv6/conf/all/forwarding")]
-        return all(k.read_text().strip() == "0" for k in knobs if k.exists())
-    except (OSError, UnicodeDecodeError, FirewallError):
+    if not all(_holds(rendered / name, text) for name, text in files.items()):
         return False
+    try:
+        if not _holds(cfg.paths.state / FIREWALL_SNAPSHOT, _loaded(cfg)):
+            return False
+        forwarding()
+    except (OSError, FirewallError, SmgwError):
+        return False
+    return True
+
+
+def _loaded(cfg: GatewayConfig) -> str:
+    """What the kernel holds of our ruleset, as the self-test compares it."""
+    return nftables.loaded() if cfg.firewall.backend == "nftables" else iptables.loaded()
 
 
 def _quietly(remove: Callable[[], None]) -> None:

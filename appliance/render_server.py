@@ -61,7 +61,7 @@ def _server(cfg: HeadendConfig | GwaConfig, name: str, device: str) -> ServerTun
     return ServerTunnel(name=name, listen_address=tunnel.listen.address, listen_port=tunnel.listen.port,
                         tunnel=tunnel.network, root=cfg.pki.root, cert=tunnel.cert, key=tunnel.key,
                         crl=cfg.pki.crl, tls_crypt_v2_server_key=tunnel.tls_crypt_v2_server_key,
-                        profile=tunnel.profile, device=device, status_file=cfg.paths.run / "openvpn-status.log")
+                        profile=tunnel.profile, device=device, status_file=status_file(cfg))
 
 
 def generate_headend(cfg: HeadendConfig, templates: Path = TEMPLATES) -> dict[str, str]:
@@ -70,7 +70,8 @@ def generate_headend(cfg: HeadendConfig, templates: Path = TEMPLATES) -> dict[st
     return {"openvpn/server.conf": render_server(server, templates)}
 
 
-def status_file(cfg: HeadendConfig) -> Path:
+def status_file(cfg: HeadendConfig | GwaConfig) -> Path:
+    """Who is connected under which tunnel address (the headend's ingest reads it)."""
     return cfg.paths.run / "openvpn-status.log"
 
 
