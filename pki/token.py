@@ -69,8 +69,11 @@ class TokenKey:
     label: str
     key_id: bytes
     profile: CryptoProfile
-    has_certificate: bool
-    not_after: dt.datetime | None = None  #: the certificate's end, for renewal before it
+    not_after: dt.datetime | None = None  #: the certificate's end (None: not certified yet)
+
+    @property
+    def has_certificate(self) -> bool:
+        return self.not_after is not None
 
 
 _SESSION_LOCK = threading.RLock()
@@ -118,7 +121,7 @@ class Token:
                                   Attribute.SIGN: True, Attribute.DERIVE: True, Attribute.PRIVATE: True},
                 public_template={Attribute.VERIFY: True},
             )
-        return TokenKey(label=label, key_id=key_id, profile=profile, has_certificate=False)
+        return TokenKey(label=label, key_id=key_id, profile=profile)
 
     def public_key(self, label: str) -> ec.EllipticCurvePublicKey:
         with self.session() as s:
@@ -201,7 +204,6 @@ class Token:
                 params = asn1_keys.ECDomainParameters.load(key[Attribute.EC_PARAMS]).chosen.native
                 out.append(TokenKey(label=key[Attribute.LABEL], key_id=key[Attribute.ID],
                                     profile="bsi" if params == "brainpoolp256r1" else "modern",
-                                    has_certificate=key[Attribute.LABEL] in certs,
                                     not_after=certs.get(key[Attribute.LABEL])))
         return sorted(out, key=lambda k: k.label)
 
