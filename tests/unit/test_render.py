@@ -19,6 +19,7 @@ from appliance.errors import ConfigError
 from appliance.render import RenderError, generate, ovpn, ovpn_single
 from firewall.errors import FirewallError
 from firewall.nftables import nft_str
+from tests.tools import missing
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "gateway.toml"
@@ -202,7 +203,7 @@ def test_apply_shares_what_it_rendered_with_the_services_group(tmp_path: Path) -
     from appliance.cli_net import share_rendered, write_tree
 
     if os.geteuid() != 0:
-        pytest.skip("chown to another group needs root")
+        missing("root (chown to another group)")
     state = tmp_path / "state"
     state.mkdir()
     os.chown(state, -1, 1)  # a group other than root's, as smgw is on a gateway
