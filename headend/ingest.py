@@ -123,11 +123,14 @@ def make_handler(ctx: IngestContext) -> type[BaseHTTPRequestHandler]:
         sys_version = ""
         protocol_version = "HTTP/1.1"  # keep-alive: a gateway sends its backlog over one connection
         timeout = 30  # an idle keep-alive connection does not hold its thread for ever
+        # buffered: a reply's status line, headers and body leave in one send when
+        # handle_one_request flushes, not in two (each send on loopback costs ~70 us)
+        wbufsize = 1 << 16
 
         def setup(self) -> None:
             super().setup()
-            # headers and body are two writes: without this, Nagle holds the body for the
-            # client's delayed ACK (40 ms) on every keep-alive request
+            # a reply must leave now, not when Nagle's algorithm has the previous one's ACK
+            # (up to the client's delayed-ACK 40 ms on a keep-alive connection)
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def _reply(self, status: int, doc: dict[str, object] | list[dict[str, object]]) -> None:

@@ -84,3 +84,59 @@ def test_a_dropped_connection_costs_one_503_and_is_made_again(headend_database: 
     assert store.store(_delivery(1), "2026-11-25T11:00:00Z") is True  # a fresh connection
     assert store.count() == 1
     store.close()
+
+
+def test_group_commit_answers_each_thread_and_stores_each_id_once(headend_database: Callable[[str], str]) -> None:
+    """Sixteen request threads at once, every delivery sent twice: each id is stored once,
+    exactly one of its two senders hears "stored", and fewer transactions than deliveries ran."""
+    import threading
+
+    store = HeadendStore(headend_database("dso"))
+    deliveries = [_delivery(n) for n in range(40)]
+    transactions = [0]
+    begin = store._begin
+
+    def counting_begin(cur: object) -> None:
+        transactions[0] += 1
+        begin(cur)
+
+    store._begin = counting_begin  # type: ignore[method-assign]
+    answers: dict[str, list[bool]] = {d.delivery_id: [] for d in deliveries}
+    start = threading.Barrier(16)
+
+    def sender(share: list[Delivery]) -> None:
+        start.wait()
+        for d in share:
+            fresh = store.store(d, "2026-11-25T11:00:00Z")
+            answers[d.delivery_id].append(fresh)  # list.append is atomic
+
+    twice = deliveries + deliveries
+    threads = [threading.Thread(target=sender, args=(twice[i::16],)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert all(sorted(a) == [False, True] for a in answers.values()), answers
+    assert store.count() == 40 and store.value_count() == 80
+    assert transactions[0] < 80  # batched: more than one delivery per transaction
+    store.close()
+
+
+def test_a_failed_batch_answers_every_waiting_thread_and_the_next_one_stores(
+        headend_database: Callable[[str], str]) -> None:
+    store = HeadendStore(headend_database("dso"))
+    insert = store._insert
+    poisoned = _delivery(0)
+
+    def failing_insert(cur: object, delivery: Delivery, received_at: str) -> bool:
+        if delivery.delivery_id == poisoned.delivery_id:
+            raise RuntimeError("a bug in the insert")
+        return insert(cur, delivery, received_at)
+
+    store._insert = failing_insert  # type: ignore[method-assign]
+    with pytest.raises(HeadendStoreError, match="RuntimeError"):
+        store.store(poisoned, "2026-11-25T11:00:00Z")
+    assert store.count() == 0  # rolled back
+    assert store.store(_delivery(1), "2026-11-25T11:00:00Z") is True  # the store is not stuck
+    assert store.count() == 1
+    store.close()
