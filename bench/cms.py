@@ -27,6 +27,7 @@ from pki.ca import CertificateAuthority, init_ca
 from pki.cms import sign, software_signer, verify
 from pki.cms_envelope import decrypt, encrypt, software_agreement
 
+TARGET = 1500  #: verify+decrypt per second on one core, from the PKI issue
 PAYLOAD = json.dumps({"delivery": "x" * 1990}).encode()[:2048]
 
 
@@ -59,6 +60,13 @@ def main() -> None:
     result["crypto_floor_per_s"] = _crypto_floor(sig_key, enc_key)
     result["sign_encrypt_per_s_token"] = _token_rate(tmp, ca, enc_cert)
     result["modern"] = _software_rates(tmp / "modern")
+    modern = result["modern"]
+    assert isinstance(modern, dict)
+    # the issue's target, per profile: brainpoolP256r1 cannot meet it on this machine, as its
+    # crypto floor (one ECDSA verification and one ECDH, nothing else) is below it
+    result["target_verify_decrypt_per_s"] = TARGET
+    result["meets_target"] = {"bsi": result["verify_decrypt_per_s"] >= TARGET,  # type: ignore[operator]
+                              "modern": modern["verify_decrypt_per_s"] >= TARGET}
     result["machine"] = {"python": platform.python_version(), "platform": platform.platform(), "cores_used": 1}
     shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(result))
