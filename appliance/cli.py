@@ -17,17 +17,16 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from appliance import config as config_mod
 from appliance.cli_common import config_option, stop_on_signals
 from appliance.errors import EXPECTED_ERRORS, ConfigError
-from appliance.readout_json import readout_document
-from reader.models import Readout
-from reader.protocol import SessionOptions
-from reader.transport import read_meter
+
+if TYPE_CHECKING:
+    from reader.models import Readout
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,7 +57,7 @@ LAZY: dict[str, tuple[str, str]] = {
     "pki": ("appliance.cli_pki", "register"), "cms": ("appliance.cli_cms", "register"),
     "token": ("appliance.cli_token", "register"), "log": ("appliance.cli_log", "register"),
     "render": ("appliance.cli_net", "register"), "apply": ("appliance.cli_net", "register"),
-    "tunnels": ("appliance.cli_net", "register"), "status": ("appliance.cli_net", "register"),
+    "tunnels": ("appliance.cli_tunnels", "register"), "status": ("appliance.cli_net", "register"),
     "selftest": ("appliance.cli_net", "register"), "admin": ("appliance.cli_admin", "register"),
     "gatewatcher": ("appliance.cli_admin", "register"), "headend": ("appliance.cli_admin", "register_headend"),
 }
@@ -122,6 +121,11 @@ def read_cmd(port: str, baud: str, address: str, mode: str, profile: bool, logbo
              since: datetime | None, as_json: bool, timeout: float, attempts: int, framing: str,
              echo: str) -> None:
     """Read the meter once. The P1 password comes from $SMGW_METER_PASSWORD (default 00000000)."""
+    # here, not at the top: the tunnel supervisor and the GateWatcher run this module too
+    from appliance.readout_json import readout_document
+    from reader.protocol import SessionOptions
+    from reader.transport import read_meter
+
     if since is not None and since.tzinfo is None:
         since = since.astimezone()
     options = SessionOptions(

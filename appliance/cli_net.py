@@ -1,10 +1,9 @@
-"""``smgw render``, ``smgw apply``, ``smgw tunnels run``: generate and apply (ARCHITECTURE §3)."""
+"""``smgw render``, ``smgw apply``, ``smgw status``, ``smgw selftest``: generate and apply (ARCHITECTURE §3)."""
 
 from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import click
 
 from appliance import config as config_mod
-from appliance.cli_common import config_option, print_json_line, stop_on_signals
+from appliance.cli_common import config_option
 from appliance.config import GatewayConfig
 from appliance.errors import SmgwError
 from appliance.files import write_atomic
@@ -143,30 +142,6 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         # what the kernel holds right after loading: the self-test compares against it
         write_tree({FIREWALL_SNAPSHOT: _loaded(cfg)}, cfg.paths.state)
         click.echo(f"applied: {len(files)} files, {loaded} loaded, forwarding off")
-
-    @main.group("tunnels")
-    def tunnels_group() -> None:
-        """The per-party OpenVPN tunnels."""
-
-    @tunnels_group.command("run")
-    @config_option
-    @click.option("--seconds", type=click.FloatRange(min=0.1), default=None, help="Stop after this long.")
-    @click.option("--party", "parties", multiple=True,
-                  help="Only this party's tunnel (repeatable; default all): one unit per party.")
-    @wrap
-    def tunnels_run_cmd(config_path: Path, seconds: float | None, parties: tuple[str, ...]) -> None:
-        """Supervise the rendered tunnels in the foreground; one JSON line per state change."""
-        from appliance.tunnel_service import run_tunnels
-
-        cfg = config_mod.load(config_path)
-        known = [p.name for p in cfg.parties]
-        unknown = [p for p in parties if p not in known]
-        if unknown:
-            raise SmgwError(f"--party {unknown[0]!r}: no such party in {config_path} (parties: "
-                            f"{', '.join(known) or 'none'})")
-        stop = threading.Event()
-        stop_on_signals(stop)
-        run_tunnels(cfg, stop, seconds=seconds, emit=print_json_line, parties=list(parties) or None)
 
     @main.command("status")
     @config_option

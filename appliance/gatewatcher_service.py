@@ -14,7 +14,7 @@ from appliance.audit import Auditor
 from appliance.config import GatewayConfig
 from appliance.errors import SmgwError
 from appliance.gatewatcher import ADMIN, GateWatcher
-from appliance.render import supervised
+from appliance.rendered import supervised
 from appliance.store import Store
 from appliance.tunnels import Supervisor
 from pki.encoding import read_certificate, read_crl

@@ -17,6 +17,7 @@ import jinja2
 from appliance.config import DEFAULT_CONFIG_PATH, GatewayConfig
 from appliance.config_net import Admin, Party
 from appliance.errors import SmgwError
+from appliance.rendered import management_socket
 from appliance.zone_policy import tunnel_device, zone_policy
 from firewall import iptables, nftables
 
@@ -72,20 +73,6 @@ class TunnelView:
     pkcs11_id: str
     tls_crypt_v2_key: Path
     management_socket: Path
-
-
-def management_socket(cfg: GatewayConfig, name: str) -> Path:
-    return cfg.paths.run / f"openvpn-{name}.sock"
-
-
-def supervised(cfg: GatewayConfig, names: list[str]) -> dict[str, tuple[Path, Path]]:
-    """``{tunnel: (rendered config, management socket)}``: what the supervisor runs, as
-    ``smgw apply`` wrote it; a name without its rendered config is an error."""
-    rendered = cfg.paths.state / "rendered" / "openvpn"
-    missing = [name for name in names if not (rendered / f"{name}.conf").exists()]
-    if missing:
-        raise RenderError(f"no rendered config for {', '.join(missing)}: run smgw apply first")
-    return {name: (rendered / f"{name}.conf", management_socket(cfg, name)) for name in names}
 
 
 def tunnel_views(cfg: GatewayConfig, pkcs11_ids: dict[str, str]) -> list[TunnelView]:

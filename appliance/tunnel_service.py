@@ -17,7 +17,7 @@ from pathlib import Path
 
 from appliance.audit import Auditor
 from appliance.config import GatewayConfig
-from appliance.render import supervised
+from appliance.rendered import supervised
 from appliance.store import Store
 from appliance.tunnel_states import write_states
 from appliance.tunnels import Supervisor, TunnelStatus
