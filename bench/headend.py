@@ -19,6 +19,7 @@ Also ``cpu_us_per_delivery_sqlite``: CPU time per delivery of the ingest workers
 client, which, unlike the rate, does not depend on what else the machine is doing.
 
 Usage: python bench/headend.py [--count N] [--profiles modern,bsi] [--no-postgresql]
+       [--workers 2] [--clients 8] [--connections 4]
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from tests.pgcluster import bindir, temporary_cluster
 
 CLIENT_THREADS = 8
 CONNECTIONS_PER_THREAD = 4
-WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
+WORKERS = 2
 
 
 def _document(n: int) -> bytes:
@@ -171,11 +172,16 @@ def _fresh_database(url: str, name: str) -> str:
 
 
 def main() -> None:
+    global WORKERS, CLIENT_THREADS, CONNECTIONS_PER_THREAD  # one run's knobs, read by measure and _send
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--profiles", default="modern,bsi", help="comma-separated crypto profiles to measure")
     parser.add_argument("--no-postgresql", action="store_true", help="SQLite only (faster while iterating)")
+    parser.add_argument("--workers", type=int, default=WORKERS, help="ingest processes (the product's default: 2)")
+    parser.add_argument("--clients", type=int, default=CLIENT_THREADS, help="client threads = deliveries in flight")
+    parser.add_argument("--connections", type=int, default=CONNECTIONS_PER_THREAD, help="keep-alive connections per client")
     args = parser.parse_args()
+    WORKERS, CLIENT_THREADS, CONNECTIONS_PER_THREAD = args.workers, args.clients, args.connections
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="smgw-bench-headend-") as tmp, ExitStack() as stack:
         pg_bin = bindir() if os.geteuid() == 0 and not args.no_postgresql else None
