@@ -46,10 +46,11 @@ unit: deps
 system: deps
 	$(PY) -m pytest tests/system -q $(PYTEST_ARGS)
 
-# Two workers, one file each at a time: the system tests mostly wait on real daemons and
-# timeouts (a WAN outage of two send windows alone is 130 s), so two files overlap well.
+# Three workers on two cores, one file each at a time: the system tests mostly wait on real
+# daemons and timeouts (a WAN outage of two send windows alone is 130 s; the whole suite
+# keeps the two cores about two-thirds busy), so a third file overlaps where two left idle.
 test: deps typecheck
-	$(PY) -m pytest tests -q -n 2 --dist loadfile --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest tests -q -n 3 --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 # A source release for the Ansible roles (smgw_install_source_archive): the committed tree.
 dist:
