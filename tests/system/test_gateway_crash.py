@@ -47,12 +47,33 @@ def test_kill_9_twenty_times_leaves_no_partial_and_no_duplicate(
     per_readout = len(json.loads(one.stdout)["readings"])
     db = tmp_path / "smgw.db"
     cfg = _config(tmp_path, sim.link, db)
+    log = tmp_path / "gateway.log"
+
+    def start() -> subprocess.Popen[bytes]:
+        """The gateway, once its reader loop runs: kills are timed from there, not from the
+        process start, which takes seconds longer when the machine is busy."""
+        before = _lines(log, "reader loop:")
+        proc = subprocess.Popen([*SMGW, "-v", "gateway", "run", "--config", str(cfg)], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=log.open("ab"))
+        deadline = time.monotonic() + 60
+        while _lines(log, "reader loop:") == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _lines(log, "reader loop:") > before, "the gateway did not start its reader loop"
+        return proc
+
+    # how long one readout takes from the loop's start to stored, on this machine now
+    proc, t0 = start(), time.monotonic()
+    stored_lines = _lines(log, " stored: ")
+    while _lines(log, " stored: ") == stored_lines and time.monotonic() - t0 < 120:
+        time.sleep(0.02)
+    readout_s = time.monotonic() - t0
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
     rng = random.Random(62056)
     stored_before = 0
     for _ in range(20):
-        proc = subprocess.Popen([*SMGW, "-v", "gateway", "run", "--config", str(cfg)], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=(tmp_path / "gateway.log").open("ab"))
-        time.sleep(rng.uniform(1.0, 3.5))
+        proc = start()
+        time.sleep(rng.uniform(0.2, 2.2) * readout_s)  # before, during and after storing
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         with sqlite3.connect(db) as con:
@@ -74,3 +95,10 @@ def test_kill_9_twenty_times_leaves_no_partial_and_no_duplicate(
         assert stored >= stored_before
         stored_before = stored
     assert stored_before >= 5, "the gateway should have stored readouts between the kills"
+
+
+def _lines(log: Path, marker: str) -> int:
+    try:
+        return log.read_text(errors="replace").count(marker)
+    except FileNotFoundError:
+        return 0
