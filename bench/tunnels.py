@@ -35,7 +35,7 @@ _DRIVER = r"""
 import json, os, statistics, sys, time
 from pathlib import Path
 from appliance import config as config_mod
-from appliance.render import supervised
+from appliance.rendered import supervised
 from appliance.tunnels import Supervisor
 from firewall import nftables
 from pki.token import read_pin

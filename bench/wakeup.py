@@ -32,7 +32,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from appliance import config as config_mod
 from appliance.gatewatcher import ADMIN, GateWatcher, judge
-from appliance.render import supervised
+from appliance.rendered import supervised
 from appliance.store import Store
 from appliance.tunnels import Supervisor
 from headend.gwa import default_sequence
