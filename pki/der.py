@@ -40,16 +40,8 @@ class Node:
         return self.ident >> 6
 
     @property
-    def constructed(self) -> bool:
-        return bool(self.ident & 0x20)
-
-    @property
     def tag(self) -> int:
         return self.ident & 0x1F
-
-    @property
-    def header(self) -> bytes:
-        return self.data[self.start:self.body_start]
 
     @property
     def body(self) -> bytes:
