@@ -234,25 +234,27 @@ class HeadendStore:
                     if not batch:
                         self._leading = False
                         return
+                error: HeadendStoreError | None = None
                 try:
                     with self._transaction() as cur:
                         for pending in batch:
                             pending.fresh = self._insert(cur, pending.delivery, pending.received_at)
                 except HeadendStoreError as exc:  # the whole batch was rolled back: each sender tries again
-                    for pending in batch:
-                        pending.error = exc
+                    error = exc
+                except Exception as exc:  # a bug, rolled back all the same: 503 for the batch, serve the rest
+                    log.exception("group commit failed; %d deliveries answered 503", len(batch))
+                    error = HeadendStoreError(f"store failed: {type(exc).__name__}")
                 for pending in batch:
+                    pending.error = error
                     pending.done.set()
-        except BaseException as exc:  # no request thread may be left waiting for a leader that left
+        except BaseException:  # the interpreter is going: no request thread may wait for a leader that left
             with self._queue_lock:
                 batch, self._queue, self._leading = batch + self._queue, [], False
             for pending in batch:
                 if not pending.done.is_set():
-                    pending.error = HeadendStoreError(f"store failed: {type(exc).__name__}")
+                    pending.error = HeadendStoreError("store stopped")
                     pending.done.set()
-            if not isinstance(exc, Exception):
-                raise
-            log.exception("group commit failed; %d deliveries answered 503", len(batch))
+            raise
 
     def _insert(self, cur: Any, delivery: Delivery, received_at: str) -> bool:
         cur.execute(INSERT_DELIVERY.format(p=self._p), (
