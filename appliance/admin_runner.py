@@ -46,11 +46,17 @@ class AdminApiRunner:
                 return
             self.decided({"event": "admin-api", **doc})
 
-    def start(self, address: str) -> None:
+    @property
+    def up(self) -> bool:
+        return self.front is not None
+
+    def start(self, address: str) -> bool:
+        """The API and its TLS front on ``address``; False (and a logged refusal) if either
+        did not come up."""
         self.stop()
         admin = self.cfg.admin
         if admin is None:
-            return
+            return False
         run = self.cfg.paths.run
         try:
             cert = gateway_token(self.cfg).certificate(admin.api_key)
@@ -69,8 +75,9 @@ class AdminApiRunner:
         except (SmgwError, TokenError, OSError) as exc:
             self.stop()
             self.decided({"event": "admin-api-refused", "reason": f"{type(exc).__name__}: {exc}"})
-            return
+            return False
         self.decided({"event": "admin-api-up", "address": address, "port": admin.api_port})
+        return True
 
     def stop(self) -> None:
         was_up = self.front is not None or self.server is not None

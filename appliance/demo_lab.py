@@ -64,6 +64,9 @@ class Demo:
         self.lab: Lab | None = None
         self.env: dict[str, str] = {}
         self.stop = threading.Event()
+        #: pid -> what the process is and where its log is: a process that dies is shown once
+        self.watched: list[tuple[subprocess.Popen[bytes], str, Path | None]] = []
+        self.reported: set[int] = set()
 
     # -- setting up ------------------------------------------------------------------------
 
@@ -76,13 +79,17 @@ class Demo:
         self.lab.build()
         click.echo("[3/6] market parties: an OpenVPN server and a headend each; the GWA's admin tunnel server")
         for name in PARTIES:
-            self.procs += start_party(self.lab, root, name, self.profile, self.env)
+            server, ingest = start_party(self.lab, root, name, self.profile, self.env)
+            self._watch(server, f"{name}'s OpenVPN server", root / f"{name}-server.log")
+            self._watch(ingest, f"{name}'s headend", root / f"{name}-headend.log")
         self._spawn("gwa", "openvpn", "--config", str(gwa_server_conf(root, self.profile)),
-                    "--log-append", str(root / "gwa-server.log"))
+                    "--log-append", str(root / "gwa-server.log"), label="the GWA's OpenVPN server",
+                    log_path=root / "gwa-server.log")
         click.echo("[4/6] meter simulator (Iskraemeco MT831) on the LMN")
         link = root / "meter"
-        self.procs.append(subprocess.Popen([*SMGW, "meter-sim", "--link", str(link), "--scenario", "normal"],
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env))
+        self._watch(subprocess.Popen([*SMGW, "meter-sim", "--link", str(link), "--scenario", "normal"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env),
+                    "the meter simulator", None)
         deadline = time.monotonic() + 10
         while not link.exists():
             if time.monotonic() > deadline:
@@ -105,7 +112,7 @@ class Demo:
         if applied.returncode != 0:
             raise SmgwError(f"smgw apply: {applied.stderr.strip()[-300:]}")
         self._spawn("gw", *SMGW, "gateway", "run", "--config", str(config),
-                    log=root / "gateway.log")
+                    log=root / "gateway.log", label="the gateway")
         click.echo("[6/6] a HAN client opens the portal")
         url = f"https://{GW_HAN}:{PORTAL_PORT}/login"
         status = ""
@@ -118,12 +125,30 @@ class Demo:
         click.echo(f"      portal {url} from the HAN: {status or 'no answer'}; from the WAN: {wan or 'no answer'} "
                    f"(user demo, one-time code {self.code})")
 
-    def _spawn(self, role: str, *argv: str, log: Path | None = None) -> None:
+    def _spawn(self, role: str, *argv: str, log: Path | None = None, label: str,
+               log_path: Path | None = None) -> None:
         assert self.lab is not None
         proc = subprocess.Popen(["ip", "netns", "exec", self.lab.ns(role), *argv], env=self.env,
                                 stdout=subprocess.DEVNULL,
                                 stderr=log.open("wb") if log is not None else subprocess.DEVNULL)
+        self._watch(proc, label, log_path or log)
+
+    def _watch(self, proc: subprocess.Popen[bytes], label: str, log: Path | None) -> None:
         self.procs.append(proc)
+        self.watched.append((proc, label, log))
+
+    def deaths(self) -> list[str]:
+        """One line per process of the demo that has exited since the last call, with the last
+        line of its log: a party's headend that died must not look like a quiet party."""
+        lines = []
+        for proc, label, log in self.watched:
+            if proc.pid in self.reported or proc.poll() is None:
+                continue
+            self.reported.add(proc.pid)
+            last = _last_line(log) if log is not None else ""
+            lines.append(f"  ! {label} exited with code {proc.returncode}" + (f": {last}" if last else "")
+                         + (f" (log {log})" if log is not None else ""))
+        return lines
 
     # -- watching ----------------------------------------------------------------------------
 
@@ -153,6 +178,8 @@ class Demo:
         deliveries = " ".join(f"{k}={v}" for k, v in s["deliveries"].items())
         click.echo(f"  t+{time.monotonic() - started:5.0f}s  readouts {s['readouts']:>4}  deliveries {deliveries}  "
                    f"tunnels {tunnels}  admin {s['admin']}")
+        for line in self.deaths():
+            click.echo(line)
 
     def wakeup_cycle(self) -> None:
         """WakeUp from the GWA, the admin API over the tunnel, then BreakUp."""
@@ -216,6 +243,16 @@ def _scalar(db: Path, sql: str) -> int:
             return int(con.execute(sql).fetchone()[0])
     except sqlite3.Error:
         return 0
+
+
+def _last_line(log: Path) -> str:
+    try:
+        with log.open("rb") as f:
+            f.seek(max(0, log.stat().st_size - 4096))
+            lines = [line.strip() for line in f.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][-300:] if lines else ""
 
 
 def _last_id(db: Path) -> int:

@@ -23,6 +23,31 @@ from pki.token import read_pin
 Emit = Callable[[dict[str, object]], None]
 
 
+class ApiRetry:
+    """When the admin API does not come up with its tunnel (stunnel slow to listen on a loaded
+    board, the token busy with another process's session), it is tried again while the
+    tunnel stays up: 2, 4, 8 … up to 30 s apart. Without this one refusal left the GWA with
+    a connected tunnel and nothing listening in it until the next WakeUp."""
+
+    def __init__(self, first_s: float = 2.0, max_s: float = 30.0) -> None:
+        self.first_s, self.max_s = first_s, max_s
+        self.reset()
+
+    def reset(self) -> None:
+        self.delay_s = self.first_s
+        self.next_at: float | None = None
+
+    def attempted(self, ok: bool, now: float | None = None) -> None:
+        if ok:
+            self.reset()
+            return
+        self.next_at = (time.monotonic() if now is None else now) + self.delay_s
+        self.delay_s = min(self.max_s, self.delay_s * 2)
+
+    def due(self, now: float | None = None) -> bool:
+        return self.next_at is not None and (time.monotonic() if now is None else now) >= self.next_at
+
+
 def run_gatewatcher(cfg: GatewayConfig, stop: threading.Event, *, seconds: float | None = None,
                     emit: Emit = lambda doc: None) -> None:
     if cfg.admin is None:
@@ -41,19 +66,24 @@ def run_gatewatcher(cfg: GatewayConfig, stop: threading.Event, *, seconds: float
                               crl=read_crl(cfg.pki.crl), on_event=decided)
         decided({"event": "listening", "port": cfg.wakeup.port})
         api = AdminApiRunner(cfg, store, decided)
-        last_state = ""
+        last: tuple[str, str] = ("", "")
+        retry = ApiRetry()
         try:
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 watcher.poll(0.05)
                 api.drain()
                 status = next(s for s in supervisor.status() if s.name == ADMIN)
-                if status.state != last_state:
-                    last_state = status.state
-                    decided({"event": "admin-state", "state": status.state})
-                    if status.state == "CONNECTED" and status.local_ip:
-                        api.start(status.local_ip)
-                    else:
-                        api.stop()
+                now = (status.state, status.local_ip if status.state == "CONNECTED" else "")
+                if now != last:
+                    if now[0] != last[0]:
+                        decided({"event": "admin-state", "state": status.state})
+                    last = now
+                    retry.reset()
+                    api.stop()
+                    if now[0] == "CONNECTED" and now[1]:
+                        retry.attempted(api.start(now[1]))
+                elif now[0] == "CONNECTED" and now[1] and not api.up and retry.due():
+                    retry.attempted(api.start(now[1]))
         finally:
             api.stop()
             supervisor.stop()

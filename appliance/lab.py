@@ -14,7 +14,7 @@ import os
 import subprocess
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface
-from typing import Self
+from typing import IO, Self
 
 from pyroute2 import IPRoute, NetNS, netns  # type: ignore[import-untyped]
 
@@ -87,8 +87,8 @@ class Lab:
                               check=False, timeout=timeout, env=env, input=input)
 
     def popen(self, role: str, *argv: str, env: dict[str, str] | None = None,
-              stdout: int | None = subprocess.DEVNULL,
-              stderr: int | None = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+              stdout: int | IO[bytes] | None = subprocess.DEVNULL,
+              stderr: int | IO[bytes] | None = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
         return subprocess.Popen(["ip", "netns", "exec", self.ns(role), *argv], env=env, stdout=stdout,
                                 stderr=stderr)
 

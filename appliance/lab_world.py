@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from ipaddress import IPv4Interface
 from pathlib import Path
@@ -162,8 +161,11 @@ def start_party(lab: Lab, root: Path, name: str, profile: str, env: dict[str, st
     (root / f"{name}-headend/run").mkdir(parents=True, exist_ok=True)
     server = lab.popen(name, "openvpn", "--config", str(rendered / "openvpn/server.conf"),
                        "--log-append", str(root / f"{name}-server.log"), env=env)
-    time.sleep(0.3)  # the tun device and its address exist before the ingest binds to it
-    return [server, lab.popen(name, *SMGW, "headend", "run", "--config", str(config), env=env)]
+    # the ingest binds its tunnel address even before the server has made it (IP_FREEBIND)
+    with (root / f"{name}-headend.log").open("ab") as log:  # the child keeps its own handle
+        ingest = lab.popen(name, *SMGW, "headend", "run", "--config", str(config), env=env, stdout=log,
+                           stderr=subprocess.STDOUT)
+    return [server, ingest]
 
 
 def gwa_server_conf(root: Path, profile: str) -> Path:

@@ -193,9 +193,21 @@ def make_handler(ctx: IngestContext) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+#: Linux's IP_FREEBIND (15; Python names it only from 3.12)
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_port = True  # several ingest processes on one port; the kernel spreads connections
+
+    def server_bind(self) -> None:
+        """Bind to the tunnel's address even before OpenVPN has made it (systemd's
+        ``FreeBind=``): the ingest and its tunnel server start side by side, and the address
+        only exists once the server has opened its tun device. Without this the ingest lost
+        that race on a loaded machine and exited."""
+        self.socket.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+        super().server_bind()
 
 
 def serve(ctx: IngestContext, address: str, port: int) -> ThreadingHTTPServer:

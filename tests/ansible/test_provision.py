@@ -52,6 +52,25 @@ def _token_keys(gw: Path) -> dict[str, dict[str, Any]]:
     return {k["label"]: k for k in json.loads(listed.stdout)}
 
 
+def _last_event(log: Path, event: str) -> dict[str, object] | None:
+    """The newest JSON line of ``event`` a service printed to its log."""
+    found = None
+    for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and doc.get("event") == event:
+            found = doc
+    return found
+
+
+def _tails(*logs: Path) -> str:
+    """The last lines of each log, for a failure message (CI keeps no temporary files)."""
+    return "".join(f"\n--- {log}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+                   for log in logs if log.exists())
+
+
 def _delivered(db: Path) -> set[str]:
     if not db.exists():
         return set()
@@ -142,15 +161,22 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
         woken = lab.run("gwa", smgw_gwa, "admin", "wakeup", "--gateway", "gw-0001", "--to", "192.0.2.2:7500", *signer,
                         env=env)
         assert woken.returncode == 0, woken.stderr
-        admin = ("--gateway", "gw-0001", "--to", "10.90.0.2:8443", "--cert", str(pki / "admin.crt"),
-                 "--key", str(pki / "admin.key"), "--root", str(pki / "ca.crt"), "--crl", str(pki / "crl.pem"))
+        admin = ("--gateway", "gw-0001", "--cert", str(pki / "admin.crt"), "--key", str(pki / "admin.key"),
+                 "--root", str(pki / "ca.crt"), "--crl", str(pki / "crl.pem"))
         deadline = time.monotonic() + 45
         while True:
-            status = lab.run("gwa", smgw_gwa, "admin", "status", *admin, env=env, timeout=30)
+            # the API's address inside the tunnel, as the GateWatcher announced it
+            up = _last_event(tmp_path / "gw-smgw-gatewatcher.log", "admin-api-up")
+            if up is not None:
+                status = lab.run("gwa", smgw_gwa, "admin", "status", *admin, "--to", f"{up['address']}:{up['port']}",
+                                 env=env, timeout=30)
+            else:
+                status = subprocess.CompletedProcess([], 1, "", "the GateWatcher announced no admin API")
             if status.returncode == 0 or time.monotonic() > deadline:
                 break
             time.sleep(1)
-        assert status.returncode == 0, status.stderr
+        assert status.returncode == 0, status.stderr + _tails(tmp_path / "gw-smgw-gatewatcher.log",
+                                                             *(root / "gw1").rglob("admin-api-stunnel.log"))
         assert json.loads(status.stdout)["gateway"] == "gw-0001"
         assert lab.run("gwa", smgw_gwa, "admin", "breakup", "--gateway", "gw-0001", "--to", "192.0.2.2:7500",
                        *signer, env=env).returncode == 0
