@@ -214,7 +214,8 @@ def gateway_group() -> None:
               help="Do not start and supervise the tunnels, the GateWatcher and the portal (systemd runs them as units).")
 @click.option("--in-process", is_flag=True,
               help="Run the tunnels and the GateWatcher as threads of this process, not as child processes "
-                   "(one interpreter: a third of the memory; this process then needs CAP_NET_ADMIN).")
+                   "(one interpreter: a third of the memory; this process then needs CAP_NET_ADMIN). "
+                   "The portal stays a process of its own.")
 @clean_errors
 def gateway_run_cmd(config_path: Path, readouts: int | None, core_only: bool, in_process: bool) -> None:
     """Run the gateway in the foreground: the core (reader, data processor and sender, logs,
@@ -245,7 +246,8 @@ def gateway_run_cmd(config_path: Path, readouts: int | None, core_only: bool, in
         install(cfg)
     parts: PartSupervisor | ThreadParts | None = None
     if in_process and not core_only:
-        parts = ThreadParts(part_loops(cfg))
+        children = part_commands(cfg, str(config_path.absolute()), threads=True)
+        parts = ThreadParts(part_loops(cfg), PartSupervisor.for_commands(children) if children else None)
     elif not core_only:
         parts = PartSupervisor.for_commands(part_commands(cfg, str(config_path.absolute())))
     if parts is not None:

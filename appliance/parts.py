@@ -27,13 +27,14 @@ log = logging.getLogger("smgw.parts")
 FIRST_DELAY_S, MAX_DELAY_S, STABLE_S = 2.0, 60.0, 60.0
 
 
-def part_commands(cfg: GatewayConfig, config_path: str) -> dict[str, list[str]]:
-    """The parts besides the core that this config needs, as argv (same interpreter, same config)."""
+def part_commands(cfg: GatewayConfig, config_path: str, *, threads: bool = False) -> dict[str, list[str]]:
+    """The parts besides the core that this config needs, as argv (same interpreter, same
+    config); with ``threads`` only those that never run as a thread of the core: the portal."""
     smgw = [sys.executable, "-m", "appliance.cli"]
     parts = {}
-    if cfg.parties:
+    if cfg.parties and not threads:
         parts["tunnels"] = [*smgw, "tunnels", "run", "--config", config_path]
-    if cfg.admin is not None:
+    if cfg.admin is not None and not threads:
         parts["gatewatcher"] = [*smgw, "gatewatcher", "run", "--config", config_path]
     if cfg.portal is not None and cfg.portal.enabled:
         from appliance.portal_settings import settings_path
@@ -57,7 +58,9 @@ def _drain(events: Events) -> list[tuple[str, dict[str, object]]]:
 
 
 def part_loops(cfg: GatewayConfig) -> dict[str, Callable[[threading.Event], None]]:
-    """The same parts as loops for threads of this process."""
+    """The tunnels and the GateWatcher as loops for threads of this process. Never the portal:
+    it faces the HAN, so it stays a process of its own that holds no key and no token session
+    (ARCHITECTURE §2), whichever shape the rest takes."""
     loops: dict[str, Callable[[threading.Event], None]] = {}
     if cfg.parties:
         from appliance.tunnel_service import run_tunnels
@@ -67,12 +70,6 @@ def part_loops(cfg: GatewayConfig) -> dict[str, Callable[[threading.Event], None
         from appliance.gatewatcher_service import run_gatewatcher
 
         loops["gatewatcher"] = lambda stop: run_gatewatcher(cfg, stop)
-    if cfg.portal is not None and cfg.portal.enabled:
-        from appliance.portal_settings import settings_path
-        from portal.server import serve
-        from portal.settings import load as load_portal
-
-        loops["portal"] = lambda stop: serve(load_portal(settings_path(cfg)), stop)
     return loops
 
 
@@ -149,11 +146,15 @@ class ThreadParts:
     A part whose loop raises is logged and run again after the same growing delay."""
 
     loops: dict[str, Callable[[threading.Event], None]]
+    #: the parts that stay processes in this shape too (the portal)
+    children: PartSupervisor | None = None
     events: queue.SimpleQueue[tuple[str, dict[str, object]]] = field(default_factory=queue.SimpleQueue)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> None:
+        if self.children is not None:
+            self.children.start()
         for name, loop in self.loops.items():
             thread = threading.Thread(target=self._run, args=(name, loop), name=name, daemon=True)
             thread.start()
@@ -179,9 +180,11 @@ class ThreadParts:
             delay, restarts = min(MAX_DELAY_S, delay * 2), restarts + 1
 
     def drain(self) -> list[tuple[str, dict[str, object]]]:
-        return _drain(self.events)
+        return _drain(self.events) + (self.children.drain() if self.children is not None else [])
 
     def stop(self, grace_s: float = 15.0) -> None:
         self._stop.set()
+        if self.children is not None:
+            self.children.stop()
         for thread in self._threads:
             thread.join(timeout=grace_s)

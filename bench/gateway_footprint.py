@@ -7,8 +7,8 @@ every 2 s for ``--seconds`` (default 300):
 
 - ``core_rss_mb`` (max) and ``core_cpu_percent`` (mean, of one core) for the core process;
 - ``stack_rss_mb`` and ``stack_pss_mb`` (max of the sum) for every process of the stack: the
-  core, the tunnel supervisor, the GateWatcher and their openvpn processes (the portal is
-  not built yet). PSS from ``/proc/PID/smaps_rollup`` shares each common page (Python,
+  core, the tunnel supervisor, the GateWatcher, the HAN portal and their openvpn processes
+  (in the ``in-process`` shape the parts but openvpn are threads of the core). PSS from ``/proc/PID/smaps_rollup`` shares each common page (Python,
   libcrypto, SoftHSM2) out among the processes that map it: the fair sum.
 
 Prints one JSON object. Usage (root): python bench/gateway_footprint.py [--seconds N]
@@ -72,7 +72,7 @@ def _name(pid: int) -> str:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return str(pid)
-    words = [a.decode(errors="replace") for a in argv if a in (b"gateway", b"tunnels", b"gatewatcher")]
+    words = [a.decode(errors="replace") for a in argv if a in (b"gateway", b"tunnels", b"gatewatcher", b"portal")]
     return f"{pid} {words[0] if words else Path(argv[0].decode(errors='replace')).name}"
 
 
@@ -105,8 +105,15 @@ def main() -> None:
         try:
             (folder / "bed").mkdir()
             with make_testbed(folder / "bed", "bsi") as bed:
-                bed.config.write_text(f'[meter]\nport = "{link}"\npoll_interval = 30\ntimeout = 10\nattempts = 2\n'
-                                      + bed.config.read_text() + LAB_PROFILES)
+                root = bed.root
+                bed.config.write_text(f'[meter]\nport = "{link}"\nid = "ISK-BENCH-0001"\npoll_interval = 30\n'
+                                      'timeout = 10\nattempts = 2\n' + bed.config.read_text()
+                                      + '\n[firewall]\nportal_port = 443\n'
+                                      + f'[portal]\nstate_dir = "{root}/portal"\ntls_cert = "{root}/portal/portal.crt"\n'
+                                        f'tls_key = "{root}/portal/portal.key"\n'
+                                        '[[portal.consumers]]\nname = "bench"\nmeters = ["ISK-BENCH-0001"]\n'
+                                        'setup_code = "BENCH-0123456789AB"\n'
+                                      + LAB_PROFILES)
                 applied = bed.smgw("gw", "apply", "--config", str(bed.config))
                 if applied.returncode != 0:
                     raise SystemExit(f"apply failed: {applied.stderr}")
@@ -134,7 +141,7 @@ def main() -> None:
     print(json.dumps({"benchmark": "gateway_footprint", "shape": first, **results[first],
                       "other_shapes": {k: v for k, v in results.items() if k != first}, "targets": {
         "core_rss_mb": 50, "core_cpu_percent": 1.0, "stack_pss_mb": 80},
-        "setup": "readout every 30 s, two parties sending every 60 s (bsi), admin tunnel closed",
+        "setup": "readout every 30 s, two parties sending every 60 s (bsi), the HAN portal idle, admin tunnel closed",
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}}))
 
 

@@ -19,7 +19,7 @@ from tests.system.testbed import PARTIES, make_testbed
 
 
 def _children(pid: int) -> dict[str, int]:
-    """``{"tunnels": pid, "gatewatcher": pid}`` among the direct children of ``pid``."""
+    """``{"tunnels": pid, "gatewatcher": pid, "portal": pid}`` among the direct children of ``pid``."""
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -34,6 +34,8 @@ def _children(pid: int) -> dict[str, int]:
         for part in ("tunnels", "gatewatcher"):
             if part.encode() in cmdline and b"run" in cmdline:
                 found[part] = int(entry.name)
+        if cmdline[1:3] == [b"-m", b"portal"]:
+            found["portal"] = int(entry.name)
     return found
 
 
@@ -96,15 +98,20 @@ def test_in_process_runs_the_parts_as_threads_of_one_process(tmp_path: Path,
                                                              meter_sim: Callable[..., Simulator]) -> None:
     sim = meter_sim("normal")
     with make_testbed(tmp_path, "modern") as bed:
+        root = bed.root
         bed.config.write_text(f'[meter]\nport = "{sim.link}"\npoll_interval = 1\ntimeout = 5\nattempts = 2\n'
-                              + bed.config.read_text())
+                              + bed.config.read_text() + '\n[firewall]\nportal_port = 443\n'
+                              + f'[portal]\nstate_dir = "{root}/portal"\ntls_cert = "{root}/portal/portal.crt"\n'
+                                f'tls_key = "{root}/portal/portal.key"\n')
         assert bed.smgw("gw", "apply", "--config", str(bed.config)).returncode == 0
         servers = _start_headends(bed)
         run = bed.root / "run"
         core = bed.lab.popen("gw", *SMGW, "gateway", "run", "--in-process", "--config", str(bed.config), env=bed.env)
         try:
             assert _wait(lambda: set(_connected(run)) == set(PARTIES), 30), read_states(run)
-            assert _children(core.pid) == {}  # no python child: the parts are threads
+            # the tunnels and the GateWatcher are threads; the portal, facing the HAN, is never
+            # in the process that holds the token
+            assert _wait(lambda: set(_children(core.pid)) == {"portal"}, 20), _children(core.pid)
             openvpn = list(_connected(run).values())
             assert all(int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == core.pid
                        for pid in openvpn)
@@ -114,7 +121,7 @@ def test_in_process_runs_the_parts_as_threads_of_one_process(tmp_path: Path,
         shown = bed.smgw("gw", "log", "show", "--log", "system", "--json", "--config", str(bed.config))
         events = [json.loads(line) for line in shown.stdout.splitlines()]
         started = {e["detail"]["part"] for e in events if e["event"] == "part.started"}
-        assert started == {"tunnels", "gatewatcher"}
+        assert started == {"tunnels", "gatewatcher", "portal"}
         assert any(e["event"] == "gatewatcher.listening" for e in events)
         failed = [e["detail"] for e in events if e["event"] == "selftest.failed"]
         assert not failed, f"the token shared by three threads: {failed}"
