@@ -57,9 +57,13 @@ def run_workers(count: int, serve: Serve, stop: threading.Event, *, seconds: flo
         return proc, ready
 
     workers = [start() for _ in range(count)]
+    started = time.monotonic()
     for proc, ready in workers:
-        if not ready.wait(ready_timeout):
-            raise RuntimeError(f"ingest worker {proc.pid} did not start listening")
+        while not ready.wait(0.1):  # a worker that dies on the way (its bind failed) is reported now
+            if not proc.is_alive():
+                raise RuntimeError(f"ingest worker {proc.pid} exited (code {proc.exitcode}) before listening")
+            if time.monotonic() - started > ready_timeout:
+                raise RuntimeError(f"ingest worker {proc.pid} did not start listening")
     on_ready()
     try:
         while not stop.wait(0.5) and (deadline is None or time.monotonic() < deadline):

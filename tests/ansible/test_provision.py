@@ -126,7 +126,7 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
                 procs.append(lab.popen(ns, *command, env=unit_env, stdout=out, stderr=subprocess.STDOUT))
 
         start("dso", dso / "etc/systemd/system/smgw-headend-tunnel.service", env)
-        time.sleep(0.5)  # the tun device and its address exist before the ingest binds to it
+        # (the ingest binds its tunnel address whether or not the server has made it yet)
         start("dso", dso / "etc/systemd/system/smgw-headend.service", env)
         for host, (ns, _) in GATEWAYS.items():
             gw = root / host
