@@ -90,7 +90,7 @@ class Demo:
         self._watch(subprocess.Popen([*SMGW, "meter-sim", "--link", str(link), "--scenario", "normal"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env),
                     "the meter simulator", None)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while not link.exists():
             if time.monotonic() > deadline:
                 raise SmgwError("the meter simulator did not come up")
@@ -116,7 +116,7 @@ class Demo:
         click.echo("[6/6] a HAN client opens the portal")
         url = f"https://{GW_HAN}:{PORTAL_PORT}/login"
         status = ""
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # the gateway starts the portal as its child: two interpreters
         while time.monotonic() < deadline and not status.startswith("200"):
             status = self.lab.run("han", SMGW[0], "-c", FETCH, url, env=self.env, timeout=10).stdout.strip()
             time.sleep(0.5)
@@ -186,10 +186,11 @@ class Demo:
         assert self.lab is not None
         root = self.work
         click.echo("  GWA sends a signed WakeUp to the gateway's wake-up port")
+        before = _last_id(root / "state/smgw.db")
         self._admin("wakeup", "--to", f"{GW_WAN}:{WAKEUP_PORT}", "--cert", str(root / "gwa-wakeup.crt"),
                     "--key", str(root / "gwa-wakeup.key"))
-        before = _last_id(root / "state/smgw.db")
-        up = self._wait(lambda: _last_event(root / "state/smgw.db", "gatewatcher.admin-api-up", before), 20)
+        # the handshake, the token signing in it, the API's TLS front (retried if it was slow)
+        up = self._wait(lambda: _last_event(root / "state/smgw.db", "gatewatcher.admin-api-up", before), 60)
         if up is None:
             click.echo(f"  admin tunnel did not come up (admin state {self.admin_state()})")
             return

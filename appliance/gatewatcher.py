@@ -116,6 +116,10 @@ class GateWatcher:
         self.sock.setblocking(False)
         self._opened_at: float | None = None
         self._last_traffic: tuple[float, int, int] | None = None
+        #: the idle clock starts again when the tunnel connects: a slow handshake (a busy
+        #: board, the token slow to sign) is not idleness, and must not close the tunnel
+        #: before the GWA could use it; one that never connects still goes after the idle timeout
+        self._connected_seen = False
 
     def close(self) -> None:
         self.sock.close()
@@ -163,6 +167,7 @@ class GateWatcher:
             self.supervisor.start([ADMIN])
             self._opened_at = time.monotonic()
             self._last_traffic = None
+            self._connected_seen = False
             assert self.cfg.admin is not None
             self._event("admin-tunnel", state="opening", to=f"{self.cfg.admin.remote.address}:"
                                                            f"{self.cfg.admin.remote.port}")
@@ -182,6 +187,10 @@ class GateWatcher:
         if now - self._opened_at > self.cfg.admin.max_lifetime_s:
             self._close_admin("maximum lifetime")
             return
+        if not self._connected_seen and any(s.name == ADMIN and s.state == "CONNECTED"
+                                            for s in self.supervisor.status()):
+            self._connected_seen = True
+            self._last_traffic = None
         traffic = _tun_bytes(tunnel_device(ADMIN))
         if self._last_traffic is None or traffic != self._last_traffic[1:]:
             self._last_traffic = (now, *traffic)

@@ -29,38 +29,42 @@ def test_probe_matrix(tmp_path: Path, backend: str) -> None:
                      bed.listen("wan", tcp=[80], udp=[53]),
                      bed.listen("dso", tcp=[8443], udp=[1194, 1195])]
         try:
-            got = {
+            probes: dict[str, tuple[str, str, str] | tuple[str, str, str, int]] = {
                 # HAN: the portal only
-                "han->gw portal tcp/443": bed.probe("han", "tcp", GW_HAN, 443),
-                "han->gw tcp/22": bed.probe("han", "tcp", GW_HAN, 22),
-                "han->gw wake-up udp/7500": bed.probe("han", "udp", GW_HAN, 7500),
-                "han->gw icmp": bed.probe("han", "icmp", GW_HAN),
+                "han->gw portal tcp/443": ("han", "tcp", GW_HAN, 443),
+                "han->gw tcp/22": ("han", "tcp", GW_HAN, 22),
+                "han->gw wake-up udp/7500": ("han", "udp", GW_HAN, 7500),
+                "han->gw icmp": ("han", "icmp", GW_HAN),
                 # WAN: the wake-up port only
-                "wan->gw wake-up udp/7500": bed.probe("wan", "udp", GW_WAN, 7500),
-                "wan->gw udp/9999": bed.probe("wan", "udp", GW_WAN, 9999),
-                "wan->gw portal tcp/443": bed.probe("wan", "tcp", GW_WAN, 443),
-                "wan->gw tcp/8443": bed.probe("wan", "tcp", GW_WAN, 8443),
-                "wan->gw icmp": bed.probe("wan", "icmp", GW_WAN),
-                "wan->gw han address tcp/443": bed.probe("wan", "tcp", GW_HAN, 443),
+                "wan->gw wake-up udp/7500": ("wan", "udp", GW_WAN, 7500),
+                "wan->gw udp/9999": ("wan", "udp", GW_WAN, 9999),
+                "wan->gw portal tcp/443": ("wan", "tcp", GW_WAN, 443),
+                "wan->gw tcp/8443": ("wan", "tcp", GW_WAN, 8443),
+                "wan->gw icmp": ("wan", "icmp", GW_WAN),
+                "wan->gw han address tcp/443": ("wan", "tcp", GW_HAN, 443),
                 # never across: HAN <-> WAN through the gateway
-                "han->wan tcp/80": bed.probe("han", "tcp", WAN_HOST, 80),
-                "han->wan udp/53": bed.probe("han", "udp", WAN_HOST, 53),
-                "han->party udp/1194": bed.probe("han", "udp", DSO, 1194),
-                "wan->han tcp/80": bed.probe("wan", "tcp", HAN_CLIENT, 80),
-                "wan->han icmp": bed.probe("wan", "icmp", HAN_CLIENT),
+                "han->wan tcp/80": ("han", "tcp", WAN_HOST, 80),
+                "han->wan udp/53": ("han", "udp", WAN_HOST, 53),
+                "han->party udp/1194": ("han", "udp", DSO, 1194),
+                "wan->han tcp/80": ("wan", "tcp", HAN_CLIENT, 80),
+                "wan->han icmp": ("wan", "icmp", HAN_CLIENT),
                 # the gateway itself: out to each tunnel server's port, nothing else
-                "gw->party udp/1194": bed.probe("gw", "udp", DSO, 1194),
-                "gw->party udp/1195": bed.probe("gw", "udp", DSO, 1195),
-                "gw->party tcp/8443 outside the tunnel": bed.probe("gw", "tcp", DSO, 8443),
-                "gw->wan tcp/80": bed.probe("gw", "tcp", WAN_HOST, 80),
-                "gw->han tcp/80": bed.probe("gw", "tcp", HAN_CLIENT, 80),
-                "gw->han icmp": bed.probe("gw", "icmp", HAN_CLIENT),
+                "gw->party udp/1194": ("gw", "udp", DSO, 1194),
+                "gw->party udp/1195": ("gw", "udp", DSO, 1195),
+                "gw->party tcp/8443 outside the tunnel": ("gw", "tcp", DSO, 8443),
+                "gw->wan tcp/80": ("gw", "tcp", WAN_HOST, 80),
+                "gw->han tcp/80": ("gw", "tcp", HAN_CLIENT, 80),
+                "gw->han icmp": ("gw", "icmp", HAN_CLIENT),
             }
+            got = {name: bed.probe(*args) for name, args in probes.items()}  # type: ignore[arg-type]
+            allowed = {"han->gw portal tcp/443", "wan->gw wake-up udp/7500", "gw->party udp/1194"}
+            for name in allowed:  # an allowed probe that was slow on a busy machine: a longer second chance
+                if not got[name]:
+                    got[name] = bed.probe(*probes[name], timeout=3)  # type: ignore[arg-type]
         finally:
             for proc in listeners:
                 proc.kill()
                 proc.wait()
-        allowed = {"han->gw portal tcp/443", "wan->gw wake-up udp/7500", "gw->party udp/1194"}
         assert got == {name: name in allowed for name in got}
         forwarding = bed.lab.run("gw", "cat", "/proc/sys/net/ipv4/ip_forward").stdout.strip()
         assert forwarding == "0"

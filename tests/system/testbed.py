@@ -52,9 +52,9 @@ class Bed:
     def smgw(self, role: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return self.lab.run(role, *SMGW, *args, timeout=timeout, env=self.env)
 
-    def probe(self, role: str, kind: str, address: str, port: int = 0) -> bool:
+    def probe(self, role: str, kind: str, address: str, port: int = 0, timeout: float = 0.7) -> bool:
         done = self.lab.run(role, SMGW[0], str(ROOT / "tests/system/probe.py"), kind, address, str(port),
-                            timeout=10, env=self.env)
+                            "--timeout", str(timeout), timeout=10 + timeout, env=self.env)
         return done.returncode == 0
 
     def listen(self, role: str, tcp: list[int] = (), udp: list[int] = ()) -> subprocess.Popen[bytes]:  # type: ignore[assignment]
@@ -103,9 +103,12 @@ class JsonLines:
             with self._lock:
                 self.lines.append(line)
 
-    def wait_for(self, predicate: Callable[[dict[str, object]], bool], timeout: float) -> dict[str, object] | None:
+    def wait_for(self, predicate: Callable[[dict[str, object]], bool], timeout: float,
+                 after: dict[str, object] | None = None) -> dict[str, object] | None:
+        """The first line that matches (after the line ``after``, if given)."""
         deadline = time.monotonic() + timeout
-        seen = 0
+        with self._lock:
+            seen = 0 if after is None else next(i for i, line in enumerate(self.lines) if line is after) + 1
         while True:
             with self._lock:
                 fresh = self.lines[seen:]
