@@ -62,10 +62,10 @@ def test_a_full_disk_loses_no_readout(tmp_path: Path, meter_sim: Callable[..., S
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and (not db.exists() or len(_read_times(db)) < 3):
                 time.sleep(0.3)
-            before = len(_read_times(db))
-            assert before >= 3
+            assert len(_read_times(db)) >= 3
             filler = _fill(disk)
             full_at = time.monotonic()
+            before = len(_read_times(db))  # (a readout may have landed while the disk filled)
             time.sleep(8)  # several polls against a full disk
             assert "cannot store readouts" in log.read_text(), log.read_text()[-2000:]
             during = len(_read_times(db))
@@ -77,6 +77,7 @@ def test_a_full_disk_loses_no_readout(tmp_path: Path, meter_sim: Callable[..., S
             assert "store works again" in log.read_text(), log.read_text()[-2000:]
             time.sleep(2 * POLL)
             assert core.poll() is None, "the core must survive a full disk"
+            ended = time.monotonic()
         finally:
             core.terminate()
             core.wait(timeout=15)
@@ -84,7 +85,7 @@ def test_a_full_disk_loses_no_readout(tmp_path: Path, meter_sim: Callable[..., S
         # every poll during the outage was read and is now stored: no gap wider than a few polls
         gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
         assert max(gaps) < 4 * POLL + 2, gaps
-        assert len(times) >= before + (time.monotonic() - full_at) / (POLL + 2) - 2
+        assert len(times) >= before + (ended - full_at) / (POLL + 2) - 2
         shown = subprocess.run([*SMGW, "log", "show", "--log", "system", "--config", str(cfg)], cwd=ROOT,
                                capture_output=True, text=True, timeout=60, check=False)
         assert "store.failing" in shown.stdout and "store.recovered" in shown.stdout, shown.stdout[-2000:]
