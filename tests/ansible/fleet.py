@@ -102,3 +102,24 @@ def unit_commands(unit: Path) -> tuple[list[list[str]], list[str]]:
     if not start:
         raise AssertionError(f"{unit}: no ExecStart")
     return pre, start
+
+
+def unit_identity(unit: Path) -> list[str]:
+    """``setpriv`` arguments for the unit's ``User=``, ``Group=``, ``SupplementaryGroups=`` and
+    ``AmbientCapabilities=``: the part of systemd's sandbox this machine can give, for a unit
+    whose point is to run unprivileged (the portal)."""
+    keys: dict[str, str] = {}
+    for line in unit.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key in ("User", "Group", "SupplementaryGroups", "AmbientCapabilities"):
+            keys[key] = value.strip()
+    if "User" not in keys:
+        return []
+    argv = ["setpriv", f"--reuid={keys['User']}", f"--regid={keys.get('Group', keys['User'])}"]
+    groups = keys.get("SupplementaryGroups", "").split()
+    argv.append(f"--groups={','.join(groups)}" if groups else "--clear-groups")
+    caps = [c.lower().removeprefix("cap_") for c in keys.get("AmbientCapabilities", "").split()]
+    if caps:
+        wanted = ",".join(f"+{c}" for c in caps)
+        argv += [f"--inh-caps={wanted}", f"--ambient-caps={wanted}"]
+    return argv

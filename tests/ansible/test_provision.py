@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import sqlite3
 import subprocess
@@ -17,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from appliance.child import end_all
+from appliance.demo_lab import FETCH
 from appliance.lab import Lab
-from tests.ansible.fleet import BIN, Run, build, playbook, release, unit_commands
+from tests.ansible.fleet import BIN, Run, build, playbook, release, unit_commands, unit_identity
 from tests.system.conftest import ROOT, SMGW
 from tests.system.testbed import require_tools
 from tests.tools import missing
@@ -89,6 +91,7 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
     # a short root: the gateways' management sockets must fit a Unix socket path (107 bytes),
     # which pytest's deep temporary folders would not leave room for (smgw check refuses them)
     base = Path(tempfile.mkdtemp(prefix="smgw-ans-"))
+    base.chmod(0o755)  # the portal runs as its own user and must reach its files below
     root = base / "lab"
     archive = release(tmp_path / "smgw-src.tar.gz")
     log = tmp_path / "ansible.log"
@@ -118,10 +121,12 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
         dso = root / "dso"
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
-        def start(ns: str, unit: Path, unit_env: dict[str, str]) -> None:
+        def start(ns: str, unit: Path, unit_env: dict[str, str], as_unit_user: bool = False) -> None:
             pre, command = unit_commands(unit)
             for argv in pre:
                 assert lab.run(ns, *argv, env=unit_env).returncode == 0, argv
+            if as_unit_user:
+                command = [*unit_identity(unit), *command]
             with (tmp_path / f"{ns}-{unit.stem}.log").open("ab") as out:  # the child keeps its own handle
                 procs.append(lab.popen(ns, *command, env=unit_env, stdout=out, stderr=subprocess.STDOUT))
 
@@ -137,10 +142,15 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
                 time.sleep(0.05)
             units = gw / "etc/systemd/system"
             assert sorted(u.name for u in units.iterdir()) == [
-                "smgw-core.service", "smgw-gatewatcher.service", "smgw-selftest.service", "smgw-selftest.timer",
-                "smgw-tunnel-dso.service"]
+                "smgw-core.service", "smgw-gatewatcher.service", "smgw-portal.service", "smgw-selftest.service",
+                "smgw-selftest.timer", "smgw-tunnel-dso.service"]
             for name in ("smgw-core.service", "smgw-tunnel-dso.service", "smgw-gatewatcher.service"):
                 start(ns, units / name, {**env, "SOFTHSM2_CONF": str(gw / "etc/softhsm/softhsm2.conf")})
+        # the household portal on gw1, as its unit says: its own user, the store read through group smgw
+        portal_unit = root / "gw1/etc/systemd/system/smgw-portal.service"
+        assert unit_identity(portal_unit)[1:3] == ["--reuid=smgw-portal", "--regid=smgw-portal"]
+        start("gw", portal_unit, {**env, "HOME": "/nonexistent"}, as_unit_user=True)
+        portal = procs[-1]  # ip netns exec and setpriv exec in place: its pid is the portal's
         db = dso / "var/lib/smgw-headend/ingest.db"
         wanted = {gid for _, gid in GATEWAYS.values()}
         deadline = time.monotonic() + 240
@@ -149,6 +159,22 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
                 assert p.poll() is None, f"{p.args!r} exited with {p.returncode}"
             time.sleep(2)
         assert _delivered(db) == wanted, _delivered(db)
+
+        # the household reaches its portal from the HAN (its login from the inventory works), never from the WAN
+        deadline = time.monotonic() + 60
+        while True:
+            han = lab.run("han", SMGW[0], "-c", FETCH, "https://192.168.7.1:443/login", env=env, timeout=15)
+            if han.stdout.strip() == "200" or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert han.stdout.strip() == "200", han.stdout + _tails(tmp_path / "gw-smgw-portal.log")
+        wan = lab.run("wan", SMGW[0], "-c", FETCH, "https://192.0.2.2:443/login", env=env, timeout=15)
+        assert wan.stdout.strip() != "200", "the portal answered the WAN"
+        uid = next(line for line in Path(f"/proc/{portal.pid}/status").read_text().splitlines()
+                   if line.startswith("Uid:"))
+        assert uid.split()[1] == str(pwd.getpwnam("smgw-portal").pw_uid), uid
+        portal_db = root / "gw1/var/lib/smgw-portal/portal.db"
+        assert portal_db.stat().st_uid == pwd.getpwnam("smgw-portal").pw_uid
 
         # the GWA as provisioned: its admin tunnel server, a signed WakeUp to gw1, the admin API
         # inside the tunnel with the GWA's admin certificate, then a BreakUp
