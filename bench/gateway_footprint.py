@@ -8,8 +8,10 @@ every 2 s for ``--seconds`` (default 300):
 - ``core_rss_mb`` (max) and ``core_cpu_percent`` (mean, of one core) for the core process;
 - ``stack_rss_mb`` and ``stack_pss_mb`` (max of the sum) for every process of the stack: the
   core, the tunnel supervisor, the GateWatcher, the HAN portal and their openvpn processes
-  (in the ``in-process`` shape the parts but openvpn are threads of the core). PSS from ``/proc/PID/smaps_rollup`` shares each common page (Python,
-  libcrypto, SoftHSM2) out among the processes that map it: the fair sum.
+  (in the ``in-process`` shape the tunnels and the GateWatcher are threads of the core; the
+  portal is a process of its own in both shapes). PSS from ``/proc/PID/smaps_rollup`` shares
+  each common page (Python, libcrypto, SoftHSM2) out among the processes that map it: the fair
+  sum.
 
 Prints one JSON object. Usage (root): python bench/gateway_footprint.py [--seconds N]
 """
