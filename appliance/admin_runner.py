@@ -34,6 +34,7 @@ class AdminApiRunner:
         self.decided = decided
         self.server: ApiServer | None = None
         self.front: TlsFront | None = None
+        self.announced = False  #: admin-api-up was logged (so a stop logs admin-api-down)
         # requests are answered on the API's threads; their log rows are written on the
         # GateWatcher's (the store connection and the audit chain belong to it): ``drain``
         self.requests: queue.SimpleQueue[dict[str, object]] = queue.SimpleQueue()
@@ -48,7 +49,9 @@ class AdminApiRunner:
 
     @property
     def up(self) -> bool:
-        return self.front is not None
+        """Serving: the TLS front started and its stunnel still runs (one that died later is
+        started again by the GateWatcher's retry, like one that did not come up)."""
+        return self.front is not None and self.front.running()
 
     def start(self, address: str) -> bool:
         """The API and its TLS front on ``address``; False (and a logged refusal) if either
@@ -76,11 +79,12 @@ class AdminApiRunner:
             self.stop()
             self.decided({"event": "admin-api-refused", "reason": f"{type(exc).__name__}: {exc}"})
             return False
+        self.announced = True
         self.decided({"event": "admin-api-up", "address": address, "port": admin.api_port})
         return True
 
     def stop(self) -> None:
-        was_up = self.front is not None or self.server is not None
+        was_up, self.announced = self.announced, False
         if self.front is not None:
             self.front.stop()
             self.front = None

@@ -99,6 +99,9 @@ class TlsFront:
         except OSError:
             return False
 
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()

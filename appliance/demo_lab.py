@@ -178,8 +178,9 @@ class Demo:
         deliveries = " ".join(f"{k}={v}" for k, v in s["deliveries"].items())
         click.echo(f"  t+{time.monotonic() - started:5.0f}s  readouts {s['readouts']:>4}  deliveries {deliveries}  "
                    f"tunnels {tunnels}  admin {s['admin']}")
-        for line in self.deaths():
-            click.echo(line)
+        if not self.stop.is_set():  # (Ctrl-C reaches every child too: those are not deaths to report)
+            for line in self.deaths():
+                click.echo(line)
 
     def wakeup_cycle(self) -> None:
         """WakeUp from the GWA, the admin API over the tunnel, then BreakUp."""
@@ -281,7 +282,12 @@ def run_lab_demo(seconds: float | None, profile: str = "modern") -> None:
     previous = signal.signal(signal.SIGINT, lambda *_: demo.stop.set())
     signal.signal(signal.SIGTERM, lambda *_: demo.stop.set())
     try:
-        demo.start()
+        try:
+            demo.start()
+        except SmgwError:
+            for line in demo.deaths():  # what died on the way, before close() deletes its log
+                click.echo(line)
+            raise
         click.echo("live (Ctrl-C to stop):")
         started = time.monotonic()
         wakeup_at = started + (min(30.0, seconds / 3) if seconds else 30.0)

@@ -25,8 +25,8 @@ Emit = Callable[[dict[str, object]], None]
 
 class ApiRetry:
     """When the admin API does not come up with its tunnel (stunnel slow to listen on a loaded
-    board, the token busy with another process's session), it is tried again while the
-    tunnel stays up: 2, 4, 8 … up to 30 s apart. Without this one refusal left the GWA with
+    board, the token busy with another process's session), or its stunnel dies later, it is
+    tried again while the tunnel stays up: 2, 4, 8 … up to 30 s apart. Without this one refusal left the GWA with
     a connected tunnel and nothing listening in it until the next WakeUp."""
 
     def __init__(self, first_s: float = 2.0, max_s: float = 30.0) -> None:
@@ -43,6 +43,10 @@ class ApiRetry:
             return
         self.next_at = (time.monotonic() if now is None else now) + self.delay_s
         self.delay_s = min(self.max_s, self.delay_s * 2)
+
+    @property
+    def pending(self) -> bool:
+        return self.next_at is not None
 
     def due(self, now: float | None = None) -> bool:
         return self.next_at is not None and (time.monotonic() if now is None else now) >= self.next_at
@@ -82,8 +86,12 @@ def run_gatewatcher(cfg: GatewayConfig, stop: threading.Event, *, seconds: float
                     api.stop()
                     if now[0] == "CONNECTED" and now[1]:
                         retry.attempted(api.start(now[1]))
-                elif now[0] == "CONNECTED" and now[1] and not api.up and retry.due():
-                    retry.attempted(api.start(now[1]))
+                elif now[0] == "CONNECTED" and now[1] and not api.up:
+                    if not retry.pending:  # it served, and its stunnel has died since: down, then again
+                        api.stop()
+                        retry.attempted(False)
+                    elif retry.due():
+                        retry.attempted(api.start(now[1]))
         finally:
             api.stop()
             supervisor.stop()

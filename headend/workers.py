@@ -58,14 +58,16 @@ def run_workers(count: int, serve: Serve, stop: threading.Event, *, seconds: flo
 
     workers = [start() for _ in range(count)]
     started = time.monotonic()
-    for proc, ready in workers:
-        while not ready.wait(0.1):  # a worker that dies on the way (its bind failed) is reported now
-            if not proc.is_alive():
-                raise RuntimeError(f"ingest worker {proc.pid} exited (code {proc.exitcode}) before listening")
-            if time.monotonic() - started > ready_timeout:
-                raise RuntimeError(f"ingest worker {proc.pid} did not start listening")
-    on_ready()
-    try:
+    try:  # (whatever ends this, every worker started is ended with it)
+        for proc, ready in workers:
+            while not ready.wait(0.1):  # a worker that dies on the way (its bind failed) is reported now
+                if not proc.is_alive():
+                    raise RuntimeError(f"ingest worker {proc.pid} exited (code {proc.exitcode}) before listening")
+                if time.monotonic() - started > ready_timeout:
+                    raise RuntimeError(f"ingest worker {proc.pid} did not start listening")
+                if stop.is_set():
+                    return
+        on_ready()
         while not stop.wait(0.5) and (deadline is None or time.monotonic() < deadline):
             for i, (proc, _) in enumerate(workers):
                 if not proc.is_alive():

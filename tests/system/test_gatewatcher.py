@@ -165,7 +165,7 @@ def test_wakeup_cycle_and_refusals(tmp_path: Path) -> None:
                                        and line.get("why") == "breakup", 5)
                 assert broke is not None
                 assert watch.wait_for(lambda line: line.get("state") == "STOPPED", 5, after=broke)
-                assert watch.wait_for(lambda line: line.get("event") == "admin-api-down", 5)
+                assert watch.wait_for(lambda line: line.get("event") == "admin-api-down", 5, after=broke)
                 assert api_call(bed, "status", api).returncode != 0  # gone with the tunnel
             finally:
                 watch.stop()

@@ -76,12 +76,13 @@ def test_a_failing_critical_check_stops_sending_until_it_passes(tmp_path: Path,
                              stdout=subprocess.DEVNULL)
         try:
             assert _wait_for_event(db, "sending.stopped", 30)
-            deadline = time.monotonic() + 20  # two readouts: reading goes on, nothing is processed
-            while _count(db, "readouts") < 2 and time.monotonic() < deadline:
+            stopped_at = _count(db, "readouts")
+            deadline = time.monotonic() + 20  # two more readouts: reading goes on, nothing is processed
+            while _count(db, "readouts") < stopped_at + 2 and time.monotonic() < deadline:
                 time.sleep(0.5)
             with sqlite3.connect(db) as con:
                 assert con.execute("SELECT count(*) FROM profile_progress").fetchone()[0] == 0
-                assert con.execute("SELECT count(*) FROM readouts").fetchone()[0] >= 2  # reading goes on
+                assert con.execute("SELECT count(*) FROM readouts").fetchone()[0] >= stopped_at + 2  # reading goes on
             conf.write_text(good)
             assert _wait_for_event(db, "sending.resumed", 30)
             deadline = time.monotonic() + 15

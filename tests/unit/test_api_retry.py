@@ -7,9 +7,9 @@ from appliance.gatewatcher_service import ApiRetry
 
 def test_a_refusal_is_retried_with_growing_delays_up_to_the_cap() -> None:
     retry = ApiRetry(first_s=2, max_s=5)
-    assert not retry.due(now=0)  # nothing refused yet: nothing to retry
+    assert not retry.due(now=0) and not retry.pending  # nothing refused yet: nothing to retry
     retry.attempted(False, now=0)
-    assert not retry.due(now=1.9) and retry.due(now=2.0)
+    assert retry.pending and not retry.due(now=1.9) and retry.due(now=2.0)
     retry.attempted(False, now=2)
     assert not retry.due(now=5.9) and retry.due(now=6.0)  # 4 s
     retry.attempted(False, now=6)
