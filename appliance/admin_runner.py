@@ -33,8 +33,7 @@ class AdminApiRunner:
         self.store = store
         self.decided = decided
         self.server: ApiServer | None = None
-        self.front: TlsFront | None = None
-        self.announced = False  #: admin-api-up was logged (so a stop logs admin-api-down)
+        self.front: TlsFront | None = None  #: set once it listens: the API was announced up
         # requests are answered on the API's threads; their log rows are written on the
         # GateWatcher's (the store connection and the audit chain belong to it): ``drain``
         self.requests: queue.SimpleQueue[dict[str, object]] = queue.SimpleQueue()
@@ -73,18 +72,18 @@ class AdminApiRunner:
                            port=admin.api_port, socket=run / "admin-api.sock", cert=run / "admin-api.crt",
                            token_label=self.cfg.token.label, key_label=admin.api_key, root=self.cfg.pki.root,
                            crl=self.cfg.pki.crl, gwa_name=admin.server_name, profile=admin.profile)
-            self.front = TlsFront(view, run)
-            self.front.start()
+            front = TlsFront(view, run)
+            front.start()  # (a front that does not come up stops itself before it raises)
+            self.front = front
         except (SmgwError, TokenError, OSError) as exc:
             self.stop()
             self.decided({"event": "admin-api-refused", "reason": f"{type(exc).__name__}: {exc}"})
             return False
-        self.announced = True
         self.decided({"event": "admin-api-up", "address": address, "port": admin.api_port})
         return True
 
     def stop(self) -> None:
-        was_up, self.announced = self.announced, False
+        was_up = self.front is not None  # a refused start was never up: no "down" for it
         if self.front is not None:
             self.front.stop()
             self.front = None

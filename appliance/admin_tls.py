@@ -103,7 +103,7 @@ class TlsFront:
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        if self.process is not None and self.running():
             self.process.terminate()
             try:
                 self.process.wait(5)

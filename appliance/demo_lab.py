@@ -64,9 +64,9 @@ class Demo:
         self.lab: Lab | None = None
         self.env: dict[str, str] = {}
         self.stop = threading.Event()
-        #: pid -> what the process is and where its log is: a process that dies is shown once
+        #: each process, what it is and where its log is: a process that dies is shown once
         self.watched: list[tuple[subprocess.Popen[bytes], str, Path | None]] = []
-        self.reported: set[int] = set()
+        self.reported: set[int] = set()  #: pids shown as dead already
 
     # -- setting up ------------------------------------------------------------------------
 
@@ -84,7 +84,7 @@ class Demo:
             self._watch(ingest, f"{name}'s headend", root / f"{name}-headend.log")
         self._spawn("gwa", "openvpn", "--config", str(gwa_server_conf(root, self.profile)),
                     "--log-append", str(root / "gwa-server.log"), label="the GWA's OpenVPN server",
-                    log_path=root / "gwa-server.log")
+                    log=root / "gwa-server.log")
         click.echo("[4/6] meter simulator (Iskraemeco MT831) on the LMN")
         link = root / "meter"
         self._watch(subprocess.Popen([*SMGW, "meter-sim", "--link", str(link), "--scenario", "normal"],
@@ -112,7 +112,7 @@ class Demo:
         if applied.returncode != 0:
             raise SmgwError(f"smgw apply: {applied.stderr.strip()[-300:]}")
         self._spawn("gw", *SMGW, "gateway", "run", "--config", str(config),
-                    log=root / "gateway.log", label="the gateway")
+                    stderr_log=root / "gateway.log", label="the gateway")
         click.echo("[6/6] a HAN client opens the portal")
         url = f"https://{GW_HAN}:{PORTAL_PORT}/login"
         status = ""
@@ -125,13 +125,15 @@ class Demo:
         click.echo(f"      portal {url} from the HAN: {status or 'no answer'}; from the WAN: {wan or 'no answer'} "
                    f"(user demo, one-time code {self.code})")
 
-    def _spawn(self, role: str, *argv: str, log: Path | None = None, label: str,
-               log_path: Path | None = None) -> None:
+    def _spawn(self, role: str, *argv: str, label: str, stderr_log: Path | None = None,
+               log: Path | None = None) -> None:
+        """``argv`` in ``role``'s namespace; its stderr to ``stderr_log``, and the log to show
+        if it dies is ``log`` (one it writes itself) or else that one."""
         assert self.lab is not None
         proc = subprocess.Popen(["ip", "netns", "exec", self.lab.ns(role), *argv], env=self.env,
                                 stdout=subprocess.DEVNULL,
-                                stderr=log.open("wb") if log is not None else subprocess.DEVNULL)
-        self._watch(proc, label, log_path or log)
+                                stderr=stderr_log.open("wb") if stderr_log is not None else subprocess.DEVNULL)
+        self._watch(proc, label, log or stderr_log)
 
     def _watch(self, proc: subprocess.Popen[bytes], label: str, log: Path | None) -> None:
         self.procs.append(proc)

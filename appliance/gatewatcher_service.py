@@ -26,8 +26,9 @@ Emit = Callable[[dict[str, object]], None]
 class ApiRetry:
     """When the admin API does not come up with its tunnel (stunnel slow to listen on a loaded
     board, the token busy with another process's session), or its stunnel dies later, it is
-    tried again while the tunnel stays up: 2, 4, 8 … up to 30 s apart. Without this one refusal left the GWA with
-    a connected tunnel and nothing listening in it until the next WakeUp."""
+    tried again while the tunnel stays up: 2, 4, 8 … up to 30 s apart. Without this one
+    refusal left the GWA with a connected tunnel and nothing listening in it until the next
+    WakeUp."""
 
     def __init__(self, first_s: float = 2.0, max_s: float = 30.0) -> None:
         self.first_s, self.max_s = first_s, max_s
