@@ -188,14 +188,23 @@ class Demo:
         """WakeUp from the GWA, the admin API over the tunnel, then BreakUp."""
         assert self.lab is not None
         root = self.work
-        click.echo("  GWA sends a signed WakeUp to the gateway's wake-up port")
-        before = _last_id(root / "state/smgw.db")
-        self._admin("wakeup", "--to", f"{GW_WAN}:{WAKEUP_PORT}", "--cert", str(root / "gwa-wakeup.crt"),
-                    "--key", str(root / "gwa-wakeup.key"))
+        db = root / "state/smgw.db"
+        before = _last_id(db)
+        # a WakeUp is one UDP datagram: when no decision follows (lost, or the GateWatcher still
+        # starting on a busy machine), the GWA sends another, with a fresh sequence number
+        for attempt in range(3):
+            click.echo("  GWA sends a signed WakeUp to the gateway's wake-up port" + (" again" if attempt else ""))
+            self._admin("wakeup", "--to", f"{GW_WAN}:{WAKEUP_PORT}", "--cert", str(root / "gwa-wakeup.crt"),
+                        "--key", str(root / "gwa-wakeup.key"))
+            if self._wait(lambda: _last_event(db, "gatewatcher.accepted", before)
+                          or _last_event(db, "gatewatcher.refused", before), 15) is not None:
+                break
         # the handshake, the token signing in it, the API's TLS front (retried if it was slow)
-        up = self._wait(lambda: _last_event(root / "state/smgw.db", "gatewatcher.admin-api-up", before), 60)
+        up = self._wait(lambda: _last_event(db, "gatewatcher.admin-api-up", before), 60)
         if up is None:
-            click.echo(f"  admin tunnel did not come up (admin state {self.admin_state()})")
+            said = "; ".join(_events_since(db, "gatewatcher.", before)[-5:]) or "nothing"
+            click.echo(f"  admin tunnel did not come up (admin state {self.admin_state()}); "
+                       f"the GateWatcher logged: {said}")
             return
         click.echo(f"  admin tunnel CONNECTED; admin API on {up['address']}:{up['port']} (inside the tunnel only)")
         done = self.lab.run("gwa", *SMGW, "admin", "status", "--gateway", GATEWAY_ID, "--to",
@@ -261,6 +270,20 @@ def _last_line(log: Path) -> str:
 
 def _last_id(db: Path) -> int:
     return _scalar(db, "SELECT coalesce(max(id), 0) FROM audit_log")
+
+
+def _events_since(db: Path, prefix: str, after_id: int) -> list[str]:
+    """``event detail`` of the system-log rows after row ``after_id`` whose event starts with
+    ``prefix``, oldest first."""
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            rows = con.execute("SELECT event, detail FROM audit_log WHERE log = 'system' AND id > ? "
+                               "AND substr(event, 1, length(?)) = ? ORDER BY id", (after_id, prefix, prefix)).fetchall()
+    except sqlite3.Error:
+        return []
+    return [f"{event} {detail}" for event, detail in rows]
 
 
 def _last_event(db: Path, event: str, after_id: int = 0) -> dict[str, Any] | None:
