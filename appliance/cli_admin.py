@@ -227,10 +227,11 @@ def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> N
     @click.option("--listen", default=None, help="Address to bind (default: the tunnel server's own address).")
     @clean_errors
     def headend_run_cmd(config_path: Path, seconds: float | None, listen: str | None) -> None:
-        """Serve the ingest inside the tunnel: verify, decrypt, store, acknowledge."""
+        """Serve the ingest inside the tunnel: verify, decrypt, store, acknowledge; and the read
+        API on the headend host's side (``ingest.read_address``), never inside the tunnel."""
         from appliance.render_server import status_file
         from headend.config import HeadendConfig
-        from headend.ingest import IngestContext, serve, status_file_peers
+        from headend.ingest import IngestContext, serve, serve_reads, status_file_peers
         from headend.store import HeadendStore
         from headend.workers import run_in_process, run_workers
         from pki.cms_envelope import software_agreement
@@ -250,17 +251,21 @@ def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> N
             ctx = IngestContext(party=cfg.headend.name, root=root, crl=crl, enc_cert=enc_cert,
                                 agree=software_agreement(key), peer_cn=status_file_peers(status_file(cfg)),
                                 store=store)
-            server = serve(ctx, address, cfg.ingest.port)
-            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
-            thread.start()
+            servers = [serve(ctx, address, cfg.ingest.port)]
+            if cfg.ingest.read_api:
+                servers.append(serve_reads(store, str(cfg.ingest.read_address), cfg.ingest.read_port))
+            for server in servers:
+                threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
             ready()
             stop.wait()
-            server.shutdown()
+            for server in servers:
+                server.shutdown()
             store.close()
 
         def listening() -> None:
+            reads = {"read_api": f"{cfg.ingest.read_address}:{cfg.ingest.read_port}"} if cfg.ingest.read_api else {}
             click.echo(json.dumps({"event": "listening", "address": address, "port": cfg.ingest.port,
-                                   "workers": cfg.ingest.workers}))
+                                   "workers": cfg.ingest.workers, **reads}))
             sys.stdout.flush()
 
         stop = threading.Event()

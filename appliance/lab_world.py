@@ -159,6 +159,10 @@ def start_party(lab: Lab, root: Path, name: str, profile: str, env: dict[str, st
     rendered = root / f"{name}-rendered"
     run(*SMGW, "render", "--config", str(config), "--out", str(rendered), env=env)
     (root / f"{name}-headend/run").mkdir(parents=True, exist_ok=True)
+    # what the party's unit does before its server starts: its host reachable through the tunnel at the ingest only
+    loaded = lab.run(name, "nft", "-f", str(rendered / "nftables.conf"))
+    if loaded.returncode != 0:
+        raise RuntimeError(f"{name}: nft refused the tunnel firewall: {loaded.stderr.strip()[:300]}")
     server = lab.popen(name, "openvpn", "--config", str(rendered / "openvpn/server.conf"),
                        "--log-append", str(root / f"{name}-server.log"), env=env)
     # the ingest binds its tunnel address even before the server has made it (IP_FREEBIND)

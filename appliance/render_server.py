@@ -5,12 +5,14 @@ may not import ``appliance`` (ARCHITECTURE §2)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Literal
 
 from appliance.render import TEMPLATES, environment
+from firewall.nftables import nft_str
 from headend.config import GwaConfig, HeadendConfig
 from pki.names import check_name
 
@@ -64,10 +66,43 @@ def _server(cfg: HeadendConfig | GwaConfig, name: str, device: str) -> ServerTun
                         profile=tunnel.profile, device=device, status_file=status_file(cfg))
 
 
+@dataclass(frozen=True)
+class TunnelFirewall:
+    """What the gateways may reach on a tunnel server's host through their tunnels: the
+    ingest's port on the server's tunnel address (a headend), or nothing new at all (the GWA,
+    whose admin API client connects out to the gateway, never the other way)."""
+
+    name: str
+    device: str
+    address: IPv4Address
+    ingest_port: int | None
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"tun-[a-z0-9]{1,10}", self.device):  # it becomes the table's bare name
+            raise ValueError(f"tunnel device {self.device!r}: tun- and 1-10 of a-z0-9")
+
+    @property
+    def table(self) -> str:
+        return "smgw_" + self.device.replace("-", "_")  # device: tun-<a-z0-9>, so a bare nft identifier
+
+    @property
+    def reach(self) -> str:
+        return f"tcp {self.address}:{self.ingest_port} (the ingest)" if self.ingest_port else "nothing (replies only)"
+
+
+def render_tunnel_firewall(fw: TunnelFirewall, templates: Path = TEMPLATES) -> str:
+    env = environment(templates)
+    env.filters["nft_str"] = nft_str
+    return env.get_template("nftables-tunnel-server.conf.j2").render(t=fw)
+
+
 def generate_headend(cfg: HeadendConfig, templates: Path = TEMPLATES) -> dict[str, str]:
-    """Generate for a headend: its tunnel server config."""
-    server = _server(cfg, cfg.headend.server_name, f"tun-{cfg.headend.name}")
-    return {"openvpn/server.conf": render_server(server, templates)}
+    """Generate for a headend: its tunnel server config, and the firewall of its tunnel device."""
+    device = f"tun-{cfg.headend.name}"
+    server = _server(cfg, cfg.headend.server_name, device)
+    firewall = TunnelFirewall(cfg.headend.name, device, cfg.tunnel.network.ip, cfg.ingest.port)
+    return {"openvpn/server.conf": render_server(server, templates),
+            "nftables.conf": render_tunnel_firewall(firewall, templates)}
 
 
 def status_file(cfg: HeadendConfig | GwaConfig) -> Path:
@@ -76,5 +111,8 @@ def status_file(cfg: HeadendConfig | GwaConfig) -> Path:
 
 
 def generate_gwa(cfg: GwaConfig, templates: Path = TEMPLATES) -> dict[str, str]:
-    """Generate for the GWA: the admin tunnel server the gateways dial after a WakeUp."""
-    return {"openvpn/server.conf": render_server(_server(cfg, cfg.gwa.server_name, "tun-gwa"), templates)}
+    """Generate for the GWA: the admin tunnel server the gateways dial after a WakeUp, and the
+    firewall of its tunnel device (the GWA connects to a gateway's API, never the reverse)."""
+    firewall = TunnelFirewall("gwa", "tun-gwa", cfg.tunnel.network.ip, None)
+    return {"openvpn/server.conf": render_server(_server(cfg, cfg.gwa.server_name, "tun-gwa"), templates),
+            "nftables.conf": render_tunnel_firewall(firewall, templates)}

@@ -82,6 +82,24 @@ class Ingest(_Strict):
         default="sqlite:////var/lib/smgw-headend/ingest.db",
         description="sqlite:////path or postgresql://user@host/db (a password belongs in ~/.pgpass, not here)")
     workers: int = Field(default=2, ge=1, le=64, description="ingest processes sharing the port (SO_REUSEPORT)")
+    read_api: bool = Field(default=True, description="serve the read API (GET /v1/meters/{id}/readings, /v1/deliveries/{id})")
+    read_address: IPv4Address = Field(default=IPv4Address("127.0.0.1"),
+                                      description="the read API's address: a loopback address of the headend host")
+    read_port: Port = 8444
+
+    @model_validator(mode="after")
+    def _reads_on_loopback(self) -> Ingest:
+        """A gateway can send through its tunnel to *any* address of the headend host (Linux
+        accepts a packet for a local address on any interface; OpenVPN checks only the source),
+        so a read API on the host's LAN or WAN address would serve every meter to every
+        gateway. Only 127/8 is safe: the kernel drops it when it arrives on the tun device."""
+        if self.read_api and not self.read_address.is_loopback:
+            raise ValueError(f"read_address: {self.read_address} is not a loopback address; every gateway can reach "
+                             "the headend host's other addresses through its tunnel (reach the read API from the "
+                             "back office through a proxy on the host, or read the database)")
+        if self.read_api and self.read_port == self.port:
+            raise ValueError(f"read_port: {self.read_port} is the ingest's port")
+        return self
 
 
 class Paths(_Strict):

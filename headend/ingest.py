@@ -6,6 +6,10 @@ the reason in the body and a log line; the sender's identity is checked three wa
 signature chains to the pinned root with role gateway-sig and is not revoked, the document
 names the signer as its gateway, and the delivery came through the tunnel of that same
 gateway (its client certificate's CN, from the OpenVPN server's status file).
+
+The read API (``serve_reads``) is a listener of its own, on the headend host's side
+(loopback by default), never on the tunnel address: every gateway of the fleet reaches the
+tunnel address, and one that could read there would read every other household's meter.
 """
 
 from __future__ import annotations
@@ -117,33 +121,42 @@ _READINGS = re.compile(r"/v1/meters/([A-Za-z0-9][A-Za-z0-9._:-]{0,63})/readings"
 _DELIVERY = re.compile(r"/v1/deliveries/([0-9a-f]{32})")
 
 
+class _Json(BaseHTTPRequestHandler):
+    server_version = "smgw-headend"
+    sys_version = ""
+    protocol_version = "HTTP/1.1"  # keep-alive: a gateway sends its backlog over one connection
+    timeout = 30  # an idle keep-alive connection does not hold its thread for ever
+    # buffered: a reply's status line, headers and body leave in one send when
+    # handle_one_request flushes, not in two (each send on loopback costs ~70 us)
+    wbufsize = 1 << 16
+
+    def setup(self) -> None:
+        super().setup()
+        # a reply must leave now, not when Nagle's algorithm has the previous one's ACK
+        # (up to the client's delayed-ACK 40 ms on a keep-alive connection)
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _reply(self, status: int, doc: dict[str, object] | list[dict[str, object]],
+               headers: tuple[tuple[str, str], ...] = ()) -> None:
+        data = dumps(doc)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in headers:
+            self.send_header(name, value)
+        if self.close_connection:  # say so: the client must not send its next request on it
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s %s", self.client_address[0], format % args)
+
+
 def make_handler(ctx: IngestContext) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "smgw-headend"
-        sys_version = ""
-        protocol_version = "HTTP/1.1"  # keep-alive: a gateway sends its backlog over one connection
-        timeout = 30  # an idle keep-alive connection does not hold its thread for ever
-        # buffered: a reply's status line, headers and body leave in one send when
-        # handle_one_request flushes, not in two (each send on loopback costs ~70 us)
-        wbufsize = 1 << 16
+    """The tunnel side: ``POST /v1/deliveries`` and nothing else."""
 
-        def setup(self) -> None:
-            super().setup()
-            # a reply must leave now, not when Nagle's algorithm has the previous one's ACK
-            # (up to the client's delayed-ACK 40 ms on a keep-alive connection)
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def _reply(self, status: int, doc: dict[str, object] | list[dict[str, object]]) -> None:
-            data = dumps(doc)
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: object) -> None:
-            log.debug("%s %s", self.client_address[0], format % args)
-
+    class Handler(_Json):
         def do_POST(self) -> None:
             asked_close = self.close_connection  # what the request's headers said
             self.close_connection = True  # until the body is read: unread bytes must not become a request
@@ -169,6 +182,23 @@ def make_handler(ctx: IngestContext) -> type[BaseHTTPRequestHandler]:
             self._reply(status, doc)
 
         def do_GET(self) -> None:
+            self.close_connection = True  # a body it may carry is not read: it must not become a request
+            log.warning("refused a read from %s inside the tunnel: %r", self.client_address[0], self.path[:80])
+            self._reply(404, {"error": "nothing is read inside the tunnels: the read API listens on the headend host"})
+
+    return Handler
+
+
+def make_read_handler(store: HeadendStore) -> type[BaseHTTPRequestHandler]:
+    """The back office's side: the stored readings and deliveries, read only."""
+
+    class Handler(_Json):
+        def do_POST(self) -> None:
+            self.close_connection = True  # the body is not read
+            self._reply(405, {"error": "the read API takes no deliveries: they come through the tunnels"},
+                        (("Allow", "GET"),))
+
+        def do_GET(self) -> None:
             try:
                 self._get()
             except HeadendStoreError as exc:
@@ -183,9 +213,9 @@ def make_handler(ctx: IngestContext) -> type[BaseHTTPRequestHandler]:
                 if not re.fullmatch(r"[0-9T:Z-]{0,20}", since) or not re.fullmatch(r"[0-9T:Z-]{0,20}", until):
                     self._reply(400, {"error": "from/to: ISO-8601 UTC times"})
                     return
-                self._reply(200, ctx.store.readings(readings.group(1), since, until))
+                self._reply(200, store.readings(readings.group(1), since, until))
             elif one:
-                found = ctx.store.delivery(one.group(1))
+                found = store.delivery(one.group(1))
                 self._reply(200, found) if found else self._reply(404, {"error": "no such delivery"})
             else:
                 self._reply(404, {"error": "unknown path"})
@@ -211,5 +241,17 @@ class _Server(ThreadingHTTPServer):
 
 
 def serve(ctx: IngestContext, address: str, port: int) -> ThreadingHTTPServer:
+    """The ingest, on the tunnel server's address."""
     return _Server((address, port), make_handler(ctx))
+
+
+class _ReadServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_port = True  # each ingest process serves reads too
+
+
+def serve_reads(store: HeadendStore, address: str, port: int) -> ThreadingHTTPServer:
+    """The read API, on a loopback address of the headend host (see ``headend.config``); no
+    ``IP_FREEBIND`` here: an address that does not exist is an error, not a wait."""
+    return _ReadServer((address, port), make_read_handler(store))
 

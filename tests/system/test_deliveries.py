@@ -60,6 +60,19 @@ def _covers(db: str, until: float) -> bool:
     return needed <= set(windows)
 
 
+#: prints "<status> <body>" for a GET, or "error <reason>" when nothing answers
+FETCH = """
+import sys, urllib.error, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=5) as reply:
+        print(reply.status, reply.read().decode())
+except urllib.error.HTTPError as exc:
+    print(exc.code, exc.read().decode())
+except OSError as exc:
+    print("error", exc)
+"""
+
+
 def _start_headends(bed: Bed, databases: dict[str, str] | None = None) -> list[subprocess.Popen[bytes]]:
     return [proc for name in PARTIES
             for proc in start_party(bed.lab, bed.root, name, bed.profile, bed.env, (databases or {}).get(name))]
@@ -108,10 +121,14 @@ def delivery_suite(tmp_path: Path, meter_sim: Callable[..., Simulator], database
             if dbs["supplier"].startswith("sqlite:///"):
                 assert b"37155794" not in Path(dbs["supplier"][len("sqlite:///"):]).read_bytes()
             assert not _rows(dbs["supplier"], "SELECT 1 FROM delivery_values WHERE subject = '37155794'")
-            api = bed.lab.run("dso", SMGW[0], "-c", "import urllib.request,sys; print(urllib.request.urlopen("
-                              "'http://10.81.0.1:8443/v1/meters/37155794/readings?from=2000').read().decode())",
+            api = bed.lab.run("dso", SMGW[0], "-c", FETCH, "http://127.0.0.1:8444/v1/meters/37155794/readings?from=2000",
                               env=bed.env)
-            assert api.returncode == 0 and json.loads(api.stdout)[0]["address"] == "1.8.0"
+            status, body = api.stdout.split(" ", 1)
+            assert status == "200" and json.loads(body)[0]["address"] == "1.8.0", api.stdout + api.stderr
+            # ... on the headend host only: a gateway that asks through its tunnel reads nothing
+            asked = bed.lab.run("gw", SMGW[0], "-c", FETCH, "http://10.81.0.1:8443/v1/meters/37155794/readings?from=2000",
+                                env=bed.env)
+            assert asked.stdout.startswith("404 ") and "1.8.0" not in asked.stdout, asked.stdout + asked.stderr
             # a WAN outage over two send windows: the outbox holds them, and they all arrive afterwards
             down_at = time.time()
             assert bed.lab.run("gw", "ip", "link", "set", "wan0", "down").returncode == 0

@@ -4,7 +4,9 @@ acknowledged once, in order, idempotent; forged, mis-addressed and wrong-tunnel 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import random
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ from appliance.processor import SealKit, process
 from appliance.profiles import AccessProfile
 from appliance.sender import Route, post, send_due
 from appliance.store import Store
-from headend.ingest import IngestContext, serve
+from headend.ingest import IngestContext, serve, serve_reads
 from headend.store import HeadendStore
 from pki.ca import CertificateAuthority, init_ca
 from pki.cms import sign, software_signer, verify
@@ -98,6 +100,65 @@ def test_deliveries_arrive_once_in_order_and_are_refused_when_forged(world: dict
     del world["peers"]["127.0.0.1"]  # type: ignore[attr-defined]
     status, doc = post(route, first.payload, 5)
     assert status == 503 and "not known yet" in str(doc["error"])
+
+
+def _request(port: int, method: str, path: str, body: bytes = b"") -> tuple[int, object, str | None]:
+    """(status, JSON body or raw bytes, the Connection header)."""
+    import http.client
+    import json
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request(method, path, body=body or None)
+        reply = connection.getresponse()
+        data = reply.read()
+        try:
+            doc: object = json.loads(data)
+        except ValueError:
+            doc = data
+        return reply.status, doc, reply.getheader("Connection")
+    finally:
+        connection.close()
+
+
+def test_readings_are_read_beside_the_tunnels_never_through_them(world: dict[str, object],
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    store: Store = world["store"]  # type: ignore[assignment]
+    route: Route = world["route"]  # type: ignore[assignment]
+    headend: HeadendStore = world["headend"]  # type: ignore[assignment]
+    profile = AccessProfile(name="dso-rt", party="dso", values=["1.8.0"], interval_s=60, send_every_s=120)
+    process([profile], store, world["kit"], "37155794", START)  # type: ignore[arg-type]
+    process([profile], store, world["kit"], "37155794", START + dt.timedelta(minutes=4))  # type: ignore[arg-type]
+    assert send_due(store, route, START + dt.timedelta(minutes=4), random.Random(4)) == 2
+    delivery_id = headend.delivery_ids()[0]
+    readings = "/v1/meters/37155794/readings?from=2026-11-25T08:00:00Z"
+    # the ingest (the tunnel side: every gateway reaches it) answers no read at all, and
+    # closes the connection (a body the GET carried is not read, so it cannot become a request)
+    for path in (readings, f"/v1/deliveries/{delivery_id}"):
+        status, doc, connection = _request(route.port, "GET", path)
+        assert status == 404 and "nothing is read inside the tunnels" in str(doc) and connection == "close", doc
+    for method in ("HEAD", "PUT", "OPTIONS"):
+        assert _request(route.port, method, readings)[0] == 501
+    with caplog.at_level(logging.WARNING, logger="smgw.headend"), socket.create_connection(("127.0.0.1", route.port)) as raw:
+        raw.sendall(b"GET /v1/meters/x\x1b[2J/readings HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert raw.recv(4096).startswith(b"HTTP/1.1 404 ")
+    assert "\\x1b" in caplog.text and "\x1b" not in caplog.text  # logged escaped, never raw
+    reads = serve_reads(headend, "127.0.0.1", 0)
+    threading.Thread(target=reads.serve_forever, daemon=True).start()
+    try:
+        port = reads.server_address[1]
+        status, values, _ = _request(port, "GET", readings)
+        assert status == 200 and [v["value"] for v in values][:2] == ["4417.218", "4417.231"]  # type: ignore[index]
+        status, one, _ = _request(port, "GET", f"/v1/deliveries/{delivery_id}")
+        assert status == 200 and one["delivery_id"] == delivery_id  # type: ignore[index]
+        assert _request(port, "GET", "/v1/deliveries/" + "0" * 32)[0] == 404
+        assert _request(port, "GET", "/v1/meters/37155794/readings?from=1%27%20OR%201=1")[0] == 400
+        # and the read side takes no deliveries
+        status, doc, connection = _request(port, "POST", "/v1/deliveries", b"x")
+        assert status == 405 and "come through the tunnels" in str(doc) and connection == "close"
+    finally:
+        reads.shutdown()
+    assert headend.count() == 2
 
 
 def test_an_unreachable_headend_keeps_the_delivery_and_backs_off(world: dict[str, object]) -> None:

@@ -133,13 +133,20 @@ def test_headend_example_and_the_iptables_backend_render_their_golden_files() ->
     assert isinstance(headend, HeadendConfig)
     rendered = {**{f"headend/{k}": v for k, v in generate_headend(headend).items()},
                 **generate(verify(_set(EXAMPLE_DATA, ("firewall", "backend"), "iptables")), IDS)}
-    for name in ("headend/openvpn/server.conf", "iptables.rules"):
+    for name in ("headend/openvpn/server.conf", "headend/nftables.conf", "iptables.rules"):
         golden = GOLDEN / name
         if os.environ.get("SMGW_UPDATE_GOLDEN") == "1":
             golden.parent.mkdir(parents=True, exist_ok=True)
             golden.write_text(rendered[name])
         assert rendered[name] == golden.read_text(), f"{name} differs from its golden file"
     assert "push \"route " not in rendered["headend/openvpn/server.conf"]
+    # through its tunnel a gateway reaches the ingest's port on the server's tunnel address, nothing else
+    fw = rendered["headend/nftables.conf"]
+    assert 'iifname != "tun-dso" accept' in fw and "ip daddr 10.81.0.1 tcp dport 8443 ct state new accept" in fw
+    accepts = [line.strip() for line in fw.splitlines() if line.strip().endswith(("accept", '"the ingest"'))]
+    assert accepts == ['iifname != "tun-dso" accept', "ct state established,related accept",
+                       'ip daddr 10.81.0.1 tcp dport 8443 ct state new accept comment "the ingest"'], accepts
+    assert "\t\tdrop\n" in fw and 'iifname "tun-dso" drop' in fw
 
 
 @pytest.mark.parametrize(("key", "value", "where"), [
@@ -155,6 +162,21 @@ def test_headend_config_refusals_name_the_key(key: tuple[str, ...], value: str, 
     with pytest.raises(ConfigError) as caught:
         verify(_set(data, key, value), "headend.toml", HeadendConfig)
     assert any(where in path for path, _ in caught.value.problems), caught.value.problems
+
+
+@pytest.mark.parametrize("address", ["10.81.0.1", "10.81.0.77", "0.0.0.0", "192.0.2.11", "10.0.0.5"])
+def test_the_read_api_may_not_listen_where_the_gateways_reach(address: str) -> None:
+    """A gateway reaches every address of the headend host through its tunnel but loopback:
+    a read API anywhere else would serve it every meter."""
+    from headend.config import HeadendConfig
+
+    data = tomllib.loads((ROOT / "examples" / "headend.toml").read_text())
+    verify(data, "headend.toml", HeadendConfig)  # the example's loopback is fine
+    with pytest.raises(ConfigError) as caught:
+        verify(_set(data, ("ingest", "read_address"), address), "headend.toml", HeadendConfig)
+    assert "read_address" in str(caught.value) and "loopback" in str(caught.value), caught.value.problems
+    verify(_set(_set(data, ("ingest", "read_address"), address), ("ingest", "read_api"), False), "headend.toml",
+           HeadendConfig)  # no read API: nothing to place
 
 
 def test_rendered_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
@@ -185,12 +207,16 @@ def test_gwa_example_renders_its_admin_tunnel_server() -> None:
 
     gwa = load_any(ROOT / "examples" / "gwa.toml")
     assert isinstance(gwa, GwaConfig)
-    server = generate_gwa(gwa)["openvpn/server.conf"]
-    golden = GOLDEN / "gwa/openvpn/server.conf"
-    if os.environ.get("SMGW_UPDATE_GOLDEN") == "1":
-        golden.parent.mkdir(parents=True, exist_ok=True)
-        golden.write_text(server)
-    assert server == golden.read_text()
+    files = generate_gwa(gwa)
+    for name in ("openvpn/server.conf", "nftables.conf"):
+        golden = GOLDEN / "gwa" / name
+        if os.environ.get("SMGW_UPDATE_GOLDEN") == "1":
+            golden.parent.mkdir(parents=True, exist_ok=True)
+            golden.write_text(files[name])
+        assert files[name] == golden.read_text(), name
+    server = files["openvpn/server.conf"]
+    # the GWA connects out to a gateway's API: nothing new comes in from its admin tunnels
+    assert "ct state new accept" not in files["nftables.conf"] and 'iifname != "tun-gwa" accept' in files["nftables.conf"]
     assert "dev \"tun-gwa\"" in server and "crl-verify" in server and "/etc/smgw-gwa/pki/admin.crt" in server
     data = tomllib.loads((ROOT / "examples" / "gwa.toml").read_text())
     with pytest.raises(ConfigError) as caught:
