@@ -76,6 +76,7 @@ class TunnelFirewall:
     device: str
     address: IPv4Address
     ingest_port: int | None
+    connections_per_gateway: int = 8
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"tun-[a-z0-9]{1,10}", self.device):  # it becomes the table's bare name
@@ -100,7 +101,8 @@ def generate_headend(cfg: HeadendConfig, templates: Path = TEMPLATES) -> dict[st
     """Generate for a headend: its tunnel server config, and the firewall of its tunnel device."""
     device = f"tun-{cfg.headend.name}"
     server = _server(cfg, cfg.headend.server_name, device)
-    firewall = TunnelFirewall(cfg.headend.name, device, cfg.tunnel.network.ip, cfg.ingest.port)
+    firewall = TunnelFirewall(cfg.headend.name, device, cfg.tunnel.network.ip, cfg.ingest.port,
+                              cfg.ingest.connections_per_gateway)
     return {"openvpn/server.conf": render_server(server, templates),
             "nftables.conf": render_tunnel_firewall(firewall, templates)}
 

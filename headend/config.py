@@ -86,6 +86,9 @@ class Ingest(_Strict):
     read_address: IPv4Address = Field(default=IPv4Address("127.0.0.1"),
                                       description="the read API's address: a loopback address of the headend host")
     read_port: Port = 8444
+    connections_per_gateway: int = Field(default=8, ge=1, le=256,
+                                         description="open ingest connections one tunnel address may hold (the "
+                                                     "tunnel device's firewall resets the next); a gateway keeps one")
 
     @model_validator(mode="after")
     def _reads_on_loopback(self) -> Ingest:

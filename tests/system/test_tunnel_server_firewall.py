@@ -1,5 +1,6 @@
 """The party's side of a tunnel keeps its host to itself: through its tunnel a gateway reaches
-the ingest's port on the server's tunnel address and nothing else of the host (ISSUE 6).
+the ingest's port on the server's tunnel address and nothing else of the host, with a few
+connections at a time (ISSUE 6).
 
 Linux accepts a packet for any local address on any interface, and OpenVPN checks only the
 sender's tunnel address, so a gateway that is not what it should be (its own firewall gone, a
@@ -22,6 +23,17 @@ from tests.system.testbed import JsonLines, make_testbed
 TUNNEL_ADDRESS = "10.81.0.1"  # the dso server's own tunnel address (lab_world's headend config)
 BACK_OFFICE = "172.16.5.1"  # another address of the party's host, as a back-office LAN would give it
 CONNECT = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close()"
+#: opens up to N connections and holds them; prints how many the other side accepted
+HOLD = """
+import socket, sys
+held = []
+for _ in range(int(sys.argv[3])):
+    try:
+        held.append(socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2))
+    except OSError:
+        pass
+print(len(held))
+"""
 
 
 def test_a_gateway_reaches_the_ingest_on_the_party_host_and_nothing_else(tmp_path: Path) -> None:
@@ -49,12 +61,18 @@ def test_a_gateway_reaches_the_ingest_on_the_party_host_and_nothing_else(tmp_pat
             while not ingest_answers() and time.monotonic() < deadline:
                 time.sleep(0.5)
             assert ingest_answers(), "the ingest must stay reachable through the tunnel"
+            # one gateway holds at most connections_per_gateway (8) of the ingest's connections at once
+            held = bed.lab.run("gw", SMGW[0], "-c", HOLD, TUNNEL_ADDRESS, "8443", "11", env=bed.env)
+            assert held.stdout.split() == ["8"], held.stdout + held.stderr
+            assert ingest_answers(), "the limit counts open connections: they are closed now"
             for address, port in ((TUNNEL_ADDRESS, 22), (TUNNEL_ADDRESS, 5432), (BACK_OFFICE, 22), (BACK_OFFICE, 5432)):
                 assert not reach(address, port), f"{address}:{port} of the party's host reached through the tunnel"
 
             # the same probes without the party's tunnel firewall: what it is there for
             assert bed.lab.run("dso", "nft", "delete", "table", "inet", "smgw_tun_dso").returncode == 0
             assert reach(TUNNEL_ADDRESS, 22) and reach(BACK_OFFICE, 5432)
+            held = bed.lab.run("gw", SMGW[0], "-c", HOLD, TUNNEL_ADDRESS, "8443", "11", env=bed.env)
+            assert held.stdout.split() == ["11"], held.stdout + held.stderr
         finally:
             tunnels.stop()
             services.terminate()
