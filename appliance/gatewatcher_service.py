@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from appliance.admin_runner import AdminApiRunner
 from appliance.audit import Auditor
+from appliance.backoff import doubling
 from appliance.config import GatewayConfig
 from appliance.errors import SmgwError
 from appliance.gatewatcher import ADMIN, GateWatcher
@@ -35,15 +36,15 @@ class ApiRetry:
         self.reset()
 
     def reset(self) -> None:
-        self.delay_s = self.first_s
+        self.failures = 0
         self.next_at: float | None = None
 
     def attempted(self, ok: bool, now: float | None = None) -> None:
         if ok:
             self.reset()
             return
-        self.next_at = (time.monotonic() if now is None else now) + self.delay_s
-        self.delay_s = min(self.max_s, self.delay_s * 2)
+        self.failures += 1
+        self.next_at = (time.monotonic() if now is None else now) + doubling(self.failures, self.first_s, self.max_s)
 
     @property
     def pending(self) -> bool:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from appliance.audit import Auditor
+from appliance.backoff import doubling, jittered
 from appliance.audit_chain import LogName
 from appliance.config import INSTALLED_DIR, GatewayConfig, MeterConfig
 from appliance.errors import ConfigError, SmgwError
@@ -64,9 +65,7 @@ def session_options(meter: MeterConfig) -> SessionOptions:
 
 def backoff_delay(failures: int, poll_interval: float, rng: random.Random) -> float:
     """Wait after the n-th consecutive failure: doubling from a few seconds, jittered, capped."""
-    base = min(5.0, poll_interval)
-    delay = min(base * 2.0 ** (failures - 1), max(MAX_BACKOFF, poll_interval))
-    return delay * (0.75 + rng.random() * 0.5)
+    return jittered(doubling(failures, min(5.0, poll_interval), max(MAX_BACKOFF, poll_interval)), rng, 0.75, 1.25)
 
 
 @dataclass(slots=True)

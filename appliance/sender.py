@@ -20,6 +20,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 from appliance.audit import MacSource
+from appliance.backoff import doubling, jittered
 from appliance.store import Store
 from pki.errors import PkiError
 
@@ -38,7 +39,7 @@ class Route:
 
 def backoff(attempts: int, rng: random.Random) -> float:
     """Seconds to the next try after ``attempts`` failures: 2, 4, 8 .. 3600, jittered by -50 %..0."""
-    return min(MAX_BACKOFF_S, 2.0 ** max(1, attempts)) * (0.5 + rng.random() / 2)
+    return jittered(doubling(attempts, 2.0, MAX_BACKOFF_S), rng, 0.5, 1.0)
 
 
 def post(route: Route, payload: bytes, timeout: float) -> tuple[int, dict[str, object]]:
