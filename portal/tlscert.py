@@ -5,6 +5,11 @@ that. The first start makes a P-256 key (0600, the portal user's, never a gatewa
 a certificate for the listen address, and logs its SHA-256 fingerprint, which the operator
 prints on the household's letter beside the one-time code. An installed certificate is
 used as it is.
+
+The pair is made by a short-lived forked child: cryptography, loaded into the portal for
+that one moment, would stay mapped for as long as it runs (10 MB of a gateway's memory, for
+months after a first boot). A fork, not a new interpreter: the portal's user may not be
+allowed to execute one (and nothing runs in the portal yet that a fork could upset).
 """
 
 from __future__ import annotations
@@ -23,13 +28,36 @@ log = logging.getLogger("smgw.portal")
 def ensure_certificate(cert: Path, key: Path, address: str, gateway_id: str) -> str:
     """Make the pair if neither exists; return the certificate's SHA-256 fingerprint."""
     if not cert.exists() and not key.exists():
-        _make(cert, key, address, gateway_id)
+        _make_in_child(cert, key, address, gateway_id)
+        log.info("made a self-signed portal certificate %s", cert)
     der = ssl.PEM_cert_to_DER_cert(cert.read_text())
     return hashlib.sha256(der).digest().hex(":")
 
 
+def _make_in_child(cert: Path, key: Path, address: str, gateway_id: str) -> None:
+    """``_make`` in a forked child; its error, if any, comes back through a pipe."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: make the pair, report, and leave without running the parent's cleanup
+        os.close(read_end)
+        status = 0
+        try:
+            _make(cert, key, address, gateway_id)
+        except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent as text
+            status = 1
+            os.write(write_end, f"{type(exc).__name__}: {exc}".encode()[:1000])
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        error = pipe.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise OSError(f"cannot make the portal certificate {cert}: {error or f'child ended with {status}'}")
+
+
 def _make(cert: Path, key: Path, address: str, gateway_id: str) -> None:
-    # cryptography only here: loaded for the fingerprint alone it would cost 10 MB for good
+    """In the child only (see the module's docstring)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -56,4 +84,4 @@ def _make(cert: Path, key: Path, address: str, gateway_id: str) -> None:
         out.write(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption()))
     cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    log.info("made a self-signed portal certificate %s", cert)
+
