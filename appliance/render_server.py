@@ -74,13 +74,27 @@ class TunnelFirewall:
 
     name: str
     device: str
-    address: IPv4Address
+    tunnel: IPv4Interface  #: the server's own tunnel address with its prefix
     ingest_port: int | None
     connections_per_gateway: int = 8
 
     def __post_init__(self) -> None:
+        """Everything that reaches the file bare (not through ``nft_str``) is checked here."""
         if not re.fullmatch(r"tun-[a-z0-9]{1,10}", self.device):  # it becomes the table's bare name
             raise ValueError(f"tunnel device {self.device!r}: tun- and 1-10 of a-z0-9")
+        if not isinstance(self.tunnel, IPv4Interface):
+            raise ValueError(f"tunnel {self.tunnel!r}: an IPv4 interface address")
+        for number in (self.ingest_port or 1, self.connections_per_gateway):
+            if type(number) is not int or not 1 <= number <= 65535:
+                raise ValueError(f"{number!r}: a port or a count, 1..65535")
+
+    @property
+    def address(self) -> IPv4Address:
+        return self.tunnel.ip
+
+    @property
+    def network(self) -> str:
+        return str(self.tunnel.network)
 
     @property
     def table(self) -> str:
@@ -101,7 +115,7 @@ def generate_headend(cfg: HeadendConfig, templates: Path = TEMPLATES) -> dict[st
     """Generate for a headend: its tunnel server config, and the firewall of its tunnel device."""
     device = f"tun-{cfg.headend.name}"
     server = _server(cfg, cfg.headend.server_name, device)
-    firewall = TunnelFirewall(cfg.headend.name, device, cfg.tunnel.network.ip, cfg.ingest.port,
+    firewall = TunnelFirewall(cfg.headend.name, device, cfg.tunnel.network, cfg.ingest.port,
                               cfg.ingest.connections_per_gateway)
     return {"openvpn/server.conf": render_server(server, templates),
             "nftables.conf": render_tunnel_firewall(firewall, templates)}
@@ -115,6 +129,6 @@ def status_file(cfg: HeadendConfig | GwaConfig) -> Path:
 def generate_gwa(cfg: GwaConfig, templates: Path = TEMPLATES) -> dict[str, str]:
     """Generate for the GWA: the admin tunnel server the gateways dial after a WakeUp, and the
     firewall of its tunnel device (the GWA connects to a gateway's API, never the reverse)."""
-    firewall = TunnelFirewall("gwa", "tun-gwa", cfg.tunnel.network.ip, None)
+    firewall = TunnelFirewall("gwa", "tun-gwa", cfg.tunnel.network, None)
     return {"openvpn/server.conf": render_server(_server(cfg, cfg.gwa.server_name, "tun-gwa"), templates),
             "nftables.conf": render_tunnel_firewall(firewall, templates)}

@@ -37,23 +37,31 @@ def ensure_certificate(cert: Path, key: Path, address: str, gateway_id: str) -> 
 def _make_in_child(cert: Path, key: Path, address: str, gateway_id: str) -> None:
     """``_make`` in a forked child; its error, if any, comes back through a pipe."""
     read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: make the pair, report, and leave without running the parent's cleanup
+    try:
+        pid = os.fork()
+    except OSError:
         os.close(read_end)
-        status = 0
+        os.close(write_end)
+        raise
+    if pid == 0:  # the child: make the pair, report, and leave without running the parent's cleanup
+        status = 1
         try:
+            os.close(read_end)
             _make(cert, key, address, gateway_id)
+            status = 0
         except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent as text
-            status = 1
             os.write(write_end, f"{type(exc).__name__}: {exc}".encode()[:1000])
         finally:
             os._exit(status)
     os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        error = pipe.read().decode(errors="replace")
-    _, status = os.waitpid(pid, 0)
-    if status != 0:
-        raise OSError(f"cannot make the portal certificate {cert}: {error or f'child ended with {status}'}")
+    try:
+        with os.fdopen(read_end, "rb") as pipe:
+            error = pipe.read().decode(errors="replace")
+    finally:
+        _, status = os.waitpid(pid, 0)  # never a zombie, whatever the read did
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise OSError(f"cannot make the portal certificate {cert}: {error or f'the child ended with {code}'}")
 
 
 def _make(cert: Path, key: Path, address: str, gateway_id: str) -> None:
@@ -79,9 +87,18 @@ def _make(cert: Path, key: Path, address: str, gateway_id: str) -> None:
                    .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
                    .sign(private, hashes.SHA256()))
     key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    cert.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # both written aside, then put in place key first, certificate last: a start that dies on
+    # the way leaves a key without its certificate (which stops every later start) only in the
+    # moment between two renames, not for the whole generation
+    key_new, cert_new = key.with_name(key.name + ".new"), cert.with_name(cert.name + ".new")
+    for stale in (key_new, cert_new):
+        stale.unlink(missing_ok=True)
+    fd = os.open(key_new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption()))
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    cert_new.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    os.replace(key_new, key)
+    os.replace(cert_new, cert)
 
