@@ -20,8 +20,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from appliance.audit import Auditor
-from appliance.backoff import doubling, jittered
 from appliance.audit_chain import LogName
+from appliance.backoff import doubling, jittered
 from appliance.config import INSTALLED_DIR, GatewayConfig, MeterConfig
 from appliance.errors import ConfigError, SmgwError
 from appliance.parts import PartSupervisor, ThreadParts

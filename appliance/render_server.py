@@ -83,7 +83,7 @@ class TunnelFirewall:
         if not re.fullmatch(r"tun-[a-z0-9]{1,10}", self.device):  # it becomes the table's bare name
             raise ValueError(f"tunnel device {self.device!r}: tun- and 1-10 of a-z0-9")
         if not isinstance(self.tunnel, IPv4Interface):
-            raise ValueError(f"tunnel {self.tunnel!r}: an IPv4 interface address")
+            raise TypeError(f"tunnel {self.tunnel!r}: an IPv4 interface address")
         for number in (self.ingest_port or 1, self.connections_per_gateway):
             if type(number) is not int or not 1 <= number <= 65535:
                 raise ValueError(f"{number!r}: a port or a count, 1..65535")

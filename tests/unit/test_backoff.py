@@ -20,7 +20,7 @@ def test_one_doubling_rule_with_each_retry_s_own_first_delay_cap_and_jitter() ->
     from appliance.backoff import doubling, jittered
     from appliance.sender import MAX_BACKOFF_S, backoff
 
-    assert [doubling(n, 2.0, 30.0) for n in range(0, 7)] == [2.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert [doubling(n, 2.0, 30.0) for n in range(7)] == [2.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
     assert doubling(10_000, 1.0, 60.0) == 60.0  # a long outage's count never overflows
     rng = random.Random(7)
     assert all(5.0 <= jittered(10.0, rng, 0.5, 1.0) < 10.0 for _ in range(200))

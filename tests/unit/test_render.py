@@ -145,8 +145,8 @@ def test_headend_example_and_the_iptables_backend_render_their_golden_files() ->
     accepts = [line.strip() for line in fw.splitlines() if line.strip().endswith(("accept", '"the ingest"'))]
     assert accepts == ['iifname != "tun-dso" accept', "ct state established accept",
                        "ct state related ct original ip saddr 10.81.0.0/24 ct original ip daddr 10.81.0.0/24 accept",
-                       "ip daddr 10.81.0.1 tcp dport 8443 tcp flags & (fin|syn|rst|ack) == syn ct state new accept "
-                       'comment "the ingest"'], accepts
+                       ("ip daddr 10.81.0.1 tcp dport 8443 tcp flags & (fin|syn|rst|ack) == syn ct state new accept "
+                        'comment "the ingest"')], accepts
     assert "\t\tdrop\n" in fw and 'iifname "tun-dso" drop' in fw
 
 
