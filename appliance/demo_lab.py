@@ -248,14 +248,21 @@ class Demo:
         click.echo(f"demo stopped: {len(self.procs)} processes ended, namespaces removed, {self.work} deleted")
 
 
-def _scalar(db: Path, sql: str) -> int:
+def _rows(db: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+    """The rows of a read-only query, or none while the database is missing or busy (the
+    demo shows what there is; the next look sees more)."""
     if not db.exists():
-        return 0
+        return []
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
-            return int(con.execute(sql).fetchone()[0])
+            return list(con.execute(sql, params).fetchall())
     except sqlite3.Error:
-        return 0
+        return []
+
+
+def _scalar(db: Path, sql: str) -> int:
+    rows = _rows(db, sql)
+    return int(rows[0][0]) if rows else 0
 
 
 def _last_line(log: Path) -> str:
@@ -275,30 +282,18 @@ def _last_id(db: Path) -> int:
 def _events_since(db: Path, prefix: str, after_id: int) -> list[str]:
     """``event detail`` of the system-log rows after row ``after_id`` whose event starts with
     ``prefix``, oldest first."""
-    if not db.exists():
-        return []
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
-            rows = con.execute("SELECT event, detail FROM audit_log WHERE log = 'system' AND id > ? "
-                               "AND substr(event, 1, length(?)) = ? ORDER BY id", (after_id, prefix, prefix)).fetchall()
-    except sqlite3.Error:
-        return []
+    rows = _rows(db, "SELECT event, detail FROM audit_log WHERE log = 'system' AND id > ? "
+                     "AND substr(event, 1, length(?)) = ? ORDER BY id", (after_id, prefix, prefix))
     return [f"{event} {detail}" for event, detail in rows]
 
 
 def _last_event(db: Path, event: str, after_id: int = 0) -> dict[str, Any] | None:
     """The newest system-log row of ``event`` (after row ``after_id``): its detail."""
-    if not db.exists():
+    rows = _rows(db, "SELECT detail FROM audit_log WHERE log = 'system' AND event = ? AND id > ? "
+                     "ORDER BY id DESC LIMIT 1", (event, after_id))
+    if not rows:
         return None
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
-            row = con.execute("SELECT detail, at FROM audit_log WHERE log = 'system' AND event = ? AND id > ? "
-                              "ORDER BY id DESC LIMIT 1", (event, after_id)).fetchone()
-    except sqlite3.Error:
-        return None
-    if row is None:
-        return None
-    doc = json.loads(row[0])
+    doc = json.loads(rows[0][0])
     return doc if isinstance(doc, dict) else None
 
 
