@@ -11,8 +11,16 @@ from pathlib import Path
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o640) -> None:
+    """The temporary file is its owner's alone while it is written (a key written through
+    here is never readable by others, not even for a moment), and gets ``mode`` before the rename."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(text)
-    tmp.chmod(mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # (a stale temporary file of the same name keeps its mode otherwise)
+        with os.fdopen(fd, "w", closefd=False) as out:
+            out.write(text)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
     tmp.replace(path)

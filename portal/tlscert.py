@@ -22,6 +22,8 @@ import os
 import ssl
 from pathlib import Path
 
+from appliance.files import write_atomic
+
 log = logging.getLogger("smgw.portal")
 
 
@@ -88,17 +90,9 @@ def _make(cert: Path, key: Path, address: str, gateway_id: str) -> None:
                    .sign(private, hashes.SHA256()))
     key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     cert.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # both written aside, then put in place key first, certificate last: a start that dies on
-    # the way leaves a key without its certificate (which stops every later start) only in the
-    # moment between two renames, not for the whole generation
-    key_new, cert_new = key.with_name(key.name + ".new"), cert.with_name(cert.name + ".new")
-    for stale in (key_new, cert_new):
-        stale.unlink(missing_ok=True)
-    fd = os.open(key_new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                        serialization.NoEncryption()))
-    cert_new.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    os.replace(key_new, key)
-    os.replace(cert_new, cert)
-
+    # key first, certificate last, each written aside and renamed: a start that dies on the way
+    # leaves a key without its certificate (which stops every later start) only in the moment
+    # between the two renames, not for the whole generation
+    write_atomic(key, private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()).decode(), 0o600)
+    write_atomic(cert, certificate.public_bytes(serialization.Encoding.PEM).decode(), 0o644)
