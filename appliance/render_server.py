@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from appliance.render import TEMPLATES, environment
-from firewall.nftables import nft_str
+from firewall import nftables
 from headend.config import GwaConfig, HeadendConfig
 from pki.names import check_name
 
@@ -106,9 +106,7 @@ class TunnelFirewall:
 
 
 def render_tunnel_firewall(fw: TunnelFirewall, templates: Path = TEMPLATES) -> str:
-    env = environment(templates)
-    env.filters["nft_str"] = nft_str
-    return env.get_template("nftables-tunnel-server.conf.j2").render(t=fw)
+    return nftables.environment(templates).get_template("nftables-tunnel-server.conf.j2").render(t=fw)
 
 
 def generate_headend(cfg: HeadendConfig, templates: Path = TEMPLATES) -> dict[str, str]:

@@ -40,7 +40,8 @@ def nft_limit(allow: Allow) -> str:
     return "" if allow.rate_per_s is None else f"limit rate {int(allow.rate_per_s)}/second "
 
 
-def _environment(templates: Path) -> jinja2.Environment:
+def environment(templates: Path = TEMPLATES) -> jinja2.Environment:
+    """Templates that render nft syntax: the strict settings of every smgw template, and the nft filters."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates), undefined=jinja2.StrictUndefined,
                              autoescape=False, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(nft_str=nft_str, nft_match=nft_match, nft_limit=nft_limit)
@@ -49,7 +50,7 @@ def _environment(templates: Path) -> jinja2.Environment:
 
 def render(policy: Policy, templates: Path = TEMPLATES) -> str:
     """The whole ruleset as text: pure, so golden files can pin it."""
-    return _environment(templates).get_template("nftables.conf.j2").render(p=policy)
+    return environment(templates).get_template("nftables.conf.j2").render(p=policy)
 
 
 def _nft() -> str:

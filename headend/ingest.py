@@ -231,6 +231,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_port = True  # several ingest processes on one port; the kernel spreads connections
 
+
+class _TunnelServer(_Server):
     def server_bind(self) -> None:
         """Bind to the tunnel's address even before OpenVPN has made it (systemd's
         ``FreeBind=``): the ingest and its tunnel server start side by side, and the address
@@ -242,16 +244,11 @@ class _Server(ThreadingHTTPServer):
 
 def serve(ctx: IngestContext, address: str, port: int) -> ThreadingHTTPServer:
     """The ingest, on the tunnel server's address."""
-    return _Server((address, port), make_handler(ctx))
-
-
-class _ReadServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_port = True  # each ingest process serves reads too
+    return _TunnelServer((address, port), make_handler(ctx))
 
 
 def serve_reads(store: HeadendStore, address: str, port: int) -> ThreadingHTTPServer:
     """The read API, on a loopback address of the headend host (see ``headend.config``); no
     ``IP_FREEBIND`` here: an address that does not exist is an error, not a wait."""
-    return _ReadServer((address, port), make_read_handler(store))
+    return _Server((address, port), make_read_handler(store))
 
