@@ -20,6 +20,7 @@ from headend.config import SafePath
 _CONSUMER = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _METER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 _CODE = re.compile(r"[A-Za-z0-9-]{12,128}")
+_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 
 def _consumer(value: str) -> str:
@@ -40,9 +41,16 @@ def _code(value: str) -> str:
     return value
 
 
+def _user(value: str) -> str:
+    if not _USER.fullmatch(value):
+        raise ValueError("user name: 1-32 of lowercase letters, digits, _ and - starting with a letter or _")
+    return value
+
+
 ConsumerName = Annotated[str, AfterValidator(_consumer)]
 MeterId = Annotated[str, AfterValidator(_meter)]
 SetupCode = Annotated[str, AfterValidator(_code)]
+UserName = Annotated[str, AfterValidator(_user)]
 
 
 class Consumer(StrictModel):
@@ -64,6 +72,9 @@ class Portal(StrictModel):
                               description="its key (a software key of the portal user; never a gateway key)")
     state_dir: SafePath = Field(default=Path("/var/lib/smgw-portal"),
                                 description="the portal's own database: accounts, sessions, device tokens")
+    user: UserName | None = Field(
+        default=None, description="the user the portal becomes when started as root (smgw gateway run without "
+                                  "systemd), after binding its port; it gets state_dir and must read the store")
     threads: int = Field(default=8, ge=2, le=64, description="request threads")
     max_streams: int = Field(default=4, ge=0, le=32, description="live streams (SSE) at once; each holds a thread")
     session_hours: float = Field(default=12, gt=0, le=720, description="a login lasts this long")

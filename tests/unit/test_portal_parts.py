@@ -67,9 +67,10 @@ def test_login_delays_grow_cap_and_are_forgotten() -> None:
 def test_settings_errors_name_the_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
     doc = portalkit.settings_doc(tmp_path)
     assert parse(doc).consumer("alice") is not None
+    assert parse(doc).user is None and parse({**doc, "user": "smgw-portal"}).user == "smgw-portal"
     for broken, where in (({**doc, "version": 2}, "version"), ({**doc, "listen": {"address": "x"}}, "listen.port"),
                           ({**doc, "consumers": [{"name": "Bad Name", "meters": [], "setup_code_sha256": ""}]},
-                           "consumers[0].name")):
+                           "consumers[0].name"), ({**doc, "user": "nobody\nroot"}, "user"), ({**doc, "user": 0}, "user")):
         with pytest.raises(SettingsError, match=where.replace("[", r"\[")):
             parse(json.loads(json.dumps(broken)))
 
@@ -88,12 +89,14 @@ def test_portal_config_is_verified_with_key_paths() -> None:
     assert doc["listen"] == {"address": "192.168.7.1", "port": 443}  # the HAN address by default
     assert "K7QF-2M9X-P4TD-8WNC" not in json.dumps(doc)  # the one-time code travels as a hash only
     assert parse(doc).consumers[0].meters == ("ISK5MT831-0001",)
+    assert parse(doc).user == "smgw-portal"
     household = data["portal"]["consumers"][0]
     for change, where in (
             ({"consumers": [household, household]}, "consumers[1].name"),
             ({"consumers": [{**household, "setup_code": "short"}]}, "portal.consumers[0].setup_code"),
             ({"consumers": [{**household, "meters": []}]}, "portal.consumers[0].meters"),
-            ({"threads": 4, "max_streams": 4}, "max_streams")):
+            ({"threads": 4, "max_streams": 4}, "max_streams"),
+            ({"user": "smgw-portal\nroot"}, "portal.user"), ({"user": "Portal"}, "portal.user")):
         with pytest.raises(ConfigError) as caught:
             verify({**data, "portal": {**data["portal"], **change}})
         assert any(where in path or where in message for path, message in caught.value.problems), \
