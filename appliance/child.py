@@ -21,11 +21,15 @@ from collections.abc import Sequence
 SETPRIV = shutil.which("setpriv")
 
 
-def dying_with_parent(argv: list[str]) -> list[str]:
-    """``argv`` run so that it gets SIGTERM when the forking thread of this process ends."""
-    if SETPRIV is None:  # not on Debian: the child may outlive a killed supervisor
-        return argv
-    return [SETPRIV, "--pdeathsig", "TERM", "--", *argv]
+def dying_with_parent(argv: list[str], privileges: Sequence[str] = ()) -> list[str]:
+    """``argv`` run so that it gets SIGTERM when the forking thread of this process ends, with
+    ``privileges`` (more ``setpriv`` options: another user, fewer capabilities) applied in the
+    same ``setpriv``, which sets the signal after changing ids (a change of ids clears it)."""
+    if SETPRIV is None:
+        if privileges:
+            raise RuntimeError("setpriv (util-linux) is missing: cannot start a part as another user")
+        return argv  # not on Debian: the child may outlive a killed supervisor
+    return [SETPRIV, "--pdeathsig", "TERM", *privileges, "--", *argv]
 
 
 def end_all(procs: Sequence[subprocess.Popen[bytes]], grace_s: float) -> None:

@@ -222,6 +222,7 @@ def gateway_run_cmd(config_path: Path, readouts: int | None, core_only: bool, in
     retention, self-tests) and, as supervised child processes, the tunnels and the GateWatcher."""
     from appliance.gateway import run_reader_loop
     from appliance.parts import PartSupervisor, ThreadParts, part_commands, part_loops
+    from appliance.portal_user import portal_privileges
 
     cfg = config_mod.load(config_path)
     if logging.getLogger().level > logging.INFO:
@@ -245,11 +246,12 @@ def gateway_run_cmd(config_path: Path, readouts: int | None, core_only: bool, in
 
         install(cfg)
     parts: PartSupervisor | ThreadParts | None = None
+    privileges = {} if core_only else {"portal": portal_privileges(cfg)}
     if in_process and not core_only:
         children = part_commands(cfg, str(config_path.absolute()), threads=True)
-        parts = ThreadParts(part_loops(cfg), PartSupervisor.for_commands(children) if children else None)
+        parts = ThreadParts(part_loops(cfg), PartSupervisor.for_commands(children, privileges) if children else None)
     elif not core_only:
-        parts = PartSupervisor.for_commands(part_commands(cfg, str(config_path.absolute())))
+        parts = PartSupervisor.for_commands(part_commands(cfg, str(config_path.absolute())), privileges)
     if parts is not None:
         parts.start()
     try:

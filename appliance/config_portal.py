@@ -73,8 +73,8 @@ class Portal(StrictModel):
     state_dir: SafePath = Field(default=Path("/var/lib/smgw-portal"),
                                 description="the portal's own database: accounts, sessions, device tokens")
     user: UserName | None = Field(
-        default=None, description="the user the portal becomes when started as root (smgw gateway run without "
-                                  "systemd), after binding its port; it gets state_dir and must read the store")
+        default=None, description="the user smgw gateway run as root starts the portal as (systemd's unit has "
+                                  "its own); it must read portal.json, the store and paths.run")
     threads: int = Field(default=8, ge=2, le=64, description="request threads")
     max_streams: int = Field(default=4, ge=0, le=32, description="live streams (SSE) at once; each holds a thread")
     session_hours: float = Field(default=12, gt=0, le=720, description="a login lasts this long")

@@ -77,6 +77,7 @@ def part_loops(cfg: GatewayConfig) -> dict[str, Callable[[threading.Event], None
 class Part:
     name: str
     argv: list[str]
+    privileges: list[str] = field(default_factory=list)  #: setpriv options (the portal's user)
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
@@ -92,8 +93,10 @@ class PartSupervisor:
     _thread: threading.Thread | None = None
 
     @classmethod
-    def for_commands(cls, commands: dict[str, list[str]]) -> PartSupervisor:
-        return cls({name: Part(name, argv) for name, argv in commands.items()})
+    def for_commands(cls, commands: dict[str, list[str]],
+                     privileges: dict[str, list[str]] | None = None) -> PartSupervisor:
+        options = privileges or {}
+        return cls({name: Part(name, argv, options.get(name, [])) for name, argv in commands.items()})
 
     def start(self) -> None:
         for part in self.parts.values():
@@ -102,7 +105,10 @@ class PartSupervisor:
         self._thread.start()
 
     def _spawn(self, part: Part) -> None:
-        part.proc = subprocess.Popen(dying_with_parent(part.argv), stdin=subprocess.DEVNULL)
+        # a part started as another user starts in /: not in a folder of root's it might not
+        # reach, nor one whose files Python would import from
+        part.proc = subprocess.Popen(dying_with_parent(part.argv, part.privileges), stdin=subprocess.DEVNULL,
+                                     cwd="/" if part.privileges else None)
         part.started_at = time.monotonic()
         log.info("part %s started (pid %d)", part.name, part.proc.pid)
         self.events.put(("part.started", {"part": part.name, "pid": part.proc.pid, "restarts": part.restarts}))

@@ -33,7 +33,6 @@ def portal_settings(cfg: GatewayConfig) -> dict[str, Any]:
         "tls": {"cert": str(portal.tls_cert), "key": str(portal.tls_key)},
         "store": str(cfg.store.path),
         "state_dir": str(portal.state_dir),
-        "user": portal.user,
         "run_dir": str(cfg.paths.run),
         "timezone": cfg.meter.timezone,
         "threads": portal.threads,

@@ -10,56 +10,29 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import ssl
 import threading
 from types import FrameType
-from typing import Any
 
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from portal.app import create_app
-from portal.privileges import leave_root
+from portal.privileges import check_identity
 from portal.settings import PortalSettings
 from portal.tlscert import ensure_certificate
 
 log = logging.getLogger("smgw.portal")
 
 
-class _BoundServer(wsgi.Server):
-    """cheroot serving on a socket bound earlier, while the process was still root: its own
-    ``bind`` would bind only in ``prepare``, after the portal has left root."""
-
-    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
-        self._bound = sock
-        super().__init__(*args, **kwargs)
-
-    def bind(self, family: int, type: int, proto: int = 0) -> socket.socket:
-        self.socket = self._bound
-        self.bind_addr = self.resolve_real_bind_addr(self._bound)  # type: ignore[no-untyped-call]
-        return self._bound
-
-
-def listen_socket(settings: PortalSettings) -> socket.socket:
-    """The portal's TCP socket, bound as cheroot binds its own (no inheritance, SO_REUSEADDR, no Nagle)."""
-    address = (settings.address, settings.port)
-    sock = wsgi.Server.prepare_socket(address, socket.AF_INET, socket.SOCK_STREAM, 0, True, None)
-    try:
-        return wsgi.Server.bind_socket(sock, address)  # type: ignore[no-any-return,no-untyped-call]
-    except OSError:
-        sock.close()
-        raise
-
-
-def build_server(settings: PortalSettings, sock: socket.socket) -> tuple[wsgi.Server, threading.Event]:
-    """The server on ``sock`` and the event that ends its live streams."""
+def build_server(settings: PortalSettings) -> tuple[wsgi.Server, threading.Event]:
+    """The server and the event that ends its live streams."""
     fingerprint = ensure_certificate(settings.tls_cert, settings.tls_key, settings.address, settings.gateway_id)
     app = create_app(settings)
     stopping = app.extensions["smgw_portal"].stopping
-    server = _BoundServer(sock, (settings.address, settings.port), app, numthreads=settings.threads,
-                          max=settings.threads, request_queue_size=32, timeout=30, shutdown_timeout=2,
-                          server_name="smgw-portal")
+    server = wsgi.Server((settings.address, settings.port), app, numthreads=settings.threads,
+                         max=settings.threads, request_queue_size=32, timeout=30, shutdown_timeout=2,
+                         server_name="smgw-portal")
     adapter = BuiltinSSLAdapter(str(settings.tls_cert), str(settings.tls_key))
     adapter.context.minimum_version = ssl.TLSVersion.TLSv1_2
     server.ssl_adapter = adapter
@@ -79,14 +52,9 @@ def _quiet_error_log(msg: str = "", level: int = 20, traceback: bool = False) ->
 
 
 def serve(settings: PortalSettings, stop: threading.Event | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (or ``stop`` is set): bind, leave root, then build the rest."""
-    sock = listen_socket(settings)
-    try:
-        leave_root(settings.user, settings.state_dir, settings.store)
-        server, stopping = build_server(settings, sock)
-    except BaseException:
-        sock.close()
-        raise
+    """Serve until SIGTERM/SIGINT (or ``stop`` is set)."""
+    check_identity(settings.store)
+    server, stopping = build_server(settings)
     server.prepare()
     halt = stop or threading.Event()
 

@@ -62,7 +62,6 @@ class PortalSettings:
     session_hours: float
     consumers: tuple[ConsumerSettings, ...]
     profiles: tuple[ProfileSettings, ...]
-    user: str | None = None  #: who the portal becomes when started as root (portal.privileges)
 
     def consumer(self, name: str) -> ConsumerSettings | None:
         return next((c for c in self.consumers if c.name == name), None)
@@ -78,7 +77,6 @@ def _get(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], where: st
 
 
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 
 def parse(doc: Any) -> PortalSettings:
@@ -104,9 +102,6 @@ def parse(doc: Any) -> PortalSettings:
             _get(p, "aggregation", str, where), _get(p, "interval_s", int, where), _get(p, "resolution", int, where),
             _get(p, "identity", str, where), _get(p, "send_every_s", int, where),
             _get(p, "retention_days", int, where)))
-    user = doc.get("user")
-    if user is not None and not (isinstance(user, str) and _USER.fullmatch(user)):
-        raise SettingsError("user: not a user name")
     return PortalSettings(
         gateway_id=_get(doc, "gateway_id", str, ""), address=_get(listen, "address", str, "listen."),
         port=_get(listen, "port", int, "listen."), tls_cert=Path(_get(tls, "cert", str, "tls.")),
@@ -115,7 +110,7 @@ def parse(doc: Any) -> PortalSettings:
         timezone=_get(doc, "timezone", str, ""), threads=_get(doc, "threads", int, ""),
         max_streams=_get(doc, "max_streams", int, ""),
         session_hours=float(_get(doc, "session_hours", (int, float), "")),
-        consumers=tuple(consumers), profiles=tuple(profiles), user=user)
+        consumers=tuple(consumers), profiles=tuple(profiles))
 
 
 def load(path: Path) -> PortalSettings:

@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,6 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from appliance.child import dying_with_parent
+from appliance.errors import ConfigError
+from appliance.portal_user import prepare_state_dir, resolve, setpriv_options
 from tests import portalkit
 from tests.system.conftest import SMGW
 from tests.system.testbed import make_testbed
@@ -41,18 +44,18 @@ def _fetch(bed, role: str, url: str):  # type: ignore[no-untyped-def]
 
 
 @contextmanager
-def _portal_world(tmp_path: Path) -> Iterator[tuple[Any, Path, Path]]:
+def _portal_world(tmp_path: Path, port: int = PORT) -> Iterator[tuple[Any, Path, Path]]:
     """The netns testbed with a store and ``portal.json`` in a world-traversable folder
     (pytest's tmp is root-only): (bed, work folder, settings)."""
     with make_testbed(tmp_path, "modern") as bed:
         with bed.config.open("a") as config:
-            config.write(f"\n[firewall]\nportal_port = {PORT}\n")
+            config.write(f"\n[firewall]\nportal_port = {port}\n")
         applied = bed.smgw("gw", "apply", "--config", str(bed.config))
         assert applied.returncode == 0, applied.stderr
         work = Path(tempfile.mkdtemp(prefix="smgw-portal-"))
         try:
             work.chmod(0o755)
-            settings = portalkit.build(work, days=2, port=PORT)
+            settings = portalkit.build(work, days=2, port=port)
             doc = json.loads(settings.read_text())
             doc["listen"]["address"] = GW_HAN
             doc["tls"] = {"cert": str(work / "portal-state" / "portal.crt"),
@@ -66,10 +69,10 @@ def _portal_world(tmp_path: Path) -> Iterator[tuple[Any, Path, Path]]:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _serves_han_only(bed: Any, server: subprocess.Popen[bytes]) -> None:
+def _serves_han_only(bed: Any, server: subprocess.Popen[bytes], port: int = PORT) -> None:
     deadline = time.monotonic() + 20
     while True:
-        han = _fetch(bed, "han", f"https://{GW_HAN}:{PORT}/login")
+        han = _fetch(bed, "han", f"https://{GW_HAN}:{port}/login")
         if han.returncode == 0 or time.monotonic() > deadline:
             break
         time.sleep(0.3)
@@ -80,7 +83,7 @@ def _serves_han_only(bed: Any, server: subprocess.Popen[bytes]) -> None:
     assert 'name="csrf"' in han.stdout
     # from the WAN: neither the WAN address nor the HAN address answers
     for address in (GW_WAN, GW_HAN):
-        wan = _fetch(bed, "wan", f"https://{address}:{PORT}/login")
+        wan = _fetch(bed, "wan", f"https://{address}:{port}/login")
         assert wan.returncode != 0, f"portal reachable from the WAN at {address}: {wan.stdout}"
 
 
@@ -115,61 +118,69 @@ def test_portal_serves_the_han_only_as_an_unprivileged_reader(tmp_path: Path) ->
         assert hashlib.sha256(store.read_bytes()).hexdigest() == before
 
 
-def test_portal_started_as_root_becomes_its_user_before_serving(tmp_path: Path) -> None:
-    """As ``smgw gateway run`` as root starts it: root binds the port, then the portal becomes
-    ``[portal] user`` for good. It gets its own folder (left root's by an earlier run), reads
-    the store through the store's group, and keeps no capability and no way back."""
-    with _portal_world(tmp_path) as (bed, work, settings):
+SPAWN = """
+import subprocess, sys
+child = subprocess.Popen(sys.argv[1:], cwd="/")
+print(child.pid, flush=True)
+child.wait()
+"""
+
+
+def test_gateway_run_as_root_starts_the_portal_as_its_user_with_nothing_of_root(tmp_path: Path) -> None:
+    """As ``smgw gateway run`` as root starts it with ``[portal] user``: the same setpriv
+    command line (``setpriv_options`` in ``dying_with_parent``), run by a parent as the
+    supervisor runs it. Port 443, so binding needs the one capability it keeps."""
+    port = 443
+    with _portal_world(tmp_path, port) as (bed, work, settings):
         store = work / "smgw.db"
-        store.chmod(0o640)  # root's alone for now
-        state = work / "portal-state"
-        state.mkdir(mode=0o755)  # an earlier run as root left the folder and a file in it
-        (state / "left-by-root").write_text("x")
-        before = hashlib.sha256(store.read_bytes()).hexdigest()
-        doc = json.loads(settings.read_text())
-        python, extra = _python_for_nobody()
-        env = {**bed.env, **extra, "HOME": str(state)}
-        for user, why in (("no-such-user", "does not exist"), ("root", "is root"), ("nobody", "cannot read the store")):
-            refused = bed.lab.run("gw", *python, "-m", "portal", "--settings", str(_with_user(settings, doc, user)),
-                                  env=env, timeout=30)
-            assert refused.returncode == 2 and why in refused.stderr, refused.stderr
         os.chown(store, 0, NOBODY)  # the store's group is the portal user's, as group smgw is on a gateway
-        server = bed.lab.popen("gw", *python, "-m", "portal", "--settings", str(_with_user(settings, doc, "nobody")),
-                               env=env, stderr=subprocess.PIPE)
+        store.chmod(0o640)
+        before = hashlib.sha256(store.read_bytes()).hexdigest()
+        for name, why in (("no-such-user", "does not exist"), ("root", "is root")):
+            with pytest.raises(ConfigError, match=why):
+                resolve(name, store)
+        user = resolve("nobody", store)
+        foreign = work / "foreign"  # a folder someone else made, and a link to it: neither is taken over
+        foreign.mkdir()
+        os.chown(foreign, 1, 1)
+        (work / "link").symlink_to(foreign)
+        for taken, why in ((foreign, "belongs to uid 1"), (work / "link", "link")):
+            with pytest.raises(ConfigError, match=why):
+                prepare_state_dir(taken, user)
+        assert foreign.stat().st_uid == 1
+        state = work / "portal-state"
+        prepare_state_dir(state, user)
+        argv = dying_with_parent([SMGW[0], "-m", "portal", "--settings", str(settings)], setpriv_options(user, port))
+        parent = bed.lab.popen("gw", SMGW[0], "-c", SPAWN, *argv,
+                               env={**bed.env, "SMGW_TOKEN_PIN": "not-for-the-portal"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            _serves_han_only(bed, server)
-            status = _status(_child_pid(server.pid))
+            assert parent.stdout is not None
+            pid = int(parent.stdout.readline())
+            _serves_han_only(bed, parent, port)
+            status = _status(pid)
             assert status["Uid"].split() == [str(NOBODY)] * 4, status["Uid"]
             assert status["Gid"].split() == [str(NOBODY)] * 4, status["Gid"]
             assert status["Groups"].split() == [str(NOBODY)], status["Groups"]
-            assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0, status
+            bind_service = 1 << 10  # CAP_NET_BIND_SERVICE, and nothing else, in every set
+            for key in ("CapPrm", "CapEff", "CapBnd", "CapAmb"):
+                assert int(status[key], 16) == bind_service, (key, status[key])
+            assert status["NoNewPrivs"].strip() == "1"
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            assert not [e for e in environ if e.startswith(b"SMGW_")], environ
+            assert os.readlink(f"/proc/{pid}/cwd") == "/"
+            parent.kill()  # the supervisor dies: the portal goes with it (the parent-death signal survived the ids)
+            deadline = time.monotonic() + 10
+            while Path(f"/proc/{pid}").exists() and _status(pid).get("State", "").split()[:1] != ["Z"]:
+                assert time.monotonic() < deadline, "the portal outlived its supervisor"
+                time.sleep(0.1)
         finally:
-            server.terminate()
-            server.wait(10)
+            parent.kill()
+            parent.wait(10)
         assert state.stat().st_uid == NOBODY and state.stat().st_mode & 0o777 == 0o700
-        for name in ("left-by-root", "portal.db", "portal.key", "portal.crt"):
+        for name in ("portal.db", "portal.key", "portal.crt"):
             assert (state / name).stat().st_uid == NOBODY, name
         assert hashlib.sha256(store.read_bytes()).hexdigest() == before
-
-
-def _python_for_nobody() -> tuple[list[str], dict[str, str]]:
-    """An interpreter whose installation stays readable once the portal is nobody (the portal
-    checks this and refuses otherwise). Debian's python3 is; a pyenv build under /root (0700)
-    is not, and there the venv's packages run on Debian's python3, the same 3.11."""
-    stdlib = sysconfig.get_paths()["stdlib"]
-    readable = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-                               "test", "-r", stdlib, "-a", "-x", stdlib], check=False).returncode == 0
-    if readable:
-        return [sys.executable], {}
-    root = Path(__file__).resolve().parents[2]
-    return ["/usr/bin/python3"], {"PYTHONPATH": f"{root}:{sysconfig.get_paths()['purelib']}"}
-
-
-def _with_user(settings: Path, doc: dict[str, Any], user: str) -> Path:
-    path = settings.with_name(f"portal-{user}.json")
-    path.write_text(json.dumps({**doc, "user": user}))
-    path.chmod(0o644)
-    return path
 
 
 def _child_pid(pid: int) -> int:
