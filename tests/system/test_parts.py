@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -126,3 +128,58 @@ def test_in_process_runs_the_parts_as_threads_of_one_process(tmp_path: Path,
         failed = [e["detail"] for e in events if e["event"] == "selftest.failed"]
         assert not failed, f"the token shared by three threads: {failed}"
         assert bed.smgw("gw", "log", "verify", "--config", str(bed.config)).returncode == 0
+
+
+NOBODY = 65534
+
+
+def test_gateway_run_as_root_starts_the_portal_as_portal_user(meter_sim: Callable[..., Simulator]) -> None:
+    """``[portal] user`` through ``smgw gateway run`` itself: the portal child is that user with
+    only CAP_NET_BIND_SERVICE (port 443), made its folder, and serves. The gateway's folders
+    are laid out as on a board without systemd: group of the portal's user, setgid, so the
+    store and portal.json the core writes there are readable to it and to nobody else."""
+    sim = meter_sim("normal")
+    folder = Path(tempfile.mkdtemp(prefix="smgw-parts-"))  # pytest's tmp is root's alone (0700)
+    try:
+        folder.chmod(0o711)
+        with make_testbed(folder, "modern") as bed:
+            root = bed.root
+            bed.config.write_text(f'[meter]\nport = "{sim.link}"\npoll_interval = 1\ntimeout = 5\nattempts = 2\n'
+                                  + bed.config.read_text() + '\n[firewall]\nportal_port = 443\n'
+                                  + f'[portal]\nuser = "nobody"\nstate_dir = "{root}/portal"\n'
+                                    f'tls_cert = "{root}/portal/portal.crt"\ntls_key = "{root}/portal/portal.key"\n')
+            assert bed.smgw("gw", "apply", "--config", str(bed.config)).returncode == 0
+            for top in (root / "state", root / "run"):
+                top.mkdir(exist_ok=True)
+                for path in (top, *top.rglob("*")):
+                    os.chown(path, 0, NOBODY, follow_symlinks=False)
+                    if path.is_dir():
+                        path.chmod(0o2750)
+                    elif path.is_file():
+                        path.chmod(path.stat().st_mode & 0o750 | 0o040)
+            core = bed.lab.popen("gw", *SMGW, "gateway", "run", "--config", str(bed.config), env=bed.env)
+            try:
+                assert _wait(lambda: "portal" in _children(core.pid), 20), _children(core.pid)
+                portal = _children(core.pid)["portal"]
+                assert _wait(lambda: bed.lab.run("han", SMGW[0], "-c", FETCH, "https://192.168.7.1:443/login",
+                                                 timeout=20).returncode == 0, 30), "the portal does not serve"
+                status = dict(line.split(":", 1) for line in Path(f"/proc/{portal}/status").read_text().splitlines())
+                assert status["Uid"].split() == [str(NOBODY)] * 4, status["Uid"]
+                assert int(status["CapEff"], 16) == 1 << 10 and int(status["CapBnd"], 16) == 1 << 10, status
+                assert status["NoNewPrivs"].strip() == "1"
+                assert portal == _children(core.pid)["portal"], "the portal restarted"
+            finally:
+                core.send_signal(signal.SIGTERM)
+                core.wait(timeout=30)
+            assert (root / "portal").stat().st_uid == NOBODY
+            assert (root / "portal" / "portal.db").stat().st_uid == NOBODY
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+FETCH = """
+import ssl, sys, urllib.request
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+with urllib.request.urlopen(sys.argv[1], context=ctx, timeout=3) as r:
+    sys.exit(0 if r.status == 200 else 1)
+"""
