@@ -17,7 +17,7 @@ from pathlib import Path
 from appliance.tunnel_states import read_states
 from tests.system.conftest import SMGW, Simulator
 from tests.system.test_deliveries import _start_headends
-from tests.system.testbed import PARTIES, make_testbed
+from tests.system.testbed import PARTIES, Bed, make_testbed
 
 
 def _children(pid: int) -> dict[str, int]:
@@ -52,6 +52,15 @@ def _stop(core: subprocess.Popen[bytes], servers: list[subprocess.Popen[bytes]])
     for proc in servers:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _meter_and_portal(bed: Bed, sim: Simulator, portal: str = "") -> None:
+    """The testbed's config with the simulated meter read every second and the portal on 443."""
+    root = bed.root
+    bed.config.write_text(f'[meter]\nport = "{sim.link}"\npoll_interval = 1\ntimeout = 5\nattempts = 2\n'
+                          + bed.config.read_text() + '\n[firewall]\nportal_port = 443\n'
+                          + f'[portal]\n{portal}state_dir = "{root}/portal"\ntls_cert = "{root}/portal/portal.crt"\n'
+                            f'tls_key = "{root}/portal/portal.key"\n')
 
 
 def _wait(predicate: Callable[[], bool], seconds: float) -> bool:
@@ -100,11 +109,7 @@ def test_in_process_runs_the_parts_as_threads_of_one_process(tmp_path: Path,
                                                              meter_sim: Callable[..., Simulator]) -> None:
     sim = meter_sim("normal")
     with make_testbed(tmp_path, "modern") as bed:
-        root = bed.root
-        bed.config.write_text(f'[meter]\nport = "{sim.link}"\npoll_interval = 1\ntimeout = 5\nattempts = 2\n'
-                              + bed.config.read_text() + '\n[firewall]\nportal_port = 443\n'
-                              + f'[portal]\nstate_dir = "{root}/portal"\ntls_cert = "{root}/portal/portal.crt"\n'
-                                f'tls_key = "{root}/portal/portal.key"\n')
+        _meter_and_portal(bed, sim)
         assert bed.smgw("gw", "apply", "--config", str(bed.config)).returncode == 0
         servers = _start_headends(bed)
         run = bed.root / "run"
@@ -144,10 +149,7 @@ def test_gateway_run_as_root_starts_the_portal_as_portal_user(meter_sim: Callabl
         folder.chmod(0o711)
         with make_testbed(folder, "modern") as bed:
             root = bed.root
-            bed.config.write_text(f'[meter]\nport = "{sim.link}"\npoll_interval = 1\ntimeout = 5\nattempts = 2\n'
-                                  + bed.config.read_text() + '\n[firewall]\nportal_port = 443\n'
-                                  + f'[portal]\nuser = "nobody"\nstate_dir = "{root}/portal"\n'
-                                    f'tls_cert = "{root}/portal/portal.crt"\ntls_key = "{root}/portal/portal.key"\n')
+            _meter_and_portal(bed, sim, 'user = "nobody"\n')
             assert bed.smgw("gw", "apply", "--config", str(bed.config)).returncode == 0
             for top in (root / "state", root / "run"):
                 top.mkdir(exist_ok=True)
