@@ -246,7 +246,7 @@ def gateway_run_cmd(config_path: Path, readouts: int | None, core_only: bool, in
 
         install(cfg)
     parts: PartSupervisor | ThreadParts | None = None
-    privileges = {} if core_only else {"portal": portal_privileges(cfg)}
+    privileges = {} if core_only else {"portal": portal_privileges(cfg, config_path.absolute())}
     if in_process and not core_only:
         children = part_commands(cfg, str(config_path.absolute()), threads=True)
         parts = ThreadParts(part_loops(cfg), PartSupervisor.for_commands(children, privileges) if children else None)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import IO
 
 from appliance.child import dying_with_parent, end_all
 from appliance.config import GatewayConfig
@@ -73,6 +75,21 @@ def part_loops(cfg: GatewayConfig) -> dict[str, Callable[[threading.Event], None
     return loops
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _forward(name: str, stream: IO[bytes] | None) -> None:
+    """A part's output onto ours, each line marked with the part's name and with control
+    characters shown escaped (no terminal sequences, no carriage return over an earlier line)."""
+    if stream is None:
+        return
+    with stream:
+        for raw in stream:
+            text = raw.decode("utf-8", "replace").rstrip("\n")
+            sys.stderr.write(f"[{name}] {_UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)}\n")
+            sys.stderr.flush()
+
+
 @dataclass(slots=True)
 class Part:
     name: str
@@ -105,10 +122,18 @@ class PartSupervisor:
         self._thread.start()
 
     def _spawn(self, part: Part) -> None:
-        # a part started as another user starts in /: not in a folder of root's it might not
-        # reach, nor one whose files Python would import from
-        part.proc = subprocess.Popen(dying_with_parent(part.argv, part.privileges), stdin=subprocess.DEVNULL,
-                                     cwd="/" if part.privileges else None)
+        argv = dying_with_parent(part.argv, part.privileges)
+        if not part.privileges:
+            part.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        else:
+            # a part started as another user shares nothing of root's it could misuse: not the
+            # folder (it starts in /), not the session (from root's terminal it could push
+            # keystrokes into root's shell, TIOCSTI), not root's stdout and stderr (a log file
+            # it could truncate or forge lines in): its output comes through a pipe, line by line
+            part.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, cwd="/", start_new_session=True)
+            threading.Thread(target=_forward, args=(part.name, part.proc.stdout), name=f"{part.name}-output",
+                             daemon=True).start()
         part.started_at = time.monotonic()
         log.info("part %s started (pid %d)", part.name, part.proc.pid)
         self.events.put(("part.started", {"part": part.name, "pid": part.proc.pid, "restarts": part.restarts}))

@@ -122,3 +122,19 @@ def headend_database(request: pytest.FixtureRequest, tmp_path: Path) -> Callable
         return server.replace("@/postgres?", f"@/{database}?", 1)
 
     return fresh
+
+
+@pytest.fixture
+def portal_account() -> Iterator[str]:
+    """A system user and group of its own for the portal, as the Ansible role makes
+    ``smgw-portal`` (nobody is refused: other services share it); removed afterwards."""
+    require_root()
+    if shutil.which("useradd") is None:
+        missing("useradd (passwd)")
+    name = f"smgwp{os.urandom(3).hex()}"
+    subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell",
+                    "/usr/sbin/nologin", "--user-group", name], check=True, capture_output=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], check=False, capture_output=True)

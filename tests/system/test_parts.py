@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -135,46 +136,66 @@ def test_in_process_runs_the_parts_as_threads_of_one_process(tmp_path: Path,
         assert bed.smgw("gw", "log", "verify", "--config", str(bed.config)).returncode == 0
 
 
-NOBODY = 65534
+def _portal_layout(root: Path, gid: int) -> None:
+    """The folders the portal reads, as on a board without systemd: the portal user's group,
+    setgid (so the store the core makes there gets it too), read-only for the group; the
+    secrets under them (the tunnels' keys) stay root's alone."""
+    for folder in (root / "state", root / "state" / "rendered", root / "run"):
+        folder.mkdir(exist_ok=True)
+        os.chown(folder, 0, gid)
+        folder.chmod(0o2750)
+    for path in (root / "state" / "rendered" / "portal.json", *(root / "run").iterdir()):
+        if path.is_file():
+            os.chown(path, 0, gid)
+            path.chmod(0o640)
 
 
-def test_gateway_run_as_root_starts_the_portal_as_portal_user(meter_sim: Callable[..., Simulator]) -> None:
-    """``[portal] user`` through ``smgw gateway run`` itself: the portal child is that user with
-    only CAP_NET_BIND_SERVICE (port 443), made its folder, and serves. The gateway's folders
-    are laid out as on a board without systemd: group of the portal's user, setgid, so the
-    store and portal.json the core writes there are readable to it and to nobody else."""
+def test_gateway_run_as_root_starts_the_portal_as_portal_user(meter_sim: Callable[..., Simulator],
+                                                              portal_account: str) -> None:
+    """``[portal] user`` through ``smgw gateway run`` itself. It refuses a user that could
+    read a secret (here the config, with the households' one-time codes); then the portal
+    child is that user, its groups only its own, with only CAP_NET_BIND_SERVICE (port 443),
+    no-new-privileges, none of root's environment, in a session of its own, and serves."""
     sim = meter_sim("normal")
+    account = pwd.getpwnam(portal_account)
     folder = Path(tempfile.mkdtemp(prefix="smgw-parts-"))  # pytest's tmp is root's alone (0700)
     try:
         folder.chmod(0o711)
         with make_testbed(folder, "modern") as bed:
             root = bed.root
-            _meter_and_portal(bed, sim, 'user = "nobody"\n')
+            _meter_and_portal(bed, sim, f'user = "{portal_account}"\n')
             assert bed.smgw("gw", "apply", "--config", str(bed.config)).returncode == 0
-            for top in (root / "state", root / "run"):
-                top.mkdir(exist_ok=True)
-                for path in (top, *top.rglob("*")):
-                    os.chown(path, 0, NOBODY, follow_symlinks=False)
-                    if path.is_dir():
-                        path.chmod(0o2750)
-                    elif path.is_file():
-                        path.chmod(path.stat().st_mode & 0o750 | 0o040)
-            core = bed.lab.popen("gw", *SMGW, "gateway", "run", "--config", str(bed.config), env=bed.env)
+            _portal_layout(root, account.pw_gid)
+            bed.config.chmod(0o644)
+            refused = bed.lab.run("gw", *SMGW, "gateway", "run", "--config", str(bed.config), env=bed.env, timeout=60)
+            assert refused.returncode == 2 and f"can read {bed.config}" in refused.stderr, refused.stderr
+            bed.config.chmod(0o600)
+            core = bed.lab.popen("gw", *SMGW, "gateway", "run", "--config", str(bed.config), env=bed.env,
+                                 stderr=subprocess.PIPE)
             try:
                 assert _wait(lambda: "portal" in _children(core.pid), 20), _children(core.pid)
                 portal = _children(core.pid)["portal"]
                 assert _wait(lambda: bed.lab.run("han", SMGW[0], "-c", FETCH, "https://192.168.7.1:443/login",
                                                  timeout=20).returncode == 0, 30), "the portal does not serve"
                 status = dict(line.split(":", 1) for line in Path(f"/proc/{portal}/status").read_text().splitlines())
-                assert status["Uid"].split() == [str(NOBODY)] * 4, status["Uid"]
-                assert int(status["CapEff"], 16) == 1 << 10 and int(status["CapBnd"], 16) == 1 << 10, status
+                assert status["Uid"].split() == [str(account.pw_uid)] * 4, status["Uid"]
+                assert status["Gid"].split() == [str(account.pw_gid)] * 4, status["Gid"]
+                assert status["Groups"].split() == [str(account.pw_gid)], status["Groups"]
+                for key in ("CapPrm", "CapEff", "CapBnd", "CapAmb", "CapInh"):
+                    assert int(status[key], 16) == 1 << 10, (key, status[key])
                 assert status["NoNewPrivs"].strip() == "1"
+                environ = Path(f"/proc/{portal}/environ").read_bytes().split(b"\0")
+                assert not [e for e in environ if e.startswith(b"SMGW_")], environ
+                assert os.readlink(f"/proc/{portal}/cwd") == "/"
+                session = int(Path(f"/proc/{portal}/stat").read_text().rsplit(")", 1)[1].split()[3])
+                assert session == portal and session != os.getsid(core.pid), "the portal shares root's session"
                 assert portal == _children(core.pid)["portal"], "the portal restarted"
             finally:
                 core.send_signal(signal.SIGTERM)
-                core.wait(timeout=30)
-            assert (root / "portal").stat().st_uid == NOBODY
-            assert (root / "portal" / "portal.db").stat().st_uid == NOBODY
+                _, errors = core.communicate(timeout=30)
+            assert (root / "portal").stat().st_uid == account.pw_uid
+            assert (root / "portal" / "portal.db").stat().st_uid == account.pw_uid
+            assert "[portal] " in errors.decode(), "the portal's output does not come through the supervisor"
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

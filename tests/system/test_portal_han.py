@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -126,28 +127,40 @@ child.wait()
 """
 
 
-def test_gateway_run_as_root_starts_the_portal_as_its_user_with_nothing_of_root(tmp_path: Path) -> None:
+def test_gateway_run_as_root_starts_the_portal_as_its_user_with_nothing_of_root(tmp_path: Path,
+                                                                               portal_account: str) -> None:
     """As ``smgw gateway run`` as root starts it with ``[portal] user``: the same setpriv
     command line (``setpriv_options`` in ``dying_with_parent``), run by a parent as the
     supervisor runs it. Port 443, so binding needs the one capability it keeps."""
     port = 443
     with _portal_world(tmp_path, port) as (bed, work, settings):
+        account = pwd.getpwnam(portal_account)
+        uid, gid = account.pw_uid, account.pw_gid
         store = work / "smgw.db"
-        os.chown(store, 0, NOBODY)  # the store's group is the portal user's, as group smgw is on a gateway
+        os.chown(store, 0, gid)  # the store's group is the portal user's, as group smgw is on a gateway
         store.chmod(0o640)
         before = hashlib.sha256(store.read_bytes()).hexdigest()
-        for name, why in (("no-such-user", "does not exist"), ("root", "is root")):
+        for name, why in (("no-such-user", "does not exist"), ("root", "is root"), ("nobody", "shared by other")):
             with pytest.raises(ConfigError, match=why):
                 resolve(name, store)
-        user = resolve("nobody", store)
-        foreign = work / "foreign"  # a folder someone else made, and a link to it: neither is taken over
-        foreign.mkdir()
-        os.chown(foreign, 1, 1)
-        (work / "link").symlink_to(foreign)
-        for taken, why in ((foreign, "belongs to uid 1"), (work / "link", "link")):
+        os.chown(work, uid, -1)  # the user that owns the store's folder is the core's, never the portal's
+        with pytest.raises(ConfigError, match=f"owns {work}"):
+            resolve(portal_account, store)
+        os.chown(work, 0, -1)
+        user = resolve(portal_account, store)
+        theirs, roots = work / "theirs", work / "roots"  # folders the user or root made, and links to them
+        for folder, owner in ((theirs, uid), (roots, 0)):
+            folder.mkdir(mode=0o755)
+            os.chown(folder, owner, gid)
+            (work / f"link-{folder.name}").symlink_to(folder)
+        for taken, why in ((work / "link-theirs", "link-theirs: (Not a directory|Too many levels)"),
+                           (work / "link-roots", "link-roots: (Not a directory|Too many levels)"),
+                           (roots, "belongs to uid 0")):  # root's, but not made now: perhaps full of links
             with pytest.raises(ConfigError, match=why):
                 prepare_state_dir(taken, user)
-        assert foreign.stat().st_uid == 1
+        assert roots.stat().st_uid == 0 and theirs.stat().st_mode & 0o777 == 0o755
+        prepare_state_dir(theirs, user)  # the user's own: kept, and made its alone
+        assert theirs.stat().st_mode & 0o777 == 0o700
         state = work / "portal-state"
         prepare_state_dir(state, user)
         argv = dying_with_parent([SMGW[0], "-m", "portal", "--settings", str(settings)], setpriv_options(user, port))
@@ -159,9 +172,9 @@ def test_gateway_run_as_root_starts_the_portal_as_its_user_with_nothing_of_root(
             pid = int(parent.stdout.readline())
             _serves_han_only(bed, parent, port)
             status = _status(pid)
-            assert status["Uid"].split() == [str(NOBODY)] * 4, status["Uid"]
-            assert status["Gid"].split() == [str(NOBODY)] * 4, status["Gid"]
-            assert status["Groups"].split() == [str(NOBODY)], status["Groups"]
+            assert status["Uid"].split() == [str(uid)] * 4, status["Uid"]
+            assert status["Gid"].split() == [str(gid)] * 4, status["Gid"]
+            assert status["Groups"].split() == [str(gid)], status["Groups"]
             bind_service = 1 << 10  # CAP_NET_BIND_SERVICE, and nothing else, in every set
             for key in ("CapPrm", "CapEff", "CapBnd", "CapAmb"):
                 assert int(status[key], 16) == bind_service, (key, status[key])
@@ -177,9 +190,9 @@ def test_gateway_run_as_root_starts_the_portal_as_its_user_with_nothing_of_root(
         finally:
             parent.kill()
             parent.wait(10)
-        assert state.stat().st_uid == NOBODY and state.stat().st_mode & 0o777 == 0o700
+        assert state.stat().st_uid == uid and state.stat().st_mode & 0o777 == 0o700
         for name in ("portal.db", "portal.key", "portal.crt"):
-            assert (state / name).stat().st_uid == NOBODY, name
+            assert (state / name).stat().st_uid == uid, name
         assert hashlib.sha256(store.read_bytes()).hexdigest() == before
 
 
