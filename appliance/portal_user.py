@@ -17,7 +17,7 @@ password, the tunnels' keys, the token's files) or write the gateway's state, as
 (``setpriv ... test``, which sees groups and ACLs as the portal will).
 
 The user must read ``portal.json``, the store and ``paths.run``: on a provisioned gateway
-through group ``smgw``. The portal checks the store itself and says so if it cannot.
+through group ``smgw``. The portal checks the store itself and logs it if it cannot.
 """
 
 from __future__ import annotations

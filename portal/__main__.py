@@ -44,14 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"smgw-portal: error: {exc}", file=sys.stderr)
         return 2
-    from portal.privileges import PrivilegeError
     from portal.server import serve
 
     try:
         serve(settings)
-    except PrivilegeError as exc:
-        print(f"smgw-portal: error: {exc}", file=sys.stderr)
-        return 2
     except OSError as exc:  # the address, the TLS files, the state folder: the message names which
         print(f"smgw-portal: error: serving on {settings.address}:{settings.port}: {exc}", file=sys.stderr)
         return 1

@@ -1,5 +1,5 @@
 """What the portal checks about itself before it serves: who it runs as, and that it can read
-the store.
+the store. It says what is wrong in its log and serves all the same.
 
 The portal never changes its own ids. Whoever starts it does, before exec: systemd's unit
 (``User=smgw-portal``), or ``smgw gateway run`` as root with ``[portal] user`` (through
@@ -16,24 +16,26 @@ from pathlib import Path
 log = logging.getLogger("smgw.portal")
 
 
-class PrivilegeError(Exception):
-    """The portal cannot do its work as the user it runs as: it does not start."""
-
-
 def check_identity(store: Path) -> None:
+    """Warnings, not refusals: a portal that cannot read the store yet still serves its
+    login page, and the error on its data pages then has this line to explain it."""
     if 0 in os.getresuid():
         log.warning("serving as root: set [portal] user (e.g. smgw-portal) so that smgw gateway run starts "
                     "the portal as a user of its own, as its systemd unit does")
-    check_store(store)
+    problem = store_problem(store)
+    if problem is not None:
+        log.error("%s", problem)
 
 
-def check_store(store: Path) -> None:
-    """Said now, once, rather than as an error on every page: the store must be readable."""
+def store_problem(store: Path) -> str | None:
     try:
         store.stat()
     except FileNotFoundError:
-        return  # not made yet: nothing to check
+        return None  # not made yet: nothing to check
     except PermissionError:
-        raise PrivilegeError(f"cannot reach the store {store}: the portal's user needs the group of its folder") from None
+        return f"cannot reach the store {store}: the portal's user needs the group of its folder"
+    except OSError as exc:
+        return f"cannot reach the store {store}: {exc.strerror}"
     if not os.access(store, os.R_OK):
-        raise PrivilegeError(f"cannot read the store {store}: the portal's user needs the store's group")
+        return f"cannot read the store {store}: the portal's user needs the store's group"
+    return None

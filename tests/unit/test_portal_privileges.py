@@ -83,3 +83,12 @@ def test_only_root_switches_and_root_without_a_user_says_so(monkeypatch: pytest.
     options = portal_privileges(_config(tmp_path, "smgw-portal"), config)
     assert options[:6] == ["--reuid", "998", "--regid", "997", "--groups", "997"]
     assert checked == ["access", f"dir {tmp_path / 'portal'}"]  # the access check before its folder is made
+
+
+def test_the_portal_names_a_store_it_cannot_reach_and_serves_all_the_same(tmp_path: Path) -> None:
+    from portal.privileges import store_problem
+
+    assert store_problem(tmp_path / "not-made-yet.db") is None
+    (tmp_path / "smgw.db").write_bytes(b"")
+    assert store_problem(tmp_path / "smgw.db") is None
+    assert store_problem(tmp_path / "smgw.db" / "x.db") == f"cannot reach the store {tmp_path}/smgw.db/x.db: Not a directory"
