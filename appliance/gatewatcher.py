@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import select
 import socket
 import time
 from collections.abc import Callable
@@ -130,7 +131,11 @@ class GateWatcher:
         self._on_event(event)
 
     def poll(self, timeout: float = 0.1) -> None:
-        """Handle the datagrams waiting now, then the admin tunnel's timeouts."""
+        """Handle the datagrams waiting now, then the admin tunnel's timeouts. With no admin
+        tunnel there is nothing to time: it waits up to ``timeout`` for the first datagram."""
+        idle = self.supervisor.idle()
+        if idle:
+            select.select([self.sock], [], [], timeout)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -147,7 +152,8 @@ class GateWatcher:
             self.handle(datagram, source[0])
             if time.monotonic() > deadline:
                 break
-        self.supervisor.poll(min(timeout, 0.05))
+        if not idle:
+            self.supervisor.poll(min(timeout, 0.05))
         self._timeouts()
 
     def handle(self, datagram: bytes, source: str) -> None:

@@ -139,7 +139,7 @@ class PartSupervisor:
         self.events.put(("part.started", {"part": part.name, "pid": part.proc.pid, "restarts": part.restarts}))
 
     def _watch(self) -> None:
-        while not self._stop.wait(0.2):
+        while not self._stop.wait(0.5):
             now = time.monotonic()
             for part in self.parts.values():
                 if part.proc is not None and part.proc.poll() is not None:

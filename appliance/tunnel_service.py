@@ -51,7 +51,7 @@ def run_tunnels(cfg: GatewayConfig, stop: threading.Event, *, seconds: float | N
     last: dict[str, tuple[str, int]] = {}
     try:
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-            supervisor.poll(0.1)
+            supervisor.poll(1.0)  # woken by any management message; its own timers shorten the wait
             changed = False
             for status in supervisor.status():
                 key = (status.state, status.restarts)

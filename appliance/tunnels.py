@@ -94,6 +94,22 @@ class Supervisor:
         tunnel = self._tunnels[name]
         return tunnel.process is not None or tunnel.restart_at is not None
 
+    def idle(self) -> bool:
+        """No tunnel running or due to restart: nothing for ``poll`` to do until one is started."""
+        return all(t.process is None and t.restart_at is None for t in self._tunnels.values())
+
+    def _wait_limit(self, timeout: float) -> float:
+        """How long a poll may wait for a management message: a socket still to be connected
+        is tried every 50 ms, and a restart waits no longer than until it falls due. Anything
+        else (a message, openvpn exiting and so closing its socket) wakes the poll itself."""
+        now = time.monotonic()
+        for tunnel in self._tunnels.values():
+            if tunnel.process is not None and tunnel.sock is None:
+                timeout = min(timeout, 0.05)
+            if tunnel.restart_at is not None:
+                timeout = min(timeout, max(0.0, tunnel.restart_at - now))
+        return timeout
+
     def _select(self, names: list[str] | None) -> list[_Tunnel]:
         return list(self._tunnels.values()) if names is None else [self._tunnels[n] for n in names]
 
@@ -127,7 +143,8 @@ class Supervisor:
 
     # ------------------------------------------------------------------ loop
     def poll(self, timeout: float = 0.2) -> None:
-        """One turn: read management sockets, reap dead processes, restart when due."""
+        """One turn: read management sockets, reap dead processes, restart when due. It waits
+        up to ``timeout`` for a message, less when a timer of its own falls due sooner."""
         now = time.monotonic()
         for tunnel in self._tunnels.values():
             if tunnel.process is not None and tunnel.process.poll() is not None:
@@ -136,8 +153,9 @@ class Supervisor:
                 self._try_connect(tunnel)
             if tunnel.process is None and tunnel.restart_at is not None and now >= tunnel.restart_at:
                 self._spawn(tunnel)
+        timeout = self._wait_limit(timeout)
         if not self._selector.get_map():
-            time.sleep(min(timeout, 0.05))
+            time.sleep(timeout)
             return
         for key, _ in self._selector.select(timeout):
             tunnel = key.data
