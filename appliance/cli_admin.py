@@ -231,7 +231,13 @@ def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> N
         API on the headend host's side (``ingest.read_address``), never inside the tunnel."""
         from appliance.render_server import status_file
         from headend.config import HeadendConfig
-        from headend.ingest import IngestContext, serve, serve_reads, status_file_peers
+        from headend.ingest import (
+            IngestContext,
+            serve,
+            serve_reads,
+            serve_reads_unix,
+            status_file_peers,
+        )
         from headend.store import HeadendStore
         from headend.workers import run_in_process, run_workers
         from pki.cms_envelope import software_agreement
@@ -252,7 +258,7 @@ def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> N
                                 agree=software_agreement(key), peer_cn=status_file_peers(status_file(cfg)),
                                 store=store)
             servers = [serve(ctx, address, cfg.ingest.port)]
-            if cfg.ingest.read_api:
+            if cfg.ingest.read_api and socket_path is None:
                 servers.append(serve_reads(store, str(cfg.ingest.read_address), cfg.ingest.read_port))
             for server in servers:
                 threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
@@ -262,18 +268,37 @@ def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> N
                 server.shutdown()
             store.close()
 
+        socket_path = cfg.ingest.read_socket if cfg.ingest.read_api else None
+        unix_reads: list[tuple[Any, HeadendStore]] = []
+
         def listening() -> None:
-            reads = {"read_api": f"{cfg.ingest.read_address}:{cfg.ingest.read_port}"} if cfg.ingest.read_api else {}
+            """Once every worker listens. A Unix socket has one listener, not one per worker: it
+            is this process's (the workers' parent), started now, after the forks."""
+            reads: dict[str, str] = {}
+            if socket_path is not None:
+                store = HeadendStore(cfg.ingest.database)
+                server = serve_reads_unix(store, socket_path)
+                threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
+                unix_reads.append((server, store))
+                reads = {"read_api": f"unix:{socket_path}"}
+            elif cfg.ingest.read_api:
+                reads = {"read_api": f"{cfg.ingest.read_address}:{cfg.ingest.read_port}"}
             click.echo(json.dumps({"event": "listening", "address": address, "port": cfg.ingest.port,
                                    "workers": cfg.ingest.workers, **reads}))
             sys.stdout.flush()
 
         stop = threading.Event()
         stop_on_signals(stop)
-        if cfg.ingest.workers == 1:
-            run_in_process(serve_one, stop, seconds, listening)
-        else:
-            run_workers(cfg.ingest.workers, serve_one, stop, seconds=seconds, on_ready=listening)
+        try:
+            if cfg.ingest.workers == 1:
+                run_in_process(serve_one, stop, seconds, listening)
+            else:
+                run_workers(cfg.ingest.workers, serve_one, stop, seconds=seconds, on_ready=listening)
+        finally:
+            for server, reads_store in unix_reads:
+                server.shutdown()
+                server.server_close()
+                reads_store.close()
         store = HeadendStore(cfg.ingest.database)
         click.echo(json.dumps({"event": "stopped", "deliveries": store.count()}))
         store.close()

@@ -86,6 +86,9 @@ class Ingest(_Strict):
     read_address: IPv4Address = Field(default=IPv4Address("127.0.0.1"),
                                       description="the read API's address: a loopback address of the headend host")
     read_port: Port = 8444
+    read_socket: SafePath | None = Field(
+        default=None, description="serve the read API on this Unix socket (mode 0660: the headend's user and "
+                                  "group) instead of read_address:read_port, which every local user reaches")
     connections_per_gateway: int = Field(default=8, ge=1, le=256,
                                          description="open ingest connections one tunnel address may hold (the "
                                                      "tunnel device's firewall resets the next); a gateway keeps one")
@@ -96,11 +99,11 @@ class Ingest(_Strict):
         accepts a packet for a local address on any interface; OpenVPN checks only the source),
         so a read API on the host's LAN or WAN address would serve every meter to every
         gateway. Only 127/8 is safe: the kernel drops it when it arrives on the tun device."""
-        if self.read_api and not self.read_address.is_loopback:
+        if self.read_api and self.read_socket is None and not self.read_address.is_loopback:
             raise ValueError(f"read_address: {self.read_address} is not a loopback address; every gateway can reach "
                              "the headend host's other addresses through its tunnel (reach the read API from the "
                              "back office through a proxy on the host, or read the database)")
-        if self.read_api and self.read_port == self.port:
+        if self.read_api and self.read_socket is None and self.read_port == self.port:
             raise ValueError(f"read_port: {self.read_port} is the ingest's port")
         return self
 

@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import re
 import socket
+import socketserver
+import stat
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -134,7 +138,11 @@ class _Json(BaseHTTPRequestHandler):
         super().setup()
         # a reply must leave now, not when Nagle's algorithm has the previous one's ACK
         # (up to the client's delayed-ACK 40 ms on a keep-alive connection)
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.connection.family != socket.AF_UNIX:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def address_string(self) -> str:
+        return str(self.client_address[0]) if self.client_address else "unix"
 
     def _reply(self, status: int, doc: dict[str, object] | list[dict[str, object]],
                headers: tuple[tuple[str, str], ...] = ()) -> None:
@@ -150,7 +158,7 @@ class _Json(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def log_message(self, format: str, *args: object) -> None:
-        log.debug("%s %s", self.client_address[0], format % args)
+        log.debug("%s %s", self.address_string(), format % args)
 
 
 def make_handler(ctx: IngestContext) -> type[BaseHTTPRequestHandler]:
@@ -251,4 +259,41 @@ def serve_reads(store: HeadendStore, address: str, port: int) -> ThreadingHTTPSe
     """The read API, on a loopback address of the headend host (see ``headend.config``); no
     ``IP_FREEBIND`` here: an address that does not exist is an error, not a wait."""
     return _Server((address, port), make_read_handler(store))
+
+
+class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    _made: int | None = None  #: the inode of the socket file this server made
+
+    def server_bind(self) -> None:
+        super().server_bind()
+        path = str(self.server_address)
+        self._made = os.lstat(path).st_ino
+        # who may read: the headend's user and group (the back office's proxy joins the group);
+        # the default mode would let only the owner connect, a umask of 0 everyone
+        os.chmod(path, SOCKET_MODE)
+
+    def server_close(self) -> None:
+        """Removes the socket file it made, and only that (a failed bind closes too)."""
+        super().server_close()
+        path = str(self.server_address)
+        with suppress(FileNotFoundError):
+            found = os.lstat(path)
+            if self._made is not None and stat.S_ISSOCK(found.st_mode) and found.st_ino == self._made:
+                os.unlink(path)
+
+
+SOCKET_MODE = 0o660
+
+
+def serve_reads_unix(store: HeadendStore, path: Path) -> socketserver.BaseServer:
+    """The read API on a Unix socket: reachable only to the processes the file's mode lets
+    connect (its user and group), where 127.0.0.1 reaches every local user of the host. A
+    socket left by a stopped headend is replaced; any other file there is an error."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    return _UnixServer(str(path), make_read_handler(store))
 

@@ -4,11 +4,15 @@ exit with EADDRNOTAVAIL, leaving a connected tunnel with nobody to deliver to.""
 
 from __future__ import annotations
 
+import json
+import stat
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
-from tests.system.conftest import ROOT, require_root
+from appliance.lab_world import build_world, headend_toml
+from tests.system.conftest import ROOT, SMGW, require_root
 
 CHILD = r"""
 import http.client, subprocess, sys, threading
@@ -35,3 +39,45 @@ def test_ingest_binds_before_its_tunnel_address_exists() -> None:
         assert done.stdout.strip() == "404", done.stdout  # the ingest answered (an unknown path)
     finally:
         subprocess.run(["ip", "netns", "delete", ns], check=False)
+
+
+FETCH_UNIX = r"""
+import http.client, json, socket, sys
+class C(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX); self.sock.connect(sys.argv[1])
+c = C("headend"); c.request("GET", sys.argv[2]); r = c.getresponse(); print(r.status, json.dumps(json.loads(r.read())))
+"""
+
+
+def test_read_api_on_a_unix_socket_is_one_listener_for_all_workers(tmp_path: Path) -> None:
+    """``smgw headend run`` with ``[ingest] read_socket`` and two workers: the read API answers
+    on the socket (mode 0660), not on 127.0.0.1:8444, and the socket goes when it stops."""
+    require_root()
+    env = build_world(tmp_path, "modern")
+    config = headend_toml(tmp_path, "dso", "modern")
+    sock = tmp_path / "dso-headend" / "read.sock"
+    config.write_text(config.read_text().replace("[ingest]\n", f'[ingest]\nread_socket = "{sock}"\nworkers = 2\n'))
+    ns = f"rdsk{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, *SMGW, "headend", "run", "--config", str(config),
+                                 "--listen", "127.0.0.1", "--seconds", "10"], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        listening = json.loads(proc.stdout.readline() or "{}")
+        assert listening.get("read_api") == f"unix:{sock}", (listening, proc.stderr.read() if proc.poll() else "")
+        assert stat.S_ISSOCK(sock.stat().st_mode) and stat.S_IMODE(sock.stat().st_mode) == 0o660
+        for _ in range(3):  # one listener in the workers' parent answers every time
+            got = subprocess.run([sys.executable, "-c", FETCH_UNIX, str(sock), "/v1/meters/37155794/readings"],
+                                 check=False, capture_output=True, text=True, timeout=20, cwd=ROOT)
+            assert got.stdout.split(" ", 1) == ["200", "[]\n"], got.stdout + got.stderr
+        tcp = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c",
+                              "import socket; socket.create_connection(('127.0.0.1', 8444), timeout=2)"],
+                             check=False, capture_output=True, text=True, timeout=20)
+        assert "ConnectionRefusedError" in tcp.stderr, tcp.stderr  # no read API on loopback TCP
+        proc.wait(timeout=60)
+        assert not sock.exists()
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)

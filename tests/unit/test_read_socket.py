@@ -1,0 +1,77 @@
+"""The headend's read API on a Unix socket (``[ingest] read_socket``): served over it, mode
+0660 whatever the umask, a socket left by a stopped headend replaced, any other file refused,
+and the socket gone when the server closes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import json
+import os
+import socket
+import stat
+import threading
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from headend.document import Delivery, Value
+from headend.ingest import serve_reads_unix
+from headend.store import HeadendStore
+
+START = dt.datetime(2026, 11, 25, 8, tzinfo=dt.UTC)
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path) -> None:
+        super().__init__("headend")
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(str(self._path))
+
+
+def _get(path: Path, url: str) -> tuple[int, object]:
+    connection = _UnixConnection(path)
+    try:
+        connection.request("GET", url)
+        reply = connection.getresponse()
+        return reply.status, json.loads(reply.read())
+    finally:
+        connection.close()
+
+
+def test_reads_over_a_unix_socket_only_its_mode_lets_in(tmp_path: Path) -> None:
+    store = HeadendStore(f"sqlite:///{tmp_path}/ingest.db")
+    store.store(Delivery("a" * 32, "gw-0001", "37155794", "meter_id", "dso", "dso-rt", 3, START,
+                         START + dt.timedelta(minutes=15), START,
+                         (Value("1.8.0", "kWh", START, START + dt.timedelta(minutes=15), Decimal("4417.218")),)),
+                "2026-11-25T08:16:00Z")
+    path = tmp_path / "read.sock"
+    stale = socket.socket(socket.AF_UNIX)  # a socket left by a headend that was killed
+    stale.bind(str(path))
+    stale.close()
+    old = os.umask(0)  # the mode does not depend on the umask the headend was started with
+    try:
+        server = serve_reads_unix(store, path)
+    finally:
+        os.umask(old)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert stat.S_ISSOCK(path.stat().st_mode) and stat.S_IMODE(path.stat().st_mode) == 0o660
+        status, values = _get(path, "/v1/meters/37155794/readings?from=2026-11-25T08:00:00Z")
+        assert status == 200 and [v["value"] for v in values] == ["4417.218"]  # type: ignore[attr-defined]
+        status, one = _get(path, "/v1/deliveries/" + "a" * 32)
+        assert status == 200 and one["gateway"] == "gw-0001"  # type: ignore[index]
+        assert _get(path, "/v1/meters/37155794/readings?from=1%27%20OR%201=1")[0] == 400
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not path.exists()  # closed: nothing left to connect to, nothing stale for the next start
+    path.write_text("not a socket")
+    with pytest.raises(OSError):
+        serve_reads_unix(store, path)
+    assert path.read_text() == "not a socket"
+    store.close()
