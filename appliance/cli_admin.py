@@ -229,10 +229,13 @@ def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> N
     def headend_run_cmd(config_path: Path, seconds: float | None, listen: str | None) -> None:
         """Serve the ingest inside the tunnel: verify, decrypt, store, acknowledge; and the read
         API on the headend host's side (``ingest.read_address``), never inside the tunnel."""
+        import socketserver
+
         from appliance.render_server import status_file
         from headend.config import HeadendConfig
         from headend.ingest import (
             IngestContext,
+            ReadSocket,
             serve,
             serve_reads,
             serve_reads_unix,
@@ -250,6 +253,8 @@ def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> N
         enc_cert = read_certificate(cfg.ingest.enc_cert)
         address = listen or str(cfg.tunnel.network.ip)
         HeadendStore(cfg.ingest.database).close()  # schema made once, and a bad URL fails here, not in a worker
+        # one listening Unix socket for all workers, made before they are forked (see ReadSocket)
+        read_socket = ReadSocket.listen(cfg.ingest.read_socket) if cfg.ingest.read_api and cfg.ingest.read_socket else None
 
         def serve_one(stop: threading.Event, ready: Callable[[], None]) -> None:
             """One ingest: its own store connection and server (after a fork, nothing is shared)."""
@@ -257,8 +262,10 @@ def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> N
             ctx = IngestContext(party=cfg.headend.name, root=root, crl=crl, enc_cert=enc_cert,
                                 agree=software_agreement(key), peer_cn=status_file_peers(status_file(cfg)),
                                 store=store)
-            servers = [serve(ctx, address, cfg.ingest.port)]
-            if cfg.ingest.read_api and socket_path is None:
+            servers: list[socketserver.BaseServer] = [serve(ctx, address, cfg.ingest.port)]
+            if read_socket is not None:
+                servers.append(serve_reads_unix(store, read_socket))
+            elif cfg.ingest.read_api:
                 servers.append(serve_reads(store, str(cfg.ingest.read_address), cfg.ingest.read_port))
             for server in servers:
                 threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
@@ -268,19 +275,10 @@ def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> N
                 server.shutdown()
             store.close()
 
-        socket_path = cfg.ingest.read_socket if cfg.ingest.read_api else None
-        unix_reads: list[tuple[Any, HeadendStore]] = []
-
         def listening() -> None:
-            """Once every worker listens. A Unix socket has one listener, not one per worker: it
-            is this process's (the workers' parent), started now, after the forks."""
             reads: dict[str, str] = {}
-            if socket_path is not None:
-                store = HeadendStore(cfg.ingest.database)
-                server = serve_reads_unix(store, socket_path)
-                threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
-                unix_reads.append((server, store))
-                reads = {"read_api": f"unix:{socket_path}"}
+            if read_socket is not None:
+                reads = {"read_api": f"unix:{read_socket.path}"}
             elif cfg.ingest.read_api:
                 reads = {"read_api": f"{cfg.ingest.read_address}:{cfg.ingest.read_port}"}
             click.echo(json.dumps({"event": "listening", "address": address, "port": cfg.ingest.port,
@@ -295,10 +293,8 @@ def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> N
             else:
                 run_workers(cfg.ingest.workers, serve_one, stop, seconds=seconds, on_ready=listening)
         finally:
-            for server, reads_store in unix_reads:
-                server.shutdown()
-                server.server_close()
-                reads_store.close()
+            if read_socket is not None:
+                read_socket.close()
         store = HeadendStore(cfg.ingest.database)
         click.echo(json.dumps({"event": "stopped", "deliveries": store.count()}))
         store.close()

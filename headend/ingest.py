@@ -261,39 +261,62 @@ def serve_reads(store: HeadendStore, address: str, port: int) -> ThreadingHTTPSe
     return _Server((address, port), make_read_handler(store))
 
 
-class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-    _made: int | None = None  #: the inode of the socket file this server made
-
-    def server_bind(self) -> None:
-        super().server_bind()
-        path = str(self.server_address)
-        self._made = os.lstat(path).st_ino
-        # who may read: the headend's user and group (the back office's proxy joins the group);
-        # the default mode would let only the owner connect, a umask of 0 everyone
-        os.chmod(path, SOCKET_MODE)
-
-    def server_close(self) -> None:
-        """Removes the socket file it made, and only that (a failed bind closes too)."""
-        super().server_close()
-        path = str(self.server_address)
-        with suppress(FileNotFoundError):
-            found = os.lstat(path)
-            if self._made is not None and stat.S_ISSOCK(found.st_mode) and found.st_ino == self._made:
-                os.unlink(path)
-
-
 SOCKET_MODE = 0o660
 
 
-def serve_reads_unix(store: HeadendStore, path: Path) -> socketserver.BaseServer:
-    """The read API on a Unix socket: reachable only to the processes the file's mode lets
-    connect (its user and group), where 127.0.0.1 reaches every local user of the host. A
-    socket left by a stopped headend is replaced; any other file there is an error."""
-    try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
-    return _UnixServer(str(path), make_read_handler(store))
+@dataclass
+class ReadSocket:
+    """The read API's listening Unix socket. The process that starts the ingest workers makes
+    it before it forks them (so it holds a socket, never a thread or a database connection,
+    when it forks one again), and every worker serves it, as their TCP listeners share a
+    port. Only this owner removes the file, and only the socket it made."""
+
+    path: Path
+    sock: socket.socket
+    inode: int
+
+    @classmethod
+    def listen(cls, path: Path) -> ReadSocket:
+        """Reachable only to the processes its mode lets connect (the headend's user and
+        group), where 127.0.0.1 reaches every local user. A socket left by a headend that was
+        killed is replaced; any other file there is an error."""
+        try:
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            old = os.umask(0o177)  # made 0600: nobody else can connect before it gets its mode
+            try:
+                sock.bind(str(path))
+            finally:
+                os.umask(old)
+            made = os.lstat(path).st_ino
+            os.chmod(path, SOCKET_MODE)  # (its folder is the headend's own: nobody swaps it meanwhile)
+            sock.listen(64)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(path, sock, made)
+
+    def close(self) -> None:
+        self.sock.close()
+        with suppress(FileNotFoundError):
+            found = os.lstat(self.path)
+            if stat.S_ISSOCK(found.st_mode) and found.st_ino == self.inode:
+                os.unlink(self.path)
+
+
+class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+def serve_reads_unix(store: HeadendStore, listener: ReadSocket) -> socketserver.BaseServer:
+    """The read API on ``listener`` (made by ``ReadSocket.listen``); closing this server closes
+    only this process's handle on it."""
+    server = _UnixServer(str(listener.path), make_read_handler(store), bind_and_activate=False)
+    server.socket.close()
+    server.socket = listener.sock
+    return server
 

@@ -50,9 +50,9 @@ c = C("headend"); c.request("GET", sys.argv[2]); r = c.getresponse(); print(r.st
 """
 
 
-def test_read_api_on_a_unix_socket_is_one_listener_for_all_workers(tmp_path: Path) -> None:
+def test_read_api_on_a_unix_socket_served_by_all_workers(tmp_path: Path) -> None:
     """``smgw headend run`` with ``[ingest] read_socket`` and two workers: the read API answers
-    on the socket (mode 0660), not on 127.0.0.1:8444, and the socket goes when it stops."""
+    on the one socket (mode 0660), not on 127.0.0.1:8444, and the socket goes when it stops."""
     require_root()
     env = build_world(tmp_path, "modern")
     config = headend_toml(tmp_path, "dso", "modern")
@@ -69,7 +69,7 @@ def test_read_api_on_a_unix_socket_is_one_listener_for_all_workers(tmp_path: Pat
         listening = json.loads(proc.stdout.readline() or "{}")
         assert listening.get("read_api") == f"unix:{sock}", (listening, proc.stderr.read() if proc.poll() else "")
         assert stat.S_ISSOCK(sock.stat().st_mode) and stat.S_IMODE(sock.stat().st_mode) == 0o660
-        for _ in range(3):  # one listener in the workers' parent answers every time
+        for _ in range(3):  # the one socket, served by both workers
             got = subprocess.run([sys.executable, "-c", FETCH_UNIX, str(sock), "/v1/meters/37155794/readings"],
                                  check=False, capture_output=True, text=True, timeout=20, cwd=ROOT)
             assert got.stdout.split(" ", 1) == ["200", "[]\n"], got.stdout + got.stderr

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from headend.document import Delivery, Value
-from headend.ingest import serve_reads_unix
+from headend.ingest import ReadSocket, serve_reads_unix
 from headend.store import HeadendStore
 
 START = dt.datetime(2026, 11, 25, 8, tzinfo=dt.UTC)
@@ -55,9 +55,11 @@ def test_reads_over_a_unix_socket_only_its_mode_lets_in(tmp_path: Path) -> None:
     stale.close()
     old = os.umask(0)  # the mode does not depend on the umask the headend was started with
     try:
-        server = serve_reads_unix(store, path)
+        listener = ReadSocket.listen(path)
     finally:
         os.umask(old)
+    assert os.umask(old) == old  # and the umask is the caller's again
+    server = serve_reads_unix(store, listener)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         assert stat.S_ISSOCK(path.stat().st_mode) and stat.S_IMODE(path.stat().st_mode) == 0o660
@@ -68,10 +70,17 @@ def test_reads_over_a_unix_socket_only_its_mode_lets_in(tmp_path: Path) -> None:
         assert _get(path, "/v1/meters/37155794/readings?from=1%27%20OR%201=1")[0] == 400
     finally:
         server.shutdown()
-        server.server_close()
-    assert not path.exists()  # closed: nothing left to connect to, nothing stale for the next start
+        server.server_close()  # a worker's server: its handle only, the file stays for the others
+    assert stat.S_ISSOCK(path.stat().st_mode)
+    listener.close()
+    assert not path.exists()  # closed by its owner: nothing left to connect to, nothing stale
     path.write_text("not a socket")
     with pytest.raises(OSError):
-        serve_reads_unix(store, path)
+        ReadSocket.listen(path)
     assert path.read_text() == "not a socket"
+    replaced = ReadSocket.listen(tmp_path / "other.sock")
+    os.unlink(replaced.path)
+    (tmp_path / "other.sock").write_text("someone else's since")
+    replaced.close()  # removes only the socket it made
+    assert (tmp_path / "other.sock").read_text() == "someone else's since"
     store.close()
