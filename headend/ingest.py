@@ -15,6 +15,7 @@ tunnel address, and one that could read there would read every other household's
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 import os
 import re
@@ -142,7 +143,9 @@ class _Json(BaseHTTPRequestHandler):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def address_string(self) -> str:
-        return str(self.client_address[0]) if self.client_address else "unix"
+        if self.connection.family == socket.AF_UNIX:
+            return "unix"  # a client's own path (or none) says nothing about who it is
+        return str(self.client_address[0])
 
     def _reply(self, status: int, doc: dict[str, object] | list[dict[str, object]],
                headers: tuple[tuple[str, str], ...] = ()) -> None:
@@ -273,7 +276,7 @@ class ReadSocket:
 
     path: Path
     sock: socket.socket
-    inode: int
+    inode: tuple[int, int]  #: (device, inode) of the socket file it made
 
     @classmethod
     def listen(cls, path: Path) -> ReadSocket:
@@ -282,7 +285,7 @@ class ReadSocket:
         killed is replaced; any other file there is an error."""
         try:
             if stat.S_ISSOCK(os.lstat(path).st_mode):
-                os.unlink(path)
+                _unlink_if_stale(path)
         except FileNotFoundError:
             pass
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -292,7 +295,8 @@ class ReadSocket:
                 sock.bind(str(path))
             finally:
                 os.umask(old)
-            made = os.lstat(path).st_ino
+            found = os.lstat(path)
+            made = (found.st_dev, found.st_ino)
             os.chmod(path, SOCKET_MODE)  # (its folder is the headend's own: nobody swaps it meanwhile)
             sock.listen(64)
         except BaseException:
@@ -301,11 +305,27 @@ class ReadSocket:
         return cls(path, sock, made)
 
     def close(self) -> None:
-        self.sock.close()
+        """Removes the file while the socket is still open (so its inode cannot have been
+        reused by another), and only if it is still the socket this made."""
         with suppress(FileNotFoundError):
             found = os.lstat(self.path)
-            if stat.S_ISSOCK(found.st_mode) and found.st_ino == self.inode:
+            if stat.S_ISSOCK(found.st_mode) and (found.st_dev, found.st_ino) == self.inode:
                 os.unlink(self.path)
+        self.sock.close()
+
+
+def _unlink_if_stale(path: Path) -> None:
+    """A socket nobody listens on is left by a headend that was killed: removed. One that
+    answers is another headend's (or another program's): refused, never taken over."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except ConnectionRefusedError:
+        os.unlink(path)
+        return
+    finally:
+        probe.close()
+    raise OSError(errno.EADDRINUSE, f"{path}: another process serves this socket")
 
 
 class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

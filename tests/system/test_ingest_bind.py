@@ -5,9 +5,11 @@ exit with EADDRNOTAVAIL, leaving a connected tunnel with nobody to deliver to.""
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -56,7 +58,9 @@ def test_read_api_on_a_unix_socket_served_by_all_workers(tmp_path: Path) -> None
     require_root()
     env = build_world(tmp_path, "modern")
     config = headend_toml(tmp_path, "dso", "modern")
-    sock = tmp_path / "dso-headend" / "read.sock"
+    folder = Path(tempfile.mkdtemp(prefix="smgw-reads-"))  # traversable (pytest's tmp is root's alone)
+    folder.chmod(0o711)
+    sock = folder / "read.sock"
     config.write_text(config.read_text().replace("[ingest]\n", f'[ingest]\nread_socket = "{sock}"\nworkers = 2\n'))
     ns = f"rdsk{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -73,6 +77,12 @@ def test_read_api_on_a_unix_socket_served_by_all_workers(tmp_path: Path) -> None
             got = subprocess.run([sys.executable, "-c", FETCH_UNIX, str(sock), "/v1/meters/37155794/readings"],
                                  check=False, capture_output=True, text=True, timeout=20, cwd=ROOT)
             assert got.stdout.split(" ", 1) == ["200", "[]\n"], got.stdout + got.stderr
+        # the file's mode decides: another user is refused, the same user in the socket's group reads
+        for groups, answer in (("--clear-groups", "PermissionError"), (f"--groups={sock.stat().st_gid}", "200 ")):
+            other = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", groups, sys.executable, "-c",
+                                    FETCH_UNIX, str(sock), "/v1/meters/37155794/readings"],
+                                   check=False, capture_output=True, text=True, timeout=20, cwd=ROOT)
+            assert answer in other.stdout + other.stderr, other.stdout + other.stderr
         tcp = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c",
                               "import socket; socket.create_connection(('127.0.0.1', 8444), timeout=2)"],
                              check=False, capture_output=True, text=True, timeout=20)
@@ -81,3 +91,4 @@ def test_read_api_on_a_unix_socket_served_by_all_workers(tmp_path: Path) -> None
         assert not sock.exists()
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,6 +1,6 @@
 """The headend's read API on a Unix socket (``[ingest] read_socket``): served over it, mode
-0660 whatever the umask, a socket left by a stopped headend replaced, any other file refused,
-and the socket gone when the server closes."""
+0660 whatever the umask, a socket left by a killed headend replaced, a live one or any other
+file refused, and only its own socket removed when it closes."""
 
 from __future__ import annotations
 
@@ -78,6 +78,13 @@ def test_reads_over_a_unix_socket_only_its_mode_lets_in(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         ReadSocket.listen(path)
     assert path.read_text() == "not a socket"
+    live = socket.socket(socket.AF_UNIX)  # another headend serving the same path: never taken over
+    live.bind(str(tmp_path / "live.sock"))
+    live.listen(1)
+    with pytest.raises(OSError, match="another process serves this socket"):
+        ReadSocket.listen(tmp_path / "live.sock")
+    assert stat.S_ISSOCK((tmp_path / "live.sock").stat().st_mode)
+    live.close()
     replaced = ReadSocket.listen(tmp_path / "other.sock")
     os.unlink(replaced.path)
     (tmp_path / "other.sock").write_text("someone else's since")
