@@ -113,14 +113,18 @@ def _as_user(options: list[str], test: str, path: Path) -> bool:
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False).returncode == 0
 
 
+def _read_folders(cfg: GatewayConfig) -> tuple[Path, ...]:
+    """The gateway's folders the portal reads in: its groups come from these."""
+    return cfg.store.path.parent, cfg.paths.state, cfg.paths.run, settings_path(cfg).parent
+
+
 def check_access(options: list[str], user: str, cfg: GatewayConfig, config_path: Path) -> None:
-    """Refuse a user that could read a secret or write the gateway's state."""
+    """Refuse a user that could read a secret, or write what it reads of the gateway's."""
     for path in _secrets(cfg, config_path):
         if _as_user(options, "-r", path):
             raise _refuse(f"{user!r} can read {path}, which only the core may: take the user out of the group "
                           "that can, or the file's mode")
-    rendered = settings_path(cfg)
-    for path in (cfg.store.path, cfg.store.path.parent, cfg.paths.state, cfg.paths.run, rendered, rendered.parent):
+    for path in (cfg.store.path, settings_path(cfg), *_read_folders(cfg)):
         if path.exists() and _as_user(options, "-w", path):
             raise _refuse(f"{user!r} can write {path}; the portal only reads the gateway's files")
 
@@ -167,8 +171,7 @@ def portal_privileges(cfg: GatewayConfig, config_path: Path) -> list[str]:
     if portal.user is None:
         log.warning("the portal starts as root: set [portal] user (e.g. smgw-portal) to run it as a user of its own")
         return []
-    reads = (cfg.store.path.parent, cfg.paths.state, cfg.paths.run, settings_path(cfg).parent)
-    user = resolve(portal.user, cfg.store.path, reads)
+    user = resolve(portal.user, cfg.store.path, _read_folders(cfg))
     options = setpriv_options(user, cfg.firewall.portal_port)
     check_access(options, portal.user, cfg, config_path)
     prepare_state_dir(portal.state_dir, user)

@@ -99,13 +99,14 @@ class Ingest(_Strict):
         accepts a packet for a local address on any interface; OpenVPN checks only the source),
         so a read API on the host's LAN or WAN address would serve every meter to every
         gateway. Only 127/8 is safe: the kernel drops it when it arrives on the tun device."""
-        if self.read_api and self.read_socket is None and not self.read_address.is_loopback:
+        on_tcp = self.read_api and self.read_socket is None
+        if on_tcp and not self.read_address.is_loopback:
             raise ValueError(f"read_address: {self.read_address} is not a loopback address; every gateway can reach "
                              "the headend host's other addresses through its tunnel (reach the read API from the "
                              "back office through a proxy on the host, or read the database)")
         if self.read_socket is not None and len(str(self.read_socket).encode()) > 107:
             raise ValueError(f"read_socket: {self.read_socket} is longer than a Unix socket path may be (107 bytes)")
-        if self.read_api and self.read_socket is None and self.read_port == self.port:
+        if on_tcp and self.read_port == self.port:
             raise ValueError(f"read_port: {self.read_port} is the ingest's port")
         return self
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from appliance.tunnel_states import read_states
 from tests.system.conftest import SMGW, Simulator
 from tests.system.test_deliveries import _start_headends
+from tests.system.test_portal_han import _status
 from tests.system.testbed import PARTIES, Bed, make_testbed
 
 
@@ -177,7 +178,7 @@ def test_gateway_run_as_root_starts_the_portal_as_portal_user(meter_sim: Callabl
                 portal = _children(core.pid)["portal"]
                 assert _wait(lambda: bed.lab.run("han", SMGW[0], "-c", FETCH, "https://192.168.7.1:443/login",
                                                  timeout=20).returncode == 0, 30), "the portal does not serve"
-                status = dict(line.split(":", 1) for line in Path(f"/proc/{portal}/status").read_text().splitlines())
+                status = _status(portal)
                 assert status["Uid"].split() == [str(account.pw_uid)] * 4, status["Uid"]
                 assert status["Gid"].split() == [str(account.pw_gid)] * 4, status["Gid"]
                 assert status["Groups"].split() == [str(account.pw_gid)], status["Groups"]
