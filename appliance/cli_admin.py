@@ -236,11 +236,11 @@ def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> N
         from headend.ingest import (
             IngestContext,
             ReadSocket,
-            serve,
             serve_reads,
             serve_reads_unix,
             status_file_peers,
         )
+        from headend.ingest_server import IngestServer, raise_open_files, serve
         from headend.store import HeadendStore
         from headend.workers import run_in_process, run_workers
         from pki.cms_envelope import software_agreement
@@ -253,6 +253,7 @@ def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> N
         enc_cert = read_certificate(cfg.ingest.enc_cert)
         address = listen or str(cfg.tunnel.network.ip)
         HeadendStore(cfg.ingest.database).close()  # schema made once, and a bad URL fails here, not in a worker
+        raise_open_files()  # each gateway of the fleet keeps a connection open
         # one listening Unix socket for all workers, made before they are forked (see ReadSocket)
         read_socket = ReadSocket.listen(cfg.ingest.read_socket) if cfg.ingest.read_api and cfg.ingest.read_socket else None
 
@@ -262,7 +263,7 @@ def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> N
             ctx = IngestContext(party=cfg.headend.name, root=root, crl=crl, enc_cert=enc_cert,
                                 agree=software_agreement(key), peer_cn=status_file_peers(status_file(cfg)),
                                 store=store)
-            servers: list[socketserver.BaseServer] = [serve(ctx, address, cfg.ingest.port)]
+            servers: list[socketserver.BaseServer | IngestServer] = [serve(ctx, address, cfg.ingest.port)]
             if read_socket is not None:
                 servers.append(serve_reads_unix(store, read_socket))
             elif cfg.ingest.read_api:

@@ -1,7 +1,8 @@
 """The headend's ingest: one delivery in, verified, decrypted, checked, stored, acknowledged.
 
-``ingest`` decides; ``serve`` is a small threaded HTTP server around it, bound to the
-tunnel server's own address so only tunnel clients reach it. Every refusal is a 4xx with
+``admit`` and ``store_all`` decide (``ingest`` is the two for one delivery);
+``headend.ingest_server`` is the HTTP server around them, bound to the tunnel server's own
+address so only tunnel clients reach it. Every refusal is a 4xx with
 the reason in the body and a log line; the sender's identity is checked three ways: the
 signature chains to the pinned root with role gateway-sig and is not revoked, the document
 names the signer as its gateway, and the delivery came through the tunnel of that same
@@ -22,7 +23,7 @@ import re
 import socket
 import socketserver
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,7 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from headend.document import DocumentError, parse
+from headend.document import Delivery, DocumentError, parse
 from headend.store import HeadendStore, HeadendStoreError, dumps
 from pki.cms import CmsError, RevokedError, verify
 from pki.cms_envelope import KeyAgreement, decrypt
@@ -58,8 +59,11 @@ def _cn(cert: x509.Certificate) -> str:
     return str(names[0].value) if names else ""
 
 
-def ingest(ctx: IngestContext, body: bytes, source_ip: str, now: dt.datetime) -> tuple[int, dict[str, object]]:
-    """(HTTP status, JSON body) for one POSTed delivery."""
+Verdict = tuple[int, dict[str, object]]  #: (HTTP status, JSON body)
+
+
+def admit(ctx: IngestContext, body: bytes, source_ip: str) -> Delivery | Verdict:
+    """The delivery, if it passes every check but storing; else the refusal."""
     if len(body) > MAX_BODY:
         return 413, {"error": f"delivery over {MAX_BODY} bytes"}
     try:
@@ -86,11 +90,28 @@ def ingest(ctx: IngestContext, body: bytes, source_ip: str, now: dt.datetime) ->
         return 403, {"error": f"signed by {gateway} but sent through the tunnel of {peer}"}
     if delivery.party != ctx.party:
         return 422, {"error": f"addressed to party {delivery.party}, this is {ctx.party}"}
+    return delivery
+
+
+def store_all(store: HeadendStore, deliveries: Sequence[Delivery], now: dt.datetime) -> list[Verdict]:
+    """Admitted deliveries stored in one transaction (see ``HeadendStore.store_many``), and
+    each one's answer: its id acknowledged only once committed, a 503 for all of them if
+    the commit failed (not the senders' fault: each keeps its delivery and tries again)."""
+    received_at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
-        fresh = ctx.store.store(delivery, now.strftime("%Y-%m-%dT%H:%M:%SZ"))
-    except HeadendStoreError as exc:  # not the sender's fault: it keeps the delivery and tries again
-        return 503, {"error": f"cannot store now: {exc}"}
-    return 200, {"delivery_id": delivery.delivery_id, "stored": fresh}
+        fresh = store.store_many([(delivery, received_at) for delivery in deliveries])
+    except HeadendStoreError as exc:
+        return [(503, {"error": f"cannot store now: {exc}"})] * len(deliveries)
+    return [(200, {"delivery_id": delivery.delivery_id, "stored": stored})
+            for delivery, stored in zip(deliveries, fresh, strict=True)]
+
+
+def ingest(ctx: IngestContext, body: bytes, source_ip: str, now: dt.datetime) -> Verdict:
+    """(HTTP status, JSON body) for one POSTed delivery."""
+    admitted = admit(ctx, body, source_ip)
+    if isinstance(admitted, tuple):
+        return admitted
+    return store_all(ctx.store, [admitted], now)[0]
 
 
 def status_file_peers(path: Path) -> Callable[[str], str | None]:
@@ -164,42 +185,6 @@ class _Json(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
-def make_handler(ctx: IngestContext) -> type[BaseHTTPRequestHandler]:
-    """The tunnel side: ``POST /v1/deliveries`` and nothing else."""
-
-    class Handler(_Json):
-        def do_POST(self) -> None:
-            asked_close = self.close_connection  # what the request's headers said
-            self.close_connection = True  # until the body is read: unread bytes must not become a request
-            if self.path != "/v1/deliveries":
-                self._reply(404, {"error": "POST /v1/deliveries only"})
-                return
-            try:
-                length = int(self.headers.get("Content-Length", ""))
-            except ValueError:
-                self._reply(411, {"error": "Content-Length required"})
-                return
-            if not 0 < length <= MAX_BODY:
-                self._reply(413, {"error": f"body must be 1..{MAX_BODY} bytes"})
-                return
-            body = self.rfile.read(length)
-            self.close_connection = asked_close
-            status, doc = ingest(ctx, body, self.client_address[0], dt.datetime.now(dt.UTC))
-            if status != 200:
-                log.warning("refused delivery from %s: %s", self.client_address[0], doc["error"])
-            elif not doc["stored"]:
-                log.info("delivery %s again from %s: acknowledged, not stored twice", doc["delivery_id"],
-                         self.client_address[0])
-            self._reply(status, doc)
-
-        def do_GET(self) -> None:
-            self.close_connection = True  # a body it may carry is not read: it must not become a request
-            log.warning("refused a read from %s inside the tunnel: %r", self.client_address[0], self.path[:80])
-            self._reply(404, {"error": "nothing is read inside the tunnels: the read API listens on the headend host"})
-
-    return Handler
-
-
 def make_read_handler(store: HeadendStore) -> type[BaseHTTPRequestHandler]:
     """The back office's side: the stored readings and deliveries, read only."""
 
@@ -241,21 +226,6 @@ IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_port = True  # several ingest processes on one port; the kernel spreads connections
-
-
-class _TunnelServer(_Server):
-    def server_bind(self) -> None:
-        """Bind to the tunnel's address even before OpenVPN has made it (systemd's
-        ``FreeBind=``): the ingest and its tunnel server start side by side, and the address
-        only exists once the server has opened its tun device. Without this the ingest lost
-        that race on a loaded machine and exited."""
-        self.socket.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
-        super().server_bind()
-
-
-def serve(ctx: IngestContext, address: str, port: int) -> ThreadingHTTPServer:
-    """The ingest, on the tunnel server's address."""
-    return _TunnelServer((address, port), make_handler(ctx))
 
 
 def serve_reads(store: HeadendStore, address: str, port: int) -> ThreadingHTTPServer:

@@ -67,18 +67,6 @@ class HeadendStoreError(Exception):
     pass
 
 
-class _Pending:
-    """One delivery waiting for the group commit, and then its answer."""
-
-    __slots__ = ("delivery", "done", "error", "fresh", "received_at")
-
-    def __init__(self, delivery: Delivery, received_at: str) -> None:
-        self.delivery, self.received_at = delivery, received_at
-        self.done = threading.Event()
-        self.fresh = False
-        self.error: HeadendStoreError | None = None
-
-
 @lru_cache(maxsize=8192)
 def _utc(moment: dt.datetime) -> str:
     """``2026-11-25T10:00:00Z``; isoformat is C and ten times faster than strftime, and a
@@ -102,10 +90,7 @@ def engine(url: str) -> str:
 class HeadendStore:
     def __init__(self, url: str) -> None:
         self.engine = engine(url)
-        self._lock = threading.Lock()  # one connection, shared by the server's request threads
-        self._queue_lock = threading.Lock()  # the group commit's queue (see store)
-        self._queue: list[_Pending] = []
-        self._leading = False
+        self._lock = threading.Lock()  # one connection, shared by the ingest loop and the read API's threads
         self._con: Any
         if self.engine == "sqlite":
             path = Path(url[len("sqlite:///"):])
@@ -117,8 +102,8 @@ class HeadendStore:
             self._con.execute("PRAGMA journal_mode=WAL")
             # FULL: an acknowledged delivery leaves the gateway's outbox, so the commit that
             # precedes the acknowledgement must survive a power cut, not only a crash (NORMAL
-            # in WAL mode may lose the last commits). The group commit pays its fsync once
-            # for every delivery in the batch.
+            # in WAL mode may lose the last commits). A batch (see store_many) pays its
+            # fsync once for all of its deliveries.
             self._con.execute("PRAGMA synchronous=FULL")
             # the foreign key stays declared (PostgreSQL enforces it) but SQLite does not check
             # it on every value row: values are only ever inserted in the transaction that
@@ -204,57 +189,21 @@ class HeadendStore:
         self._con.close()
 
     def store(self, delivery: Delivery, received_at: str) -> bool:
-        """True if stored now, False if this delivery id was stored before (idempotent).
+        """True if stored now, False if this delivery id was stored before (idempotent)."""
+        return self.store_many([(delivery, received_at)])[0]
 
-        Group commit: the request threads that arrive while a transaction is open queue
-        their deliveries, and the next transaction takes them all. The first thread to find
-        no transaction running commits for everyone waiting, then hands back each one's
-        answer; nobody is acknowledged before the transaction holding its delivery has
-        committed. A BEGIN/COMMIT (and, on SQLite, the turn on the write lock the ingest
-        processes share) then serves several deliveries instead of one.
+    def store_many(self, batch: Sequence[tuple[Delivery, str]]) -> list[bool]:
+        """Each (delivery, received_at) stored in one transaction; per delivery, True if
+        stored now, False if its id was stored before (a second copy in the same batch
+        included). All or nothing: on ``HeadendStoreError`` none of them is stored, and the
+        ingest answers each sender 503, so none is acknowledged before its commit.
+
+        The ingest loop hands in every delivery that arrived while it worked on the last
+        batch (a group commit): one BEGIN/COMMIT, one fsync and, on SQLite, one turn on the
+        write lock the ingest processes share, serve them all.
         """
-        mine = _Pending(delivery, received_at)
-        with self._queue_lock:
-            self._queue.append(mine)
-            lead = not self._leading
-            self._leading = True
-        if lead:
-            self._commit_queued()
-        mine.done.wait()
-        if mine.error is not None:
-            raise mine.error
-        return mine.fresh
-
-    def _commit_queued(self) -> None:
-        batch: list[_Pending] = []
-        try:
-            while True:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                    if not batch:
-                        self._leading = False
-                        return
-                error: HeadendStoreError | None = None
-                try:
-                    with self._transaction() as cur:
-                        for pending in batch:
-                            pending.fresh = self._insert(cur, pending.delivery, pending.received_at)
-                except HeadendStoreError as exc:  # the whole batch was rolled back: each sender tries again
-                    error = exc
-                except Exception as exc:  # a bug, rolled back all the same: 503 for the batch, serve the rest
-                    log.exception("group commit failed; %d deliveries answered 503", len(batch))
-                    error = HeadendStoreError(f"store failed: {type(exc).__name__}")
-                for pending in batch:
-                    pending.error = error
-                    pending.done.set()
-        except BaseException:  # the interpreter is going: no request thread may wait for a leader that left
-            with self._queue_lock:
-                batch, self._queue, self._leading = batch + self._queue, [], False
-            for pending in batch:
-                if not pending.done.is_set():
-                    pending.error = HeadendStoreError("store stopped")
-                    pending.done.set()
-            raise
+        with self._transaction() as cur:
+            return [self._insert(cur, delivery, received_at) for delivery, received_at in batch]
 
     def _insert(self, cur: Any, delivery: Delivery, received_at: str) -> bool:
         cur.execute(INSERT_DELIVERY.format(p=self._p), (

@@ -86,11 +86,10 @@ def test_a_dropped_connection_costs_one_503_and_is_made_again(headend_database: 
     store.close()
 
 
-def test_group_commit_answers_each_thread_and_stores_each_id_once(headend_database: Callable[[str], str]) -> None:
-    """Sixteen request threads at once, every delivery sent twice: each id is stored once,
-    exactly one of its two senders hears "stored", and fewer transactions than deliveries ran."""
-    import threading
-
+def test_a_batch_is_one_transaction_and_stores_each_id_once(headend_database: Callable[[str], str]) -> None:
+    """The ingest loop's group commit: forty deliveries, each twice in the same batch, go in
+    one transaction; each id is stored once and only its first copy hears "stored"; the
+    same batch again stores nothing."""
     store = HeadendStore(headend_database("dso"))
     deliveries = [_delivery(n) for n in range(40)]
     transactions = [0]
@@ -101,29 +100,19 @@ def test_group_commit_answers_each_thread_and_stores_each_id_once(headend_databa
         begin(cur)
 
     store._begin = counting_begin  # type: ignore[method-assign]
-    answers: dict[str, list[bool]] = {d.delivery_id: [] for d in deliveries}
-    start = threading.Barrier(16)
-
-    def sender(share: list[Delivery]) -> None:
-        start.wait()
-        for d in share:
-            fresh = store.store(d, "2026-11-25T11:00:00Z")
-            answers[d.delivery_id].append(fresh)  # list.append is atomic
-
-    twice = deliveries + deliveries
-    threads = [threading.Thread(target=sender, args=(twice[i::16],)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert all(sorted(a) == [False, True] for a in answers.values()), answers
+    twice = [(d, "2026-11-25T11:00:00Z") for d in deliveries + deliveries]
+    assert store.store_many(twice) == [True] * 40 + [False] * 40
+    assert transactions[0] == 1
     assert store.count() == 40 and store.value_count() == 80
-    assert transactions[0] < 80  # batched: more than one delivery per transaction
+    assert store.store_many(twice) == [False] * 80
+    assert store.count() == 40 and store.value_count() == 80
     store.close()
 
 
-def test_a_failed_batch_answers_every_waiting_thread_and_the_next_one_stores(
+def test_a_failed_batch_stores_none_of_it_and_the_next_one_stores(
         headend_database: Callable[[str], str]) -> None:
+    """All or nothing: a delivery the batch could not store takes the others' rows back with
+    it (none of them is acknowledged, so none may be kept half), and the store is not stuck."""
     store = HeadendStore(headend_database("dso"))
     insert = store._insert
     poisoned = _delivery(0)
@@ -134,9 +123,9 @@ def test_a_failed_batch_answers_every_waiting_thread_and_the_next_one_stores(
         return insert(cur, delivery, received_at)
 
     store._insert = failing_insert  # type: ignore[method-assign]
-    with pytest.raises(HeadendStoreError, match="RuntimeError"):
-        store.store(poisoned, "2026-11-25T11:00:00Z")
-    assert store.count() == 0  # rolled back
-    assert store.store(_delivery(1), "2026-11-25T11:00:00Z") is True  # the store is not stuck
+    with pytest.raises(RuntimeError, match="a bug"):
+        store.store_many([(_delivery(1), "2026-11-25T11:00:00Z"), (poisoned, "2026-11-25T11:00:00Z")])
+    assert store.count() == 0  # rolled back, the first delivery's rows too
+    assert store.store(_delivery(2), "2026-11-25T11:00:00Z") is True
     assert store.count() == 1
     store.close()

@@ -18,7 +18,7 @@ from tests.system.conftest import ROOT, SMGW, require_root
 
 CHILD = r"""
 import http.client, subprocess, sys, threading
-from headend.ingest import serve
+from headend.ingest_server import serve
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)  # (with no interface up, any bind passes)
 server = serve(None, "10.77.0.1", 8080)  # the address does not exist yet in this namespace
 threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -41,7 +41,8 @@ HEADEND = """
 import sys, threading
 from pathlib import Path
 from cryptography.hazmat.primitives import serialization
-from headend.ingest import IngestContext, serve
+from headend.ingest import IngestContext
+from headend.ingest_server import serve
 from headend.store import HeadendStore
 from pki.ca import CertificateAuthority
 from pki.cms_envelope import software_agreement
