@@ -34,7 +34,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from headend.document import Delivery, DocumentError, parse
-from headend.store import HeadendStore, HeadendStoreError, dumps
+from headend.store import HeadendStore, HeadendStoreError, WriteLockBusy, dumps
 from pki.cms import CmsError, RevokedError, verify
 from pki.cms_envelope import KeyAgreement, decrypt
 from pki.errors import PkiError
@@ -93,13 +93,17 @@ def admit(ctx: IngestContext, body: bytes, source_ip: str) -> Delivery | Verdict
     return delivery
 
 
-def store_all(store: HeadendStore, deliveries: Sequence[Delivery], now: dt.datetime) -> list[Verdict]:
+def store_all(store: HeadendStore, deliveries: Sequence[Delivery], now: dt.datetime, *,
+              wait: bool = True) -> list[Verdict]:
     """Admitted deliveries stored in one transaction (see ``HeadendStore.store_many``), and
     each one's answer: its id acknowledged only once committed, a 503 for all of them if
-    the commit failed (not the senders' fault: each keeps its delivery and tries again)."""
+    the commit failed (not the senders' fault: each keeps its delivery and tries again).
+    With ``wait=False``, ``WriteLockBusy`` if SQLite's write lock is taken (nothing done)."""
     received_at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
-        fresh = store.store_many([(delivery, received_at) for delivery in deliveries])
+        fresh = store.store_many([(delivery, received_at) for delivery in deliveries], wait=wait)
+    except WriteLockBusy:
+        raise
     except HeadendStoreError as exc:
         return [(503, {"error": f"cannot store now: {exc}"})] * len(deliveries)
     return [(200, {"delivery_id": delivery.delivery_id, "stored": stored})

@@ -6,6 +6,9 @@ of the loop reads whatever the connections have sent, then works through every d
 that arrived in that turn: each one verified and decrypted (``admit``), all admitted ones
 stored in one transaction (``store_all``: one commit, one fsync, one turn on SQLite's write
 lock), and only then each sender answered. That is the group commit, without threads.
+While another ingest process holds SQLite's write lock, the admitted deliveries wait (their
+senders are not read from) and the loop goes on verifying what else arrives; the next try
+takes them all.
 (A thread that commits while the loop verifies the next turn's deliveries measured slower:
 the two contend for the GIL, bench/headend.py median 1,097/s against 1,345/s.)
 
@@ -35,7 +38,7 @@ import h11
 
 from headend.document import Delivery
 from headend.ingest import MAX_BODY, IngestContext, Verdict, admit, store_all
-from headend.store import dumps
+from headend.store import LOCK_WAIT_S, WriteLockBusy, dumps
 
 log = logging.getLogger("smgw.headend")
 
@@ -45,12 +48,13 @@ IDLE_S = 30.0  #: a connection silent this long is closed (an idle keep-alive, o
 HEADER_LIMIT = 16 * 1024  #: request line and headers; a delivery's are under 200 bytes
 RECV_BYTES = 1 << 16
 SPARE_FDS = 64  #: file descriptors kept for the database, logs and the read API
+RETRY_S = 0.0005  #: how soon a batch asks for SQLite's write lock again
 
 
 class _Client:
     """One connection: its h11 state, the request body so far and the answer not yet sent."""
 
-    __slots__ = ("address", "body", "closing", "head", "http", "out", "seen", "sock", "writing")
+    __slots__ = ("address", "body", "closing", "head", "http", "out", "parked", "seen", "sock", "writing")
 
     def __init__(self, sock: socket.socket, address: str) -> None:
         self.sock, self.address = sock, address
@@ -60,6 +64,7 @@ class _Client:
         self.seen = time.monotonic()
         self.closing = False  #: close once ``out`` is sent
         self.head = False  #: the request is a HEAD: its answer has headers only
+        self.parked = False  #: its delivery waits for the store: not read from (nor registered) until answered
         self.writing = False  #: registered for EVENT_WRITE (and not read from) until ``out`` is sent
 
 
@@ -107,6 +112,8 @@ class IngestServer:
         self._accepting = True
         self._clients: dict[int, _Client] = {}
         self._again: list[_Client] = []  #: answered clients whose next request may already be buffered
+        self._pending: list[tuple[_Client, Delivery]] = []  #: admitted, waiting for the write lock
+        self._pending_since = 0.0
         self.max_clients = max(8, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - SPARE_FDS)
         self._stop = threading.Event()
         self._done = threading.Event()
@@ -124,7 +131,8 @@ class IngestServer:
                 for client in again:
                     if client.sock.fileno() >= 0:
                         self._events(client, requests)
-                for key, mask in self._selector.select(0 if requests else poll_interval):
+                wait = 0 if requests else RETRY_S if self._pending else poll_interval
+                for key, mask in self._selector.select(wait):
                     if key.data is None:
                         self._accept()
                     elif mask & selectors.EVENT_WRITE:
@@ -132,10 +140,12 @@ class IngestServer:
                     else:
                         self._receive(key.data, requests)
                 self._answer_all(requests)
+                self._commit()
                 now = time.monotonic()
                 if now >= next_sweep:
                     self._sweep(now)
                     next_sweep = now + 1.0
+            self._give_back("the ingest is stopping; try again")
         finally:
             self._done.set()
 
@@ -177,7 +187,8 @@ class IngestServer:
         fd = client.sock.fileno()
         if fd < 0:
             return
-        self._selector.unregister(client.sock)
+        if not client.parked:
+            self._selector.unregister(client.sock)
         del self._clients[fd]
         client.sock.close()
         if not self._accepting and len(self._clients) < self.max_clients:
@@ -185,7 +196,7 @@ class IngestServer:
             self._accepting = True
 
     def _sweep(self, now: float) -> None:
-        for client in [c for c in self._clients.values() if now - c.seen > IDLE_S]:
+        for client in [c for c in self._clients.values() if now - c.seen > IDLE_S and not c.parked]:
             self._close(client)
 
     def _receive(self, client: _Client, requests: list[tuple[_Client, bytes]]) -> None:
@@ -239,31 +250,57 @@ class IngestServer:
     # -- answers ----------------------------------------------------------------------------
 
     def _answer_all(self, requests: list[tuple[_Client, bytes]]) -> None:
-        """This turn's deliveries: each checked, the admitted ones stored together, then
-        each sender answered (an id acknowledged only once its commit has ended)."""
-        if not requests:
-            return
-        verdicts: dict[int, Verdict] = {}
-        admitted: list[tuple[int, Delivery]] = []
-        for i, (client, body) in enumerate(requests):
+        """This turn's deliveries checked: refusals answered now, the admitted ones added
+        to the batch for the next commit, their senders parked until it has ended."""
+        for client, body in requests:
             try:
                 result = admit(self.ctx, body, client.address)
             except Exception:  # a bug: the delivery is answered (and kept by its sender), the loop goes on
                 log.exception("ingest failed on a delivery from %s", client.address)
                 result = (500, {"error": "internal error in the ingest (logged); try again later"})
             if isinstance(result, Delivery):
-                admitted.append((i, result))
+                if not self._pending:
+                    self._pending_since = time.monotonic()
+                self._pending.append((client, result))
+                self._selector.unregister(client.sock)
+                client.parked = True
             else:
-                verdicts[i] = result
-        if admitted:
-            try:
-                stored = store_all(self.ctx.store, [d for _, d in admitted], dt.datetime.now(dt.UTC))
-            except Exception:
-                log.exception("storing %d deliveries failed; each answered 503", len(admitted))
-                stored = [(503, {"error": "cannot store now (logged); try again"})] * len(admitted)
-            verdicts.update((i, answer) for (i, _), answer in zip(admitted, stored, strict=True))
-        for i, (client, _) in enumerate(requests):
-            self._answer(client, verdicts[i])
+                self._answer(client, result)
+
+    def _commit(self) -> None:
+        """The batch stored in one transaction, then each sender answered: an id only once
+        committed, 503 for all if the commit failed. If another process holds SQLite's
+        write lock, the batch waits for the next turn (up to ``LOCK_WAIT_S``, then 503)."""
+        if not self._pending:
+            return
+        try:
+            verdicts = store_all(self.ctx.store, [d for _, d in self._pending], dt.datetime.now(dt.UTC),
+                                 wait=False)
+        except WriteLockBusy:
+            if time.monotonic() - self._pending_since < LOCK_WAIT_S:
+                return
+            self._give_back("cannot store now: the database stayed locked; try again")
+            return
+        except Exception:
+            log.exception("storing %d deliveries failed; each answered 503", len(self._pending))
+            self._give_back("cannot store now (logged); try again")
+            return
+        batch, self._pending = self._pending, []
+        for (client, _), verdict in zip(batch, verdicts, strict=True):
+            self._unpark(client, verdict)
+
+    def _give_back(self, error: str) -> None:
+        """Every waiting delivery answered 503, not stored: its sender keeps it and tries again."""
+        batch, self._pending = self._pending, []
+        for client, _ in batch:
+            self._unpark(client, (503, {"error": error}))
+
+    def _unpark(self, client: _Client, verdict: Verdict) -> None:
+        client.parked = False
+        if client.sock.fileno() < 0:
+            return  # closed meanwhile: its sender tries again
+        self._selector.register(client.sock, selectors.EVENT_WRITE if client.writing else selectors.EVENT_READ, client)
+        self._answer(client, verdict)
 
     def _answer(self, client: _Client, verdict: Verdict) -> None:
         status, doc = verdict

@@ -67,6 +67,11 @@ class HeadendStoreError(Exception):
     pass
 
 
+class WriteLockBusy(HeadendStoreError):
+    """SQLite's write lock is another ingest process's just now; nothing was done (see
+    ``store_many(wait=False)``)."""
+
+
 @lru_cache(maxsize=8192)
 def _utc(moment: dt.datetime) -> str:
     """``2026-11-25T10:00:00Z``; isoformat is C and ten times faster than strftime, and a
@@ -135,12 +140,16 @@ class HeadendStore:
         return self._con
 
     @contextmanager
-    def _transaction(self) -> Iterator[Any]:
+    def _transaction(self, *, wait: bool = True) -> Iterator[Any]:
         """BEGIN (IMMEDIATE on SQLite: take the write lock now) ... COMMIT, ROLLBACK on error.
         A database error becomes ``HeadendStoreError`` (the ingest answers 503: try again)."""
         with self._lock, self._errors():
             cur = self._usable().cursor()
-            self._begin(cur)
+            try:
+                self._begin(cur, wait)
+            except BaseException:
+                cur.close()
+                raise
             try:
                 yield cur
                 cur.execute("COMMIT")
@@ -162,8 +171,8 @@ class HeadendStore:
                 raise HeadendStoreError(f"PostgreSQL: {type(exc).__name__}") from None
             raise
 
-    def _begin(self, cur: Any) -> None:
-        if self.engine == "postgresql":
+    def _begin(self, cur: Any, wait: bool = True) -> None:
+        if self.engine == "postgresql":  # no lock on the whole database to wait for
             cur.execute("BEGIN")
             return
         deadline = time.monotonic() + LOCK_WAIT_S
@@ -172,7 +181,11 @@ class HeadendStore:
                 cur.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
+                if "locked" not in str(exc):
+                    raise
+                if not wait:
+                    raise WriteLockBusy("SQLite: the write lock is taken") from None
+                if time.monotonic() > deadline:
                     raise
                 time.sleep(0.0005)
 
@@ -192,7 +205,7 @@ class HeadendStore:
         """True if stored now, False if this delivery id was stored before (idempotent)."""
         return self.store_many([(delivery, received_at)])[0]
 
-    def store_many(self, batch: Sequence[tuple[Delivery, str]]) -> list[bool]:
+    def store_many(self, batch: Sequence[tuple[Delivery, str]], *, wait: bool = True) -> list[bool]:
         """Each (delivery, received_at) stored in one transaction; per delivery, True if
         stored now, False if its id was stored before (a second copy in the same batch
         included). All or nothing: on ``HeadendStoreError`` none of them is stored, and the
@@ -200,9 +213,11 @@ class HeadendStore:
 
         The ingest loop hands in every delivery that arrived while it worked on the last
         batch (a group commit): one BEGIN/COMMIT, one fsync and, on SQLite, one turn on the
-        write lock the ingest processes share, serve them all.
+        write lock the ingest processes share, serve them all. It asks with ``wait=False``:
+        while another process holds that lock it gets ``WriteLockBusy`` at once, goes on
+        verifying what arrives meanwhile, and asks again with a bigger batch.
         """
-        with self._transaction() as cur:
+        with self._transaction(wait=wait) as cur:
             return [self._insert(cur, delivery, received_at) for delivery, received_at in batch]
 
     def _insert(self, cur: Any, delivery: Delivery, received_at: str) -> bool:

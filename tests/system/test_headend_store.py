@@ -95,9 +95,9 @@ def test_a_batch_is_one_transaction_and_stores_each_id_once(headend_database: Ca
     transactions = [0]
     begin = store._begin
 
-    def counting_begin(cur: object) -> None:
+    def counting_begin(cur: object, wait: bool = True) -> None:
         transactions[0] += 1
-        begin(cur)
+        begin(cur, wait)
 
     store._begin = counting_begin  # type: ignore[method-assign]
     twice = [(d, "2026-11-25T11:00:00Z") for d in deliveries + deliveries]

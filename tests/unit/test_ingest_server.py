@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -75,9 +76,9 @@ def world(tmp_path: Path, sealer: tuple[object, object]) -> Iterator[World]:
     transactions = [0]
     begin = store._begin
 
-    def counting_begin(cur: object) -> None:
+    def counting_begin(cur: object, wait: bool = True) -> None:
         transactions[0] += 1
-        begin(cur)
+        begin(cur, wait)
 
     store._begin = counting_begin  # type: ignore[method-assign]
     ctx = IngestContext(party="dso", root=ca.cert, crl=ca.crl(), enc_cert=enc,  # type: ignore[attr-defined]
@@ -209,11 +210,11 @@ def test_a_bug_answers_500_and_a_failed_commit_503_and_the_loop_goes_on(
     real_store = world.store.store_many
     failing = [True]
 
-    def store_many(batch: object) -> list[bool]:
+    def store_many(batch: object, wait: bool = True) -> list[bool]:
         if failing[0]:
             failing[0] = False
             raise RuntimeError("disk on fire")
-        return real_store(batch)  # type: ignore[arg-type]
+        return real_store(batch, wait=wait)  # type: ignore[arg-type]
 
     monkeypatch.setattr(world.store, "store_many", store_many)
     world.start()
@@ -271,3 +272,53 @@ def test_idle_connections_are_closed_and_the_cap_holds_new_ones_back(
     assert _answers(third, 1)[0][0] == 200
     for sock in (idle, busy, third):
         sock.close()
+
+
+def _hold_write_lock(world: World) -> sqlite3.Connection:
+    """Another ingest process's turn on SQLite's write lock, held until rolled back."""
+    holder = sqlite3.connect(world.store._con.execute("PRAGMA database_list").fetchone()[2],
+                             isolation_level=None, timeout=0)
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
+def test_while_another_process_holds_the_write_lock_the_batch_waits_and_the_loop_serves(world: World) -> None:
+    holder = _hold_write_lock(world)
+    world.start()
+    waiting = [socket.create_connection(("127.0.0.1", world.port)) for _ in range(2)]
+    for n, sock in enumerate(waiting):
+        sock.sendall(_post(world.seal(20 + n)))  # type: ignore[operator]
+    time.sleep(0.3)
+    for sock in waiting:  # admitted, not acknowledged: nothing is committed yet
+        sock.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            sock.recv(1)
+    with socket.create_connection(("127.0.0.1", world.port)) as other:  # the loop is not stuck
+        other.sendall(_post(b"not a delivery"))
+        assert _answers(other, 1)[0][0] == 400
+    before = world.transactions[0]
+    holder.rollback()
+    answers = [_answers(sock, 1)[0] for sock in waiting]
+    assert [(status, doc["stored"]) for status, doc, _ in answers] == [(200, True), (200, True)]
+    assert world.store.count() == 2
+    assert world.transactions[0] - before == 1  # both in the one commit once the lock was free
+    holder.close()
+    for sock in waiting:
+        sock.close()
+
+
+def test_a_lock_held_past_the_wait_answers_503_and_stores_nothing(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest_server, "LOCK_WAIT_S", 0.3)
+    holder = _hold_write_lock(world)
+    world.start()
+    body = world.seal(30)  # type: ignore[operator]
+    with socket.create_connection(("127.0.0.1", world.port)) as sock:
+        sock.sendall(_post(body))
+        [(status, doc, close)] = _answers(sock, 1)
+        assert (status, close) == (503, False) and "stayed locked" in str(doc["error"])
+        holder.rollback()
+        sock.sendall(_post(body))  # the sender tries again on the same connection
+        assert _answers(sock, 1)[0][:1] == (200,)
+    assert world.store.count() == 1
+    holder.close()
