@@ -13,7 +13,7 @@ import logging
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -37,7 +37,10 @@ from appliance.config_net import (
 from appliance.config_portal import Portal
 from appliance.errors import ConfigError
 from appliance.profiles import AccessProfile, check_profiles
-from headend.config import GwaConfig, HeadendConfig, SafePath
+from headend.config_types import SafePath
+
+if TYPE_CHECKING:  # imported where loaded: the gateway's core never builds these models
+    from headend.config import GwaConfig, HeadendConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/smgw/gateway.toml")
 UNIX_PATH_MAX = 107  #: sun_path is 108 bytes with its NUL
@@ -261,6 +264,8 @@ def installed_profiles(cfg: GatewayConfig, taken: set[str] | None = None) -> lis
 
 def load_any(path: Path) -> GatewayConfig | HeadendConfig | GwaConfig:
     """A gateway's, a headend's or the GWA's config, told apart by a ``[headend]`` or ``[gwa]`` table."""
+    from headend.config import GwaConfig, HeadendConfig
+
     data = _read(path)
     if "headend" in data:
         return verify(data, str(path), HeadendConfig)

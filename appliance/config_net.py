@@ -19,7 +19,10 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 
 from appliance.config_base import SafeText, StrictModel
-from headend.config import DnsName, SafePath  # the one definition; headend may not import appliance
+from headend.config_types import (  # the one definition; headend may not import appliance
+    DnsName,
+    SafePath,
+)
 
 _IDENT = re.compile(r"[a-z][a-z0-9]{0,9}")
 _IFNAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,14}")

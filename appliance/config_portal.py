@@ -15,7 +15,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, model_validator
 
 from appliance.config_base import StrictModel
-from headend.config import SafePath
+from headend.config_types import SafePath
 
 _CONSUMER = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _METER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")

@@ -7,35 +7,13 @@ address is an IP address.
 
 from __future__ import annotations
 
-import re
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pki.errors import InvalidNameError
-from pki.names import check_name
-
-_PATH = re.compile(r"/[A-Za-z0-9._/+-]*")
-
-
-def _path(value: Path) -> Path:
-    if not _PATH.fullmatch(str(value)) or "/../" in f"{value}/":
-        raise ValueError("absolute path of letters, digits and . _ / + - only (no spaces, quotes or ..)")
-    return value
-
-
-def _dns_name(value: str) -> str:
-    try:
-        return check_name(value)
-    except InvalidNameError as exc:
-        raise ValueError(str(exc)) from None
-
-
-SafePath = Annotated[Path, AfterValidator(_path)]
-DnsName = Annotated[str, AfterValidator(_dns_name)]
-Port = Annotated[int, Field(ge=1, le=65535)]
+from headend.config_types import DnsName, Port, SafePath
 
 
 class _Strict(BaseModel):
