@@ -263,7 +263,8 @@ def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> N
             ctx = IngestContext(party=cfg.headend.name, root=root, crl=crl, enc_cert=enc_cert,
                                 agree=software_agreement(key), peer_cn=status_file_peers(status_file(cfg)),
                                 store=store)
-            servers: list[socketserver.BaseServer | IngestServer] = [serve(ctx, address, cfg.ingest.port)]
+            servers: list[socketserver.BaseServer | IngestServer] = [
+                serve(ctx, address, cfg.ingest.port, per_address=cfg.ingest.connections_per_gateway)]
             if read_socket is not None:
                 servers.append(serve_reads_unix(store, read_socket))
             elif cfg.ingest.read_api:

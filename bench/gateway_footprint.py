@@ -162,20 +162,30 @@ def _sample(core: int, run: Path, seconds: float) -> dict[str, object]:
     core_rss = stack_rss = stack_pss = 0
     processes = 0
     per_process: dict[str, float] = {}
+    at_peak: dict[str, float] = {}
+    seen: dict[str, int] = {}  # a process not there at every sample (a check's nft, a certificate child): how often
+    samples = 0
     while time.monotonic() - t0 < seconds:
         pids = _tree(core)
         sizes = [_rss_pss_kb(pid) for pid in pids]
+        names = [_name(pid) for pid in pids]
+        samples += 1
+        for name in {n.split(" ", 1)[-1] for n in names}:  # by command: a transient one has a new pid each time
+            seen[name] = seen.get(name, 0) + 1
         core_rss = max(core_rss, _rss_pss_kb(core)[0])
         stack_rss = max(stack_rss, sum(r for r, _ in sizes))
-        stack_pss = max(stack_pss, sum(p for _, p in sizes))
+        per_process = {name: round(pss / 1024, 1) for name, (_, pss) in zip(names, sizes, strict=True)}
+        if sum(p for _, p in sizes) > stack_pss:
+            stack_pss, at_peak = sum(p for _, p in sizes), per_process
         processes = max(processes, len(pids))
-        per_process = {_name(pid): round(pss / 1024, 1) for pid, (_, pss) in zip(pids, sizes, strict=True)}
         time.sleep(2)
     elapsed = time.monotonic() - t0
     return {"seconds": round(elapsed), "core_rss_mb": round(core_rss / 1024, 1),
             "core_cpu_percent": round(100 * (_cpu_s(core) - cpu0) / elapsed, 2),
             "stack_rss_mb": round(stack_rss / 1024, 1), "stack_pss_mb": round(stack_pss / 1024, 1),
-            "stack_processes": processes, "pss_mb_by_process": per_process}
+            "stack_processes": processes, "pss_mb_by_process": per_process, "pss_mb_by_process_at_peak": at_peak,
+            "transient_processes": {name: f"{count} of {samples} samples" for name, count in seen.items()
+                                    if count < samples}}
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def measure(sealed: Sealed, database: str, clients: int | None = None,
         store = HeadendStore(database)
         ctx = IngestContext(party="dso", root=sealed.root, crl=sealed.crl, enc_cert=sealed.enc,
                             agree=software_agreement(sealed.enc_key), peer_cn=lambda ip: "gw-0001", store=store)
-        server = serve(ctx, "127.0.0.1", port)
+        server = serve(ctx, "127.0.0.1", port, per_address=4096)  # the whole fleet comes from 127.0.0.1 here
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
         ready()
         stop.wait()

@@ -62,6 +62,15 @@ def _cn(cert: x509.Certificate) -> str:
 Verdict = tuple[int, dict[str, object]]  #: (HTTP status, JSON body)
 
 
+def printable(text: str) -> str:
+    """``text`` for a log line: control characters escaped. A refusal's reason can quote
+    what the sender wrote (a certificate's subject is anyone's to choose: the party's
+    encryption certificate is public), and a CR or LF in it would forge log lines."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def admit(ctx: IngestContext, body: bytes, source_ip: str) -> Delivery | Verdict:
     """The delivery, if it passes every check but storing; else the refusal."""
     if len(body) > MAX_BODY:

@@ -8,24 +8,28 @@ stored in one transaction (``store_all``: one commit, one fsync, one turn on SQL
 lock), and only then each sender answered. That is the group commit, without threads.
 While another ingest process holds SQLite's write lock, the admitted deliveries wait (their
 senders are not read from) and the loop goes on verifying what else arrives; the next try
-takes them all.
-(A thread that commits while the loop verifies the next turn's deliveries measured slower:
-the two contend for the GIL, bench/headend.py median 1,097/s against 1,345/s.)
+takes them all. (A thread that commits while the loop verifies the next turn's deliveries
+measured slower: the two contend for the GIL, bench/headend.py median 1,097/s against 1,345/s.)
 
 Why not ``http.server`` with a thread per connection, as before: a delivery cost the
 workers 1,545 us of CPU there, of which the thread hand-offs (GIL, events, locks) and
 ``email.parser``'s header parsing were a third; the same deliveries through this loop cost
-980 us (bench/headend.py). The deliveries are CPU-bound, so threads bought no overlap.
+about 1,000 us (bench/headend.py). The deliveries are CPU-bound, so threads bought no overlap.
 
-A connection is closed after a reply that refused its request before reading the body, on
-malformed HTTP, at end of file, and after ``IDLE_S`` without a byte (a slow or silent client
-holds a socket, never the loop). A client that does not read its answers is not read from
-until it has (the answers wait in its buffer, not in ours).
+Every gateway of the fleet reaches this port, so one connection must not hold up the others
+or the worker's memory. A connection is read from only while h11 needs bytes for the
+request in hand (so h11 buffers at most one read beyond it); not while its request waits for
+an answer, nor while its answers wait to be sent (they wait in the peer's socket buffer, not
+in ours). A request must be complete within ``REQUEST_S`` of its first byte; a connection
+that neither sends nor takes a byte for ``IDLE_S`` is closed; one address holds at most
+``per_address`` connections, and all request bodies buffered at once at most ``body_budget``
+bytes. A refusal before the body is read closes the connection, as does malformed HTTP.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import http
 import logging
 import resource
@@ -37,35 +41,58 @@ import time
 import h11
 
 from headend.document import Delivery
-from headend.ingest import MAX_BODY, IngestContext, Verdict, admit, store_all
+from headend.ingest import MAX_BODY, IngestContext, Verdict, admit, printable, store_all
 from headend.store import LOCK_WAIT_S, WriteLockBusy, dumps
 
 log = logging.getLogger("smgw.headend")
 
 #: Linux's IP_FREEBIND (15; Python names it only from 3.12)
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
-IDLE_S = 30.0  #: a connection silent this long is closed (an idle keep-alive, or a stalled request)
+IDLE_S = 30.0  #: a connection that neither sends nor takes a byte this long is closed
+REQUEST_S = 30.0  #: from a request's first byte to its last (a trickled request is cut off)
 HEADER_LIMIT = 16 * 1024  #: request line and headers; a delivery's are under 200 bytes
 RECV_BYTES = 1 << 16
 SPARE_FDS = 64  #: file descriptors kept for the database, logs and the read API
 RETRY_S = 0.0005  #: how soon a batch asks for SQLite's write lock again
+ACCEPT_PAUSE_S = 0.5  #: out of descriptors or memory: how long accepting rests
+PER_ADDRESS = 8  #: connections from one address at once (a gateway keeps one; nftables allows 8)
+BODY_BUDGET = 64 << 20  #: request bodies buffered at once by one worker, all connections together
+_READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+_FULL = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class _Client:
     """One connection: its h11 state, the request body so far and the answer not yet sent."""
 
-    __slots__ = ("address", "body", "closing", "head", "http", "out", "parked", "seen", "sock", "writing")
+    __slots__ = (
+        "address",
+        "body",
+        "closing",
+        "eof",
+        "head",
+        "http",
+        "out",
+        "parked",
+        "seen",
+        "sock",
+        "started",
+        "wants_data",
+        "watched",
+    )
 
     def __init__(self, sock: socket.socket, address: str) -> None:
         self.sock, self.address = sock, address
         self.http = h11.Connection(h11.SERVER, max_incomplete_event_size=HEADER_LIMIT)
         self.body = bytearray()
         self.out = bytearray()
-        self.seen = time.monotonic()
+        self.seen = time.monotonic()  #: the last byte received or sent
+        self.started: float | None = None  #: when the request in hand began to arrive
         self.closing = False  #: close once ``out`` is sent
+        self.eof = False  #: the peer has closed its side: nothing more to read
         self.head = False  #: the request is a HEAD: its answer has headers only
-        self.parked = False  #: its delivery waits for the store: not read from (nor registered) until answered
-        self.writing = False  #: registered for EVENT_WRITE (and not read from) until ``out`` is sent
+        self.parked = False  #: its delivery waits for the store
+        self.wants_data = True  #: h11 needs bytes for the request in hand
+        self.watched = 0  #: the events it is registered for (0: not registered)
 
 
 def _request_problem(request: h11.Request) -> tuple[int, str] | None:
@@ -89,8 +116,10 @@ class IngestServer:
     """``serve_forever`` / ``shutdown`` / ``server_close``, as a ``socketserver`` server has,
     so the workers run it as they run the read API's."""
 
-    def __init__(self, ctx: IngestContext, address: str, port: int) -> None:
+    def __init__(self, ctx: IngestContext, address: str, port: int, *, per_address: int = PER_ADDRESS,
+                 body_budget: int = BODY_BUDGET) -> None:
         self.ctx = ctx
+        self.per_address, self.body_budget = per_address, body_budget
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -108,9 +137,12 @@ class IngestServer:
             raise
         self.server_address: tuple[str, int] = self.socket.getsockname()
         self._selector = selectors.DefaultSelector()
-        self._selector.register(self.socket, selectors.EVENT_READ, None)
+        self._selector.register(self.socket, _READ, None)
         self._accepting = True
+        self._accept_rest_until = 0.0
         self._clients: dict[int, _Client] = {}
+        self._per_address: dict[str, int] = {}
+        self._buffered = 0  #: bytes of request bodies held, all clients together
         self._again: list[_Client] = []  #: answered clients whose next request may already be buffered
         self._pending: list[tuple[_Client, Delivery]] = []  #: admitted, waiting for the write lock
         self._pending_since = 0.0
@@ -129,13 +161,13 @@ class IngestServer:
                 requests: list[tuple[_Client, bytes]] = []
                 again, self._again = self._again, []
                 for client in again:
-                    if client.sock.fileno() >= 0:
+                    if client.sock.fileno() >= 0 and not client.out:
                         self._events(client, requests)
                 wait = 0 if requests else RETRY_S if self._pending else poll_interval
                 for key, mask in self._selector.select(wait):
                     if key.data is None:
                         self._accept()
-                    elif mask & selectors.EVENT_WRITE:
+                    elif mask & _WRITE:
                         self._flush(key.data)
                     else:
                         self._receive(key.data, requests)
@@ -168,36 +200,89 @@ class IngestServer:
                 sock, peer = self.socket.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # out of descriptors, or the peer gave up already: try later
-                log.warning("ingest: cannot accept a connection: %s", exc)
-                return
+            except OSError as exc:
+                if exc.errno in _FULL:  # the listener stays readable: rest, or this would spin
+                    log.warning("ingest: cannot accept connections (%s); resting %.1f s", exc, ACCEPT_PAUSE_S)
+                    self._pause_accepting(time.monotonic() + ACCEPT_PAUSE_S)
+                return  # else the peer gave up already
+            address = str(peer[0])
+            if self._per_address.get(address, 0) >= self.per_address:
+                log.warning("ingest: %s has %d connections open, the most one address may; closed a new one",
+                            address, self.per_address)
+                sock.close()
+                continue
             sock.setblocking(False)
             # an answer must leave now, not when Nagle's algorithm has the previous one's ACK
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            client = _Client(sock, str(peer[0]))
+            client = _Client(sock, address)
             self._clients[sock.fileno()] = client
-            self._selector.register(sock, selectors.EVENT_READ, client)
-        if self._accepting:  # full: the kernel's backlog holds the next ones until a client leaves
-            log.warning("ingest: %d connections open, the most this process takes; new ones wait",
-                        len(self._clients))
+            self._per_address[address] = self._per_address.get(address, 0) + 1
+            self._watch(client)
+        log.warning("ingest: %d connections open, the most this process takes; new ones wait",
+                    len(self._clients))
+        self._pause_accepting(None)
+
+    def _pause_accepting(self, until: float | None) -> None:
+        """Stop watching the listener: until ``until``, or (None) until a client leaves.
+        The kernel's backlog holds the connections meanwhile."""
+        if self._accepting:
             self._selector.unregister(self.socket)
             self._accepting = False
+        self._accept_rest_until = until or 0.0
+
+    def _resume_accepting(self) -> None:
+        if not self._accepting and len(self._clients) < self.max_clients:
+            self._selector.register(self.socket, _READ, None)
+            self._accepting = True
+
+    def _watch(self, client: _Client) -> None:
+        """Register the client for what it waits for now: to take its answers (write), to
+        send the rest of its request (read), or nothing (its request is being answered)."""
+        if client.sock.fileno() < 0:
+            return
+        wanted = 0
+        if client.parked:
+            wanted = 0
+        elif client.out:
+            wanted = _WRITE
+        elif client.wants_data and not client.eof and not client.closing:
+            wanted = _READ
+        if wanted == client.watched:
+            return
+        if not wanted:
+            self._selector.unregister(client.sock)
+        elif not client.watched:
+            self._selector.register(client.sock, wanted, client)
+        else:
+            self._selector.modify(client.sock, wanted, client)
+        client.watched = wanted
 
     def _close(self, client: _Client) -> None:
         fd = client.sock.fileno()
         if fd < 0:
             return
-        if not client.parked:
+        if client.watched:
             self._selector.unregister(client.sock)
+            client.watched = 0
         del self._clients[fd]
+        self._buffered -= len(client.body)
+        client.body.clear()
+        left = self._per_address.pop(client.address, 1) - 1
+        if left:
+            self._per_address[client.address] = left
         client.sock.close()
-        if not self._accepting and len(self._clients) < self.max_clients:
-            self._selector.register(self.socket, selectors.EVENT_READ, None)
-            self._accepting = True
+        if self._accept_rest_until == 0.0:
+            self._resume_accepting()
 
     def _sweep(self, now: float) -> None:
-        for client in [c for c in self._clients.values() if now - c.seen > IDLE_S and not c.parked]:
-            self._close(client)
+        if not self._accepting and self._accept_rest_until and now >= self._accept_rest_until:
+            self._accept_rest_until = 0.0
+            self._resume_accepting()
+        for client in list(self._clients.values()):
+            if client.started is not None and now - client.started > REQUEST_S:
+                self._refuse(client, 408, f"request not complete within {REQUEST_S:.0f} s")
+            elif client.watched and now - client.seen > IDLE_S:  # waiting for the peer, in vain
+                self._close(client)
 
     def _receive(self, client: _Client, requests: list[tuple[_Client, bytes]]) -> None:
         try:
@@ -208,43 +293,64 @@ class IngestServer:
             self._close(client)
             return
         client.seen = time.monotonic()
+        if client.started is None and data:
+            client.started = client.seen
         client.http.receive_data(data)  # b"": the peer closed its side
         self._events(client, requests)
 
     def _events(self, client: _Client, requests: list[tuple[_Client, bytes]]) -> None:
         """Feed h11's events until it needs more bytes or a request is complete."""
+        client.wants_data = False
         while True:
             try:
                 event = client.http.next_event()
             except h11.RemoteProtocolError as exc:
                 self._refuse(client, exc.error_status_hint, f"malformed HTTP: {exc}")
                 return
-            if event is h11.NEED_DATA or event is h11.PAUSED:  # paused: a pipelined request waits for its turn
-                return
+            if event is h11.NEED_DATA:
+                client.wants_data = True
+                break
+            if event is h11.PAUSED:  # a pipelined request: read once this one is answered
+                break
             if isinstance(event, h11.ConnectionClosed):
-                self._close(client)
-                return
+                client.eof = True
+                if client.http.our_state is not h11.SEND_RESPONSE:  # no answer owed: done with it
+                    self._close(client)
+                    return
+                break  # its request is being answered; closed once the answer is sent
             if isinstance(event, h11.Request):
                 client.head = event.method == b"HEAD"
+                if client.started is None:
+                    client.started = time.monotonic()
                 problem = _request_problem(event)
                 if problem is not None:
                     self._refuse(client, *problem, path=event.target)
                     return
             elif isinstance(event, h11.Data):
                 client.body += event.data  # h11 holds the body to its Content-Length, checked above
+                self._buffered += len(event.data)
                 if len(client.body) > MAX_BODY:  # and so does this, should the framing ever differ
                     self._refuse(client, 413, f"body must be 1..{MAX_BODY} bytes")
                     return
+                if self._buffered > self.body_budget:
+                    self._refuse(client, 503, "too many deliveries arriving at once; try again")
+                    return
             elif isinstance(event, h11.EndOfMessage):
                 requests.append((client, bytes(client.body)))
+                self._buffered -= len(client.body)
                 client.body.clear()
-                return
+                client.started = None
+                break
+        self._watch(client)
 
     def _refuse(self, client: _Client, status: int, error: str, path: bytes = b"") -> None:
         """Answer a request refused before its body was read, and close: the unread bytes
         must not become the next request."""
         where = f" {path[:80]!r}" if path else ""
-        log.warning("refused a request from %s%s: %s", client.address, where, error)
+        log.warning("refused a request from %s%s: %s", client.address, where, printable(error))
+        self._buffered -= len(client.body)
+        client.body.clear()
+        client.started = None
         self._send(client, status, {"error": error}, close=True)
 
     # -- answers ----------------------------------------------------------------------------
@@ -262,8 +368,8 @@ class IngestServer:
                 if not self._pending:
                     self._pending_since = time.monotonic()
                 self._pending.append((client, result))
-                self._selector.unregister(client.sock)
                 client.parked = True
+                self._watch(client)
             else:
                 self._answer(client, result)
 
@@ -287,31 +393,28 @@ class IngestServer:
             return
         batch, self._pending = self._pending, []
         for (client, _), verdict in zip(batch, verdicts, strict=True):
-            self._unpark(client, verdict)
+            client.parked = False
+            self._answer(client, verdict)
 
     def _give_back(self, error: str) -> None:
         """Every waiting delivery answered 503, not stored: its sender keeps it and tries again."""
         batch, self._pending = self._pending, []
         for client, _ in batch:
-            self._unpark(client, (503, {"error": error}))
-
-    def _unpark(self, client: _Client, verdict: Verdict) -> None:
-        client.parked = False
-        if client.sock.fileno() < 0:
-            return  # closed meanwhile: its sender tries again
-        self._selector.register(client.sock, selectors.EVENT_WRITE if client.writing else selectors.EVENT_READ, client)
-        self._answer(client, verdict)
+            client.parked = False
+            self._answer(client, (503, {"error": error}))
 
     def _answer(self, client: _Client, verdict: Verdict) -> None:
         status, doc = verdict
         if status != 200:
-            log.warning("refused delivery from %s: %s", client.address, doc["error"])
+            log.warning("refused delivery from %s: %s", client.address, printable(str(doc["error"])))
         elif not doc["stored"]:
             log.info("delivery %s again from %s: acknowledged, not stored twice", doc["delivery_id"],
                      client.address)
         self._send(client, status, doc)
 
     def _send(self, client: _Client, status: int, doc: dict[str, object], *, close: bool = False) -> None:
+        if client.sock.fileno() < 0:
+            return  # closed meanwhile (reset by the peer): its sender tries again
         data = dumps(doc)
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
         if status == 405:
@@ -324,14 +427,14 @@ class IngestServer:
             if not client.head:
                 client.out += client.http.send(h11.Data(data=data))
             client.out += client.http.send(h11.EndOfMessage())
-        except h11.LocalProtocolError:  # the connection is past answering (h11 says why in debug)
+        except h11.LocalProtocolError:  # the connection is past answering
             self._close(client)
             return
-        if close or client.http.our_state is h11.MUST_CLOSE:
+        if close or client.eof or client.http.our_state is h11.MUST_CLOSE:
             client.closing = True
         elif client.http.our_state is h11.DONE and client.http.their_state is h11.DONE:
             client.http.start_next_cycle()
-            self._again.append(client)
+            self._again.append(client)  # its next request may be in h11's buffer already
         self._flush(client)
 
     def _flush(self, client: _Client) -> None:
@@ -342,17 +445,15 @@ class IngestServer:
         except OSError:
             self._close(client)
             return
-        del client.out[:sent]
-        if client.out:
-            if not client.writing:  # not read from until it has taken its answers
-                self._selector.modify(client.sock, selectors.EVENT_WRITE, client)
-                client.writing = True
-            return
-        if client.closing:
+        if sent:
+            client.seen = time.monotonic()
+            del client.out[:sent]
+        if client.closing and not client.out:
             self._close(client)
-        elif client.writing:
-            self._selector.modify(client.sock, selectors.EVENT_READ, client)
-            client.writing = False
+            return
+        if not client.out and client.watched == _WRITE:
+            self._again.append(client)  # drained: a pipelined request may wait in h11's buffer
+        self._watch(client)
 
 
 def raise_open_files(wanted: int = 65536) -> int:
@@ -366,6 +467,6 @@ def raise_open_files(wanted: int = 65536) -> int:
     return int(soft)
 
 
-def serve(ctx: IngestContext, address: str, port: int) -> IngestServer:
+def serve(ctx: IngestContext, address: str, port: int, *, per_address: int = PER_ADDRESS) -> IngestServer:
     """The ingest, on the tunnel server's address."""
-    return IngestServer(ctx, address, port)
+    return IngestServer(ctx, address, port, per_address=per_address)

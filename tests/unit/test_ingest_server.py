@@ -7,13 +7,16 @@ answers does not hold up the others; idle connections and the connection cap."""
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
+import selectors
 import socket
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -233,45 +236,212 @@ def test_a_bug_answers_500_and_a_failed_commit_503_and_the_loop_goes_on(
     assert "storing 1 deliveries failed" in caplog.text
 
 
-def test_a_client_that_does_not_read_its_answers_holds_up_nobody(world: World) -> None:
-    """Thousands of pipelined refusals, never read: the answers fill the socket, the loop
-    stops reading that client and serves another at once; read at last, every answer is there."""
+def test_a_client_that_does_not_read_its_answers_holds_up_nobody_and_no_memory(world: World) -> None:
+    """Twenty thousand pipelined requests (6 MB), answers never read: the socket fills, the
+    loop stops reading that client and holds no more than one answer and one read of its
+    requests; another client is served at once; read at last, the answers come in order."""
     world.server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)  # accepted sockets inherit it
     world.start()
-    count = 3000  # ~450 kB of answers: far more than both socket buffers hold
+    count = 20000
     with socket.create_connection(("127.0.0.1", world.port)) as hog:
         hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        payload = _post(b"x" * 200) * count
-        sender = threading.Thread(target=hog.sendall, args=(payload,), daemon=True)
+        sender = threading.Thread(target=_send_quietly, args=(hog, _post(b"x" * 200) * count), daemon=True)
         sender.start()
-        time.sleep(1.0)
-        assert [c.writing for c in world.server._clients.values()] == [True]  # its answers wait, unread
-        started = time.monotonic()
+        time.sleep(1.5)
+        [client] = world.server._clients.values()
+        assert client.watched == selectors.EVENT_WRITE  # waiting for the peer to take its answers
+        assert len(client.out) < 1024  # one answer at most, not the backlog
+        assert len(client.http.trailing_data[0]) <= ingest_server.RECV_BYTES + ingest_server.HEADER_LIMIT
+        assert sender.is_alive()  # the rest of its requests wait in its own socket
         with socket.create_connection(("127.0.0.1", world.port)) as other:
             other.sendall(_post(world.seal(6)))  # type: ignore[operator]
             assert _answers(other, 1)[0][0] == 200
-        assert time.monotonic() - started < 2.0
-        answers = _answers(hog, count, timeout=30)
-        sender.join(timeout=30)
+        answers = _answers(hog, 2000, timeout=30)
     assert {status for status, _, _ in answers} == {400}
 
 
-def test_idle_connections_are_closed_and_the_cap_holds_new_ones_back(
-        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ingest_server, "IDLE_S", 0.3)
+def test_a_pipelining_client_that_reads_its_answers_is_read_no_faster_than_answered(world: World) -> None:
+    """The loop reads a connection only while h11 needs bytes for the request in hand, so
+    a client streaming requests faster than they are answered fills its own socket, not
+    the worker's memory."""
+    world.start()
+    count = 20000
+    with socket.create_connection(("127.0.0.1", world.port)) as sock:
+        sender = threading.Thread(target=_send_quietly, args=(sock, _post(b"x" * 200) * count), daemon=True)
+        sender.start()
+        got: list[int] = []
+        reader = threading.Thread(target=lambda: got.extend(a[0] for a in _answers(sock, 3000, timeout=30)))
+        reader.start()
+        largest = 0
+        while reader.is_alive():
+            for client in list(world.server._clients.values()):
+                largest = max(largest, len(client.http.trailing_data[0]))
+            time.sleep(0.01)
+        reader.join()
+    assert got == [400] * 3000
+    assert 0 < largest <= ingest_server.RECV_BYTES + ingest_server.HEADER_LIMIT
+
+
+def _send_quietly(sock: socket.socket, data: bytes) -> None:
+    with suppress(OSError):  # the test closed it before it was all sent
+        sock.sendall(data)
+
+
+def test_a_half_closed_connection_gets_every_answer_then_is_closed(world: World) -> None:
+    world.start()
+    bodies = [world.seal(40), world.seal(41)]  # type: ignore[operator]
+    with socket.create_connection(("127.0.0.1", world.port)) as sock:
+        sock.sendall(_post(bodies[0]) + _post(bodies[1]))
+        sock.shutdown(socket.SHUT_WR)
+        answers = _answers(sock, 2)
+        assert [(status, doc["stored"]) for status, doc, _ in answers] == [(200, True), (200, True)]
+        assert _closed(sock)
+    assert world.store.count() == 2
+    with socket.create_connection(("127.0.0.1", world.port)) as sock:  # the worker lives on
+        sock.sendall(_post(world.seal(42)))  # type: ignore[operator]
+        assert _answers(sock, 1)[0][0] == 200
+
+
+def test_the_connection_cap_holds_new_ones_in_the_backlog_until_one_leaves(world: World) -> None:
     world.server.max_clients = 2
     world.start()
-    idle = socket.create_connection(("127.0.0.1", world.port))
-    busy = socket.create_connection(("127.0.0.1", world.port))
-    busy.sendall(_post(world.seal(7)))  # type: ignore[operator]
-    assert _answers(busy, 1)[0][0] == 200
+    first = socket.create_connection(("127.0.0.1", world.port))
+    second = socket.create_connection(("127.0.0.1", world.port))
+    second.sendall(_post(world.seal(7)))  # type: ignore[operator]
+    assert _answers(second, 1)[0][0] == 200
     third = socket.create_connection(("127.0.0.1", world.port))  # in the kernel's backlog: not taken yet
     third.sendall(_post(world.seal(8)))  # type: ignore[operator]
-    # the idle two are closed after IDLE_S (swept once a second), then the third is taken
-    assert _closed(idle, timeout=5) and _closed(busy, timeout=5)
+    third.settimeout(0.5)
+    with pytest.raises(TimeoutError):
+        third.recv(1)
+    first.close()
     assert _answers(third, 1)[0][0] == 200
-    for sock in (idle, busy, third):
+    for sock in (second, third):
         sock.close()
+
+
+def test_one_address_may_hold_only_so_many_connections(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    world.server.per_address = 2
+    world.start()
+    held = [socket.create_connection(("127.0.0.1", world.port)) for _ in range(2)]
+    for sock in held:
+        sock.sendall(_post(world.seal(9)))  # type: ignore[operator]
+        assert _answers(sock, 1)[0][0] == 200  # both taken
+    extra = socket.create_connection(("127.0.0.1", world.port))
+    extra.sendall(_post(world.seal(10)))  # type: ignore[operator]
+    assert _closed(extra)
+    assert "127.0.0.1 has 2 connections open, the most one address may" in caplog.text
+    held[0].close()
+    time.sleep(0.2)
+    with socket.create_connection(("127.0.0.1", world.port)) as again:
+        again.sendall(_post(world.seal(11)))  # type: ignore[operator]
+        assert _answers(again, 1)[0][0] == 200
+    for sock in (held[1], extra):
+        sock.close()
+
+
+def test_idle_and_trickled_connections_are_closed(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest_server, "IDLE_S", 0.3)
+    monkeypatch.setattr(ingest_server, "REQUEST_S", 1.0)
+    world.start()
+    idle = socket.create_connection(("127.0.0.1", world.port))
+    trickle = socket.create_connection(("127.0.0.1", world.port))
+    request = _post(world.seal(12))  # type: ignore[operator]
+    for byte in request[:40]:  # a byte every 0.1 s: never idle, never complete
+        try:
+            trickle.sendall(bytes([byte]))
+        except OSError:  # answered and closed
+            break
+        time.sleep(0.1)
+    [(status, doc, close)] = _answers(trickle, 1)
+    assert (status, close) == (408, True) and "not complete within" in str(doc["error"])
+    assert _closed(idle, timeout=0.1)
+    for sock in (idle, trickle):
+        sock.close()
+
+
+def test_bodies_buffered_past_the_budget_are_refused(world: World) -> None:
+    world.server.body_budget = 4096
+    world.start()
+    with socket.create_connection(("127.0.0.1", world.port)) as sock:
+        sock.sendall(b"POST /v1/deliveries HTTP/1.1\r\nHost: h\r\nContent-Length: 10000\r\n\r\n" + b"x" * 6000)
+        [(status, doc, close)] = _answers(sock, 1)
+        assert (status, close) == (503, True) and "too many deliveries" in str(doc["error"])
+    assert world.server._buffered == 0
+    with socket.create_connection(("127.0.0.1", world.port)) as sock:
+        sock.sendall(_post(world.seal(13)))  # type: ignore[operator]
+        assert _answers(sock, 1)[0][0] == 200
+
+
+class _NoDescriptors:
+    """The listener, as a process out of file descriptors sees it: readable, accept fails."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real, self.accepts = real, 0
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def accept(self) -> tuple[socket.socket, object]:
+        self.accepts += 1
+        raise OSError(errno.EMFILE, "Too many open files")
+
+
+def test_out_of_descriptors_accepting_rests_instead_of_spinning(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    real = world.server.socket
+    blocked = _NoDescriptors(real)
+    world.server.socket = blocked  # type: ignore[assignment]
+    world.start()
+    waiting = socket.create_connection(("127.0.0.1", world.port))  # the listener is readable from now on
+    time.sleep(1.2)
+    assert 1 <= blocked.accepts <= 4  # once per rest of 0.5 s, not once per turn
+    assert caplog.text.count("cannot accept connections") == blocked.accepts
+    world.server.socket = real  # descriptors free again: the waiting connection is taken
+    waiting.sendall(_post(world.seal(14)))  # type: ignore[operator]
+    assert _answers(waiting, 1)[0][0] == 200
+    waiting.close()
+
+
+def test_a_failed_commit_answers_every_delivery_of_the_batch_503_and_keeps_none(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    bodies = [world.seal(50 + n) for n in range(3)]  # type: ignore[operator]
+    insert = world.store._insert
+    calls = [0]
+
+    def failing_insert(cur: object, delivery: Delivery, received_at: str) -> bool:
+        calls[0] += 1
+        if calls[0] == 3:  # the third row of the one transaction: the first two are written
+            raise sqlite3.OperationalError("disk I/O error")
+        return insert(cur, delivery, received_at)
+
+    monkeypatch.setattr(world.store, "_insert", failing_insert)
+    socks = [socket.create_connection(("127.0.0.1", world.port)) for _ in bodies]
+    for sock, body in zip(socks, bodies, strict=True):
+        sock.sendall(_post(body))
+    time.sleep(0.2)
+    world.start()  # all three in one turn, one transaction
+    answers = [_answers(sock, 1)[0] for sock in socks]
+    assert [(status, "disk I/O error" in str(doc["error"])) for status, doc, _ in answers] == [(503, True)] * 3
+    assert world.store.count() == 0  # rolled back, the two rows written before the fault too
+    for sock, body in zip(socks, bodies, strict=True):  # each sender tries again
+        sock.sendall(_post(body))
+        assert _answers(sock, 1)[0][:1] == (200,)
+        sock.close()
+    assert world.store.count() == 3
+
+
+def test_a_reason_that_quotes_the_sender_is_logged_with_its_control_characters_escaped(
+        world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    forged = "signer CN=x\r\n2026-11-26 11:00 INFO smgw.headend: delivery 0f0f stored"
+    monkeypatch.setattr(ingest_server, "admit", lambda ctx, body, ip: (403, {"error": forged}))
+    world.start()
+    with socket.create_connection(("127.0.0.1", world.port)) as sock:
+        sock.sendall(_post(b"anything"))
+        [(status, doc, _)] = _answers(sock, 1)
+    assert (status, doc["error"]) == (403, forged)  # the sender hears it as it was (JSON escapes it)
+    [line] = [r.getMessage() for r in caplog.records if "refused delivery" in r.getMessage()]
+    assert "\r" not in line and "\n" not in line and "\\r\\n" in line
 
 
 def _hold_write_lock(world: World) -> sqlite3.Connection:
