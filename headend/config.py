@@ -69,7 +69,8 @@ class Ingest(_Strict):
                                   "group) instead of read_address:read_port, which every local user reaches")
     connections_per_gateway: int = Field(default=8, ge=1, le=256,
                                          description="open ingest connections one tunnel address may hold (the "
-                                                     "tunnel device's firewall resets the next); a gateway keeps one")
+                                                     "tunnel device's firewall resets the next, and each ingest "
+                                                     "process closes it); a gateway keeps one")
 
     @model_validator(mode="after")
     def _reads_on_loopback(self) -> Ingest:
