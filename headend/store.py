@@ -100,10 +100,12 @@ class HeadendStore:
         if self.engine == "sqlite":
             path = Path(url[len("sqlite:///"):])
             path.parent.mkdir(parents=True, exist_ok=True)
-            # no SQLite busy handler: it sleeps 1, 2, 5, 10 .. 100 ms between tries, which turns two
-            # ingest processes taking turns on the write lock into milliseconds of idling each;
-            # _begin retries every half millisecond instead
-            self._con = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
+            # SQLite's busy handler only while the store is set up (workers starting together
+            # take turns on the journal mode and the schema); then none: it sleeps 1, 2, 5, 10
+            # .. 100 ms between tries, which turns two ingest processes taking turns on the
+            # write lock into milliseconds of idling each (_begin retries every half millisecond
+            # instead, and the ingest loop does other work meanwhile)
+            self._con = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=LOCK_WAIT_S)
             self._con.execute("PRAGMA journal_mode=WAL")
             # FULL: an acknowledged delivery leaves the gateway's outbox, so the commit that
             # precedes the acknowledgement must survive a power cut, not only a crash (NORMAL
@@ -123,6 +125,8 @@ class HeadendStore:
                 cur.execute("SELECT pg_advisory_xact_lock(62056)")
             for statement in TABLES:
                 cur.execute(statement)
+        if self.engine == "sqlite":
+            self._con.execute("PRAGMA busy_timeout = 0")
 
     def _connect(self) -> Any:
         import psycopg  # only a PostgreSQL headend needs the driver loaded

@@ -9,6 +9,7 @@ import multiprocessing
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +130,23 @@ def test_a_failed_batch_stores_none_of_it_and_the_next_one_stores(
     assert store.store(_delivery(2), "2026-11-25T11:00:00Z") is True
     assert store.count() == 1
     store.close()
+
+
+def test_workers_starting_while_another_holds_the_database_wait_their_turn(tmp_path: Path) -> None:
+    """A worker started (or restarted) while another has the SQLite file locked waits for
+    it while it sets the store up, instead of exiting with "database is locked" (which
+    stopped the whole headend at start)."""
+    import sqlite3
+    import threading
+
+    url = f"sqlite:///{tmp_path}/ingest.db"
+    HeadendStore(url).close()
+    other = sqlite3.connect(tmp_path / "ingest.db", isolation_level=None, check_same_thread=False)
+    other.execute("PRAGMA locking_mode=EXCLUSIVE")
+    other.execute("BEGIN EXCLUSIVE")
+    other.execute("INSERT INTO deliveries SELECT * FROM deliveries WHERE 0")  # takes the lock now
+    threading.Timer(0.5, other.close).start()  # (exclusive locking mode: held until closed)
+    store = HeadendStore(url)  # waits, then sets up
+    assert store.store(_delivery(0), "2026-11-25T11:00:00Z") is True
+    store.close()
+    other.close()
