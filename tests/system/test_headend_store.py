@@ -16,6 +16,7 @@ import pytest
 from headend.document import Delivery, Value
 from headend.ingest import IngestContext, ingest
 from headend.store import HeadendStore, HeadendStoreError
+from tests.headendhelpers import count_transactions
 
 T0 = dt.datetime(2026, 11, 25, 10, tzinfo=dt.UTC)
 
@@ -93,14 +94,7 @@ def test_a_batch_is_one_transaction_and_stores_each_id_once(headend_database: Ca
     same batch again stores nothing."""
     store = HeadendStore(headend_database("dso"))
     deliveries = [_delivery(n) for n in range(40)]
-    transactions = [0]
-    begin = store._begin
-
-    def counting_begin(cur: object, wait: bool = True) -> None:
-        transactions[0] += 1
-        begin(cur, wait)
-
-    store._begin = counting_begin  # type: ignore[method-assign]
+    transactions = count_transactions(store)
     twice = [(d, "2026-11-25T11:00:00Z") for d in deliveries + deliveries]
     assert store.store_many(twice) == [True] * 40 + [False] * 40
     assert transactions[0] == 1

@@ -31,6 +31,7 @@ from headend.store import HeadendStore
 from pki.ca import CertificateAuthority, init_ca
 from pki.cms import sign, software_signer
 from pki.cms_envelope import encrypt, software_agreement
+from tests.headendhelpers import count_transactions
 from tests.pkihelpers import PASS
 
 START = dt.datetime(2026, 11, 25, 8, tzinfo=dt.UTC)
@@ -76,14 +77,7 @@ def sealer(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, object]:
 def world(tmp_path: Path, sealer: tuple[object, object]) -> Iterator[World]:
     seal, (ca, enc, enc_key) = sealer
     store = HeadendStore(f"sqlite:///{tmp_path}/headend.db")
-    transactions = [0]
-    begin = store._begin
-
-    def counting_begin(cur: object, wait: bool = True) -> None:
-        transactions[0] += 1
-        begin(cur, wait)
-
-    store._begin = counting_begin  # type: ignore[method-assign]
+    transactions = count_transactions(store)
     ctx = IngestContext(party="dso", root=ca.cert, crl=ca.crl(), enc_cert=enc,  # type: ignore[attr-defined]
                         agree=software_agreement(enc_key), peer_cn=lambda ip: "gw-0001", store=store)  # type: ignore[arg-type]
     server = IngestServer(ctx, "127.0.0.1", 0)
