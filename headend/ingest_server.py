@@ -22,8 +22,10 @@ request in hand (so h11 buffers at most one read beyond it); not while its reque
 an answer, nor while its answers wait to be sent (they wait in the peer's socket buffer, not
 in ours). A request must be complete within ``REQUEST_S`` of its first byte; a connection
 that neither sends nor takes a byte for ``IDLE_S`` is closed; one address holds at most
-``per_address`` connections, and all request bodies buffered at once at most ``body_budget``
-bytes. A refusal before the body is read closes the connection, as does malformed HTTP.
+``per_address`` connections and ``ADDRESS_BODY_LIMIT`` bytes of unfinished bodies, and all
+of them together at most ``body_budget`` bytes. A turn takes at most ``MAX_PER_TURN`` requests,
+so answers never wait behind thousands of others; the timeouts are judged by the clock of the
+turn's ``select``, so bytes that arrived while the loop was busy count as arrived in time. A refusal before the body is read closes the connection, as does malformed HTTP.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ RETRY_S = 0.0005  #: how soon a batch asks for SQLite's write lock again
 ACCEPT_PAUSE_S = 0.5  #: out of descriptors or memory: how long accepting rests
 PER_ADDRESS = 8  #: connections from one address at once (a gateway keeps one; nftables allows 8)
 BODY_BUDGET = 64 << 20  #: request bodies buffered at once by one worker, all connections together
+ADDRESS_BODY_LIMIT = 2 * MAX_BODY  #: of which one address may hold (a gateway sends one ~2 kB delivery at a time)
+MAX_PER_TURN = 256  #: requests one turn takes; the rest wait in the kernel (a turn stays well under a second)
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _FULL = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
@@ -143,6 +147,7 @@ class IngestServer:
         self._clients: dict[int, _Client] = {}
         self._per_address: dict[str, int] = {}
         self._buffered = 0  #: bytes of request bodies held, all clients together
+        self._buffered_by: dict[str, int] = {}  #: the same per address
         self._again: list[_Client] = []  #: answered clients whose next request may already be buffered
         self._pending: list[tuple[_Client, Delivery]] = []  #: admitted, waiting for the write lock
         self._pending_since = 0.0
@@ -160,23 +165,30 @@ class IngestServer:
             while not self._stop.is_set():
                 requests: list[tuple[_Client, bytes]] = []
                 again, self._again = self._again, []
-                for client in again:
+                for i, client in enumerate(again):
+                    if len(requests) >= MAX_PER_TURN:
+                        self._again.extend(again[i:])
+                        break
                     if client.sock.fileno() >= 0 and not client.out:
                         self._events(client, requests)
-                wait = 0 if requests else RETRY_S if self._pending else poll_interval
-                for key, mask in self._selector.select(wait):
+                wait = 0 if requests or self._again else RETRY_S if self._pending else poll_interval
+                events = self._selector.select(wait)
+                now = time.monotonic()  # the timeouts' clock: what arrived by now is in events
+                unread: set[_Client] = set()
+                for key, mask in events:
                     if key.data is None:
                         self._accept()
                     elif mask & _WRITE:
                         self._flush(key.data)
-                    else:
+                    elif len(requests) < MAX_PER_TURN:
                         self._receive(key.data, requests)
+                    else:  # this turn is full: read next turn (the socket stays readable)
+                        unread.add(key.data)
+                if now >= next_sweep:
+                    self._sweep(now, unread)
+                    next_sweep = now + 1.0
                 self._answer_all(requests)
                 self._commit()
-                now = time.monotonic()
-                if now >= next_sweep:
-                    self._sweep(now)
-                    next_sweep = now + 1.0
             self._give_back("the ingest is stopping; try again")
         finally:
             self._done.set()
@@ -265,8 +277,7 @@ class IngestServer:
             self._selector.unregister(client.sock)
             client.watched = 0
         del self._clients[fd]
-        self._buffered -= len(client.body)
-        client.body.clear()
+        self._release(client)
         left = self._per_address.pop(client.address, 1) - 1
         if left:
             self._per_address[client.address] = left
@@ -274,11 +285,16 @@ class IngestServer:
         if self._accept_rest_until == 0.0:
             self._resume_accepting()
 
-    def _sweep(self, now: float) -> None:
+    def _sweep(self, now: float, unread: set[_Client]) -> None:
+        """Close what timed out by ``now`` (taken when ``select`` returned, so a busy turn
+        counts against nobody); ``unread``: clients with bytes waiting that this turn had no
+        room for, which are not silent."""
         if not self._accepting and self._accept_rest_until and now >= self._accept_rest_until:
             self._accept_rest_until = 0.0
             self._resume_accepting()
         for client in list(self._clients.values()):
+            if client in unread:
+                continue
             if client.started is not None and now - client.started > REQUEST_S:
                 self._refuse(client, 408, f"request not complete within {REQUEST_S:.0f} s")
             elif client.watched and now - client.seen > IDLE_S:  # waiting for the peer, in vain
@@ -329,27 +345,38 @@ class IngestServer:
             elif isinstance(event, h11.Data):
                 client.body += event.data  # h11 holds the body to its Content-Length, checked above
                 self._buffered += len(event.data)
+                held = self._buffered_by[client.address] = self._buffered_by.get(client.address, 0) + len(event.data)
                 if len(client.body) > MAX_BODY:  # and so does this, should the framing ever differ
                     self._refuse(client, 413, f"body must be 1..{MAX_BODY} bytes")
+                    return
+                if held > ADDRESS_BODY_LIMIT:  # one address may not take the budget from the others
+                    self._refuse(client, 503, "too much arriving from this address at once; try again")
                     return
                 if self._buffered > self.body_budget:
                     self._refuse(client, 503, "too many deliveries arriving at once; try again")
                     return
             elif isinstance(event, h11.EndOfMessage):
                 requests.append((client, bytes(client.body)))
-                self._buffered -= len(client.body)
-                client.body.clear()
+                self._release(client)
                 client.started = None
                 break
         self._watch(client)
+
+    def _release(self, client: _Client) -> None:
+        """The client's body no longer held (handed on, refused or closed)."""
+        if client.body:
+            self._buffered -= len(client.body)
+            left = self._buffered_by.pop(client.address, 0) - len(client.body)
+            if left:
+                self._buffered_by[client.address] = left
+            client.body.clear()
 
     def _refuse(self, client: _Client, status: int, error: str, path: bytes = b"") -> None:
         """Answer a request refused before its body was read, and close: the unread bytes
         must not become the next request."""
         where = f" {path[:80]!r}" if path else ""
         log.warning("refused a request from %s%s: %s", client.address, where, printable(error))
-        self._buffered -= len(client.body)
-        client.body.clear()
+        self._release(client)
         client.started = None
         self._send(client, status, {"error": error}, close=True)
 

@@ -12,6 +12,7 @@ import json
 import selectors
 import socket
 import sqlite3
+import struct
 import threading
 import time
 import uuid
@@ -486,3 +487,92 @@ def test_a_lock_held_past_the_wait_answers_503_and_stores_nothing(
         assert _answers(sock, 1)[0][:1] == (200,)
     assert world.store.count() == 1
     holder.close()
+
+
+def test_bodies_are_let_go_when_delivered_refused_or_cut_off(world: World) -> None:
+    """The body budget's accounting: back to nothing after served deliveries and after a
+    peer that resets in the middle of a body (else every later delivery would hear 503)."""
+    world.start()
+    with socket.create_connection(("127.0.0.1", world.port)) as sock:
+        sock.sendall(_post(world.seal(60)) + _post(b"x" * 300))  # type: ignore[operator]
+        assert [a[0] for a in _answers(sock, 2)] == [200, 400]
+    assert (world.server._buffered, world.server._buffered_by) == (0, {})
+    cut = socket.create_connection(("127.0.0.1", world.port))
+    cut.sendall(b"POST /v1/deliveries HTTP/1.1\r\nHost: h\r\nContent-Length: 5000\r\n\r\n" + b"x" * 3000)
+    time.sleep(0.3)
+    assert world.server._buffered == 3000
+    cut.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # a reset, not a FIN
+    cut.close()
+    time.sleep(0.3)
+    assert (world.server._buffered, world.server._buffered_by, world.server._per_address) == (0, {}, {})
+    assert world.server._clients == {}
+
+
+def test_one_address_may_not_take_the_body_budget_from_the_others(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest_server, "ADDRESS_BODY_LIMIT", 6000)  # (the real one: two whole bodies)
+    world.start()
+    head = b"POST /v1/deliveries HTTP/1.1\r\nHost: h\r\nContent-Length: 5000\r\n\r\n"
+    first = socket.create_connection(("127.0.0.1", world.port))
+    first.sendall(head + b"x" * 3000)
+    time.sleep(0.2)
+    with socket.create_connection(("127.0.0.1", world.port)) as second:
+        second.sendall(head + b"x" * 3500)  # 6,500 bytes from one address
+        [(status, doc, close)] = _answers(second, 1)
+        assert (status, close) == (503, True) and "from this address" in str(doc["error"])
+    first.sendall(b"x" * 2000)  # the first one's body is still taken, and judged
+    assert _answers(first, 1)[0][0] == 400
+    first.close()
+
+
+def test_a_turn_takes_so_many_requests_and_the_rest_the_next(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest_server, "MAX_PER_TURN", 2)
+    socks = [socket.create_connection(("127.0.0.1", world.port)) for _ in range(5)]
+    for n, sock in enumerate(socks):
+        sock.sendall(_post(world.seal(70 + n)))  # type: ignore[operator]
+    time.sleep(0.2)
+    before = world.transactions[0]
+    world.start()
+    assert [_answers(sock, 1)[0][0] for sock in socks] == [200] * 5
+    assert world.transactions[0] - before == 3  # 2 + 2 + 1
+    for sock in socks:
+        sock.close()
+
+
+def test_parked_senders_are_neither_read_nor_swept_and_a_stop_answers_them(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest_server, "IDLE_S", 0.3)
+    holder = _hold_write_lock(world)
+    world.start()
+    first, second = (socket.create_connection(("127.0.0.1", world.port)) for _ in range(2))
+    first.sendall(_post(world.seal(80)) + _post(world.seal(81)))  # type: ignore[operator]  # one pipelined behind
+    second.sendall(_post(world.seal(82)))  # type: ignore[operator]
+    time.sleep(1.5)  # past IDLE_S, with a sweep or two
+    parked = list(world.server._clients.values())
+    assert len(parked) == 2 and all(c.parked and c.watched == 0 for c in parked)
+    holder.rollback()
+    assert [a[0] for a in _answers(first, 2)] == [200, 200]
+    assert _answers(second, 1)[0][0] == 200
+    holder.execute("BEGIN IMMEDIATE")  # held again: the next one waits, then the ingest stops
+    second.sendall(_post(world.seal(83)))  # type: ignore[operator]
+    time.sleep(0.3)
+    world.server.shutdown()
+    [(status, doc, _)] = _answers(second, 1)
+    assert status == 503 and "stopping" in str(doc["error"])
+    holder.rollback()
+    assert world.store.count() == 3
+    for sock in (first, second):
+        sock.close()
+    holder.close()
+
+
+def test_a_kept_alive_connection_gets_a_fresh_request_deadline(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest_server, "REQUEST_S", 0.5)
+    world.start()
+    with socket.create_connection(("127.0.0.1", world.port)) as sock:
+        sock.sendall(_post(world.seal(90)))  # type: ignore[operator]
+        assert _answers(sock, 1)[0][0] == 200
+        time.sleep(1.5)  # longer than REQUEST_S, shorter than IDLE_S: a gateway between deliveries
+        sock.sendall(_post(world.seal(91)))  # type: ignore[operator]
+        assert _answers(sock, 1)[0][0] == 200
