@@ -180,8 +180,9 @@ def _sample(core: int, run: Path, seconds: float, portal_cert: Path) -> dict[str
         core_rss = max(core_rss, _rss_pss_kb(core)[0])
         stack_rss = max(stack_rss, sum(r for r, _ in sizes))
         per_process = {name: round(pss / 1024, 1) for name, (_, pss) in zip(names, sizes, strict=True)}
-        if sum(p for _, p in sizes) > stack_pss:
-            stack_pss, at_peak = sum(p for _, p in sizes), per_process
+        total_pss = sum(p for _, p in sizes)
+        if total_pss > stack_pss:
+            stack_pss, at_peak = total_pss, per_process
         processes = max(processes, len(pids))
         time.sleep(2)
     elapsed = time.monotonic() - t0

@@ -232,10 +232,6 @@ def make_read_handler(store: HeadendStore) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-#: Linux's IP_FREEBIND (15; Python names it only from 3.12)
-IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
-
-
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_port = True  # several ingest processes on one port; the kernel spreads connections

@@ -65,6 +65,15 @@ _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _FULL = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
+def _tally(counts: dict[str, int], key: str, change: int) -> int:
+    """``counts[key]`` changed by ``change``, the key gone at zero (so a map of what each
+    address holds never fills with addresses that hold nothing); the new count."""
+    count = counts.pop(key, 0) + change
+    if count:
+        counts[key] = count
+    return count
+
+
 class _Client:
     """One connection: its h11 state, the request body so far and the answer not yet sent."""
 
@@ -228,7 +237,7 @@ class IngestServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = _Client(sock, address)
             self._clients[sock.fileno()] = client
-            self._per_address[address] = self._per_address.get(address, 0) + 1
+            _tally(self._per_address, address, 1)
             self._watch(client)
         log.warning("ingest: %d connections open, the most this process takes; new ones wait",
                     len(self._clients))
@@ -252,13 +261,14 @@ class IngestServer:
         send the rest of its request (read), or nothing (its request is being answered)."""
         if client.sock.fileno() < 0:
             return
-        wanted = 0
         if client.parked:
             wanted = 0
         elif client.out:
             wanted = _WRITE
         elif client.wants_data and not client.eof and not client.closing:
             wanted = _READ
+        else:
+            wanted = 0
         if wanted == client.watched:
             return
         if not wanted:
@@ -278,9 +288,7 @@ class IngestServer:
             client.watched = 0
         del self._clients[fd]
         self._release(client)
-        left = self._per_address.pop(client.address, 1) - 1
-        if left:
-            self._per_address[client.address] = left
+        _tally(self._per_address, client.address, -1)
         client.sock.close()
         if self._accept_rest_until == 0.0:
             self._resume_accepting()
@@ -345,7 +353,7 @@ class IngestServer:
             elif isinstance(event, h11.Data):
                 client.body += event.data  # h11 holds the body to its Content-Length, checked above
                 self._buffered += len(event.data)
-                held = self._buffered_by[client.address] = self._buffered_by.get(client.address, 0) + len(event.data)
+                held = _tally(self._buffered_by, client.address, len(event.data))
                 if len(client.body) > MAX_BODY:  # and so does this, should the framing ever differ
                     self._refuse(client, 413, f"body must be 1..{MAX_BODY} bytes")
                     return
@@ -366,9 +374,7 @@ class IngestServer:
         """The client's body no longer held (handed on, refused or closed)."""
         if client.body:
             self._buffered -= len(client.body)
-            left = self._buffered_by.pop(client.address, 0) - len(client.body)
-            if left:
-                self._buffered_by[client.address] = left
+            _tally(self._buffered_by, client.address, -len(client.body))
             client.body.clear()
 
     def _refuse(self, client: _Client, status: int, error: str, path: bytes = b"") -> None:
@@ -418,17 +424,18 @@ class IngestServer:
             log.exception("storing %d deliveries failed; each answered 503", len(self._pending))
             self._give_back("cannot store now (logged); try again")
             return
+        self._settle(verdicts)
+
+    def _give_back(self, error: str) -> None:
+        """Every waiting delivery answered 503, not stored: its sender keeps it and tries again."""
+        self._settle([(503, {"error": error})] * len(self._pending))
+
+    def _settle(self, verdicts: list[Verdict]) -> None:
+        """The waiting batch ended: each sender unparked and answered its verdict."""
         batch, self._pending = self._pending, []
         for (client, _), verdict in zip(batch, verdicts, strict=True):
             client.parked = False
             self._answer(client, verdict)
-
-    def _give_back(self, error: str) -> None:
-        """Every waiting delivery answered 503, not stored: its sender keeps it and tries again."""
-        batch, self._pending = self._pending, []
-        for client, _ in batch:
-            client.parked = False
-            self._answer(client, (503, {"error": error}))
 
     def _answer(self, client: _Client, verdict: Verdict) -> None:
         status, doc = verdict
