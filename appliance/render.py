@@ -52,6 +52,18 @@ def ovpn_single(value: object) -> str:
     return f"'{text}'"
 
 
+_TMPFILES_PATH = re.compile(r"/[A-Za-z0-9._/+-]+")
+
+
+def tmpfiles_path(value: object) -> str:
+    """A path in a tmpfiles.d line, unquoted: letters, digits and ``. _ / + -`` only (what
+    ``SafePath`` allows), so nothing in it is a field separator, a quote or a specifier."""
+    text = str(value)
+    if not _TMPFILES_PATH.fullmatch(text):
+        raise RenderError(f"value {text[:40]!r} cannot go into a tmpfiles.d line")
+    return text
+
+
 def systemd_arg(value: object) -> str:
     """One argument in a unit's ExecStart: quoted; %, $, quotes and control characters refused."""
     return _double_quoted(value, "a systemd unit")
@@ -98,10 +110,11 @@ def tunnel_views(cfg: GatewayConfig, pkcs11_ids: dict[str, str]) -> list[TunnelV
 def environment(templates: Path = TEMPLATES) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates), undefined=jinja2.StrictUndefined,
                              autoescape=False, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(ovpn=ovpn, ovpn_single=ovpn_single, systemd_arg=systemd_arg)
+    env.filters.update(ovpn=ovpn, ovpn_single=ovpn_single, systemd_arg=systemd_arg, tmpfiles_path=tmpfiles_path)
     return env
 
 
+TMPFILES = "tmpfiles.d/smgw.conf"  #: the run folder, made at boot for the units' user
 TUNNEL_UNIT_PREFIX = "smgw-tunnel-"  #: + party name: one unit per party's tunnel
 
 
@@ -128,6 +141,7 @@ def generate(cfg: GatewayConfig, pkcs11_ids: dict[str, str], templates: Path = T
             files[f"systemd/{unit}"] = env.get_template("systemd/smgw-tunnel.service.j2").render(u=units, party=party)
         else:
             files[f"systemd/{unit}"] = env.get_template(f"systemd/{unit}.j2").render(u=units)
+    files[TMPFILES] = env.get_template("tmpfiles/smgw.conf.j2").render(u=units)
     if cfg.portal is not None and cfg.portal.enabled:
         from appliance.portal_settings import SETTINGS_FILE, render_portal_settings
 

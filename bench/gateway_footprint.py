@@ -5,7 +5,9 @@ every 30 s, two parties with one-minute send windows, both tunnels up, the GateW
 listening; ``smgw gateway run`` supervising it all as on a board without systemd. Samples
 every 2 s for ``--seconds`` (default 300):
 
-- ``core_rss_mb`` (max) and ``core_cpu_percent`` (mean, of one core) for the core process;
+- ``core_rss_mb`` (max) and ``core_cpu_percent`` (mean, of one core) for the core process,
+  and ``core_rss_mb_by_mapping_at_peak``: that RSS split into anonymous memory and the files
+  (libraries) mapped;
 - ``stack_rss_mb`` and ``stack_pss_mb`` (max of the sum) for every process of the stack: the
   core, the tunnel supervisor, the GateWatcher, the HAN portal and their openvpn processes
   (in the ``in-process`` shape the tunnels and the GateWatcher are threads of the core; the
@@ -67,6 +69,28 @@ def _rss_pss_kb(pid: int) -> tuple[int, int]:
         return int(fields["Rss"].split()[0]), int(fields["Pss"].split()[0])
     except (OSError, KeyError, ValueError):
         return 0, 0
+
+
+def _rss_by_mapping_mb(pid: int) -> dict[str, float]:
+    """Where the core's resident pages lie: anonymous memory (Python's objects, the C heaps)
+    against each file mapped (libraries: shared with every process that maps them, and
+    clean, so the kernel can take them back under pressure). The biggest few, in MB."""
+    sizes: dict[str, int] = {}
+    name = "anonymous"
+    try:
+        for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+            fields = line.split()
+            if not fields[0].endswith(":"):  # a mapping's header: range perms offset dev inode [path]
+                path = fields[5] if len(fields) > 5 else ""
+                name = "anonymous" if not path.startswith("/") else Path(path).name
+            elif fields[0] == "Rss:":
+                sizes[name] = sizes.get(name, 0) + int(fields[1])
+    except OSError:
+        return {}
+    top = sorted(sizes.items(), key=lambda item: -item[1])
+    out = {k: round(v / 1024, 1) for k, v in top[:8]}
+    out["other files"] = round(sum(v for _, v in top[8:]) / 1024, 1)
+    return out
 
 
 def _name(pid: int) -> str:
@@ -165,6 +189,7 @@ def _sample(core: int, run: Path, seconds: float, portal_cert: Path) -> dict[str
     time.sleep(1)  # the child has written the pair; let it exit
     cpu0, t0 = _cpu_s(core), time.monotonic()
     core_rss = stack_rss = stack_pss = 0
+    core_mappings: dict[str, float] = {}
     processes = 0
     per_process: dict[str, float] = {}
     at_peak: dict[str, float] = {}
@@ -177,7 +202,9 @@ def _sample(core: int, run: Path, seconds: float, portal_cert: Path) -> dict[str
         samples += 1
         for name in {n.split(" ", 1)[-1] for n in names}:  # by command: a transient one has a new pid each time
             seen[name] = seen.get(name, 0) + 1
-        core_rss = max(core_rss, _rss_pss_kb(core)[0])
+        rss_now = _rss_pss_kb(core)[0]
+        if rss_now > core_rss:
+            core_rss, core_mappings = rss_now, _rss_by_mapping_mb(core)
         stack_rss = max(stack_rss, sum(r for r, _ in sizes))
         per_process = {name: round(pss / 1024, 1) for name, (_, pss) in zip(names, sizes, strict=True)}
         total_pss = sum(p for _, p in sizes)
@@ -187,6 +214,7 @@ def _sample(core: int, run: Path, seconds: float, portal_cert: Path) -> dict[str
         time.sleep(2)
     elapsed = time.monotonic() - t0
     return {"seconds": round(elapsed), "core_rss_mb": round(core_rss / 1024, 1),
+            "core_rss_mb_by_mapping_at_peak": core_mappings,
             "core_cpu_percent": round(100 * (_cpu_s(core) - cpu0) / elapsed, 2),
             "stack_rss_mb": round(stack_rss / 1024, 1), "stack_pss_mb": round(stack_pss / 1024, 1),
             "stack_processes": processes, "pss_mb_by_process": per_process, "pss_mb_by_process_at_peak": at_peak,

@@ -6,6 +6,7 @@ the same keys."""
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import pwd
@@ -25,6 +26,7 @@ from tests.system.conftest import ROOT, SMGW
 from tests.system.testbed import require_tools
 from tests.tools import missing
 
+TUN = Path("/dev/net/tun")
 GATEWAYS = {"gw1": ("gw", "gw-0001"), "gw2": ("gw2", "gw-0002")}
 
 
@@ -98,7 +100,11 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
     Lab.sweep(prefix)
     lab = build(prefix)
     procs: list[subprocess.Popen[bytes]] = []
+    tun_mode = TUN.stat().st_mode & 0o777
     try:
+        # the tunnel services open it as user smgw: 0666 as Debian's udev makes it (this machine
+        # has no udev); TUNSETIFF then needs the CAP_NET_ADMIN their units hand them
+        TUN.chmod(0o666)
         first = playbook(root, prefix, archive, log)
         _ok(first)
         assert all(first.recap[h]["changed"] > 0 for h in ("ca", "dso", "gw1", "gw2")), first.recap
@@ -140,12 +146,27 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
             deadline = time.monotonic() + 15
             while not (gw / "meter").exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
+            # the meter's port as udev hands a serial adapter out: group dialout, 0660
+            pty = os.path.realpath(gw / "meter")
+            os.chown(pty, 0, grp.getgrnam("dialout").gr_gid)
+            os.chmod(pty, 0o660)
+            # a boot: /run is empty, the installed tmpfiles.d rule makes the run folder for the units' user
+            shutil.rmtree(gw / "run/smgw", ignore_errors=True)
+            made = subprocess.run(["systemd-tmpfiles", "--create", str(gw / "etc/tmpfiles.d/smgw.conf")],
+                                  capture_output=True, text=True, check=False)
+            assert made.returncode == 0, made.stderr
+            run_dir = (gw / "run/smgw").stat()
+            assert (run_dir.st_uid, run_dir.st_gid, run_dir.st_mode & 0o7777) == (
+                pwd.getpwnam("smgw").pw_uid, grp.getgrnam("smgw").gr_gid, 0o750)
             units = gw / "etc/systemd/system"
             assert sorted(u.name for u in units.iterdir()) == [
                 "smgw-core.service", "smgw-gatewatcher.service", "smgw-portal.service", "smgw-selftest.service",
                 "smgw-selftest.timer", "smgw-tunnel-dso.service"]
+            # each as its unit says: user smgw, its groups, only the capabilities it names
             for name in ("smgw-core.service", "smgw-tunnel-dso.service", "smgw-gatewatcher.service"):
-                start(ns, units / name, {**env, "SOFTHSM2_CONF": str(gw / "etc/softhsm/softhsm2.conf")})
+                assert unit_identity(units / name)[1:3] == ["--reuid=smgw", "--regid=smgw"], name
+                start(ns, units / name, {**env, "SOFTHSM2_CONF": str(gw / "etc/softhsm/softhsm2.conf"),
+                                         "HOME": "/nonexistent"}, as_unit_user=True)
         # the household portal on gw1, as its unit says: its own user, the store read through group smgw
         portal_unit = root / "gw1/etc/systemd/system/smgw-portal.service"
         assert unit_identity(portal_unit)[1:3] == ["--reuid=smgw-portal", "--regid=smgw-portal"]
@@ -159,6 +180,14 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
                 assert p.poll() is None, f"{p.args!r} exited with {p.returncode}"
             time.sleep(2)
         assert _delivered(db) == wanted, _delivered(db)
+        smgw_uid = str(pwd.getpwnam("smgw").pw_uid)
+        # ip netns exec and setpriv exec in place: each pid is the service's own
+        gateway_services = [p for p in procs if "--reuid=smgw" in p.args]
+        assert len(gateway_services) == 3 * len(GATEWAYS)
+        for proc in gateway_services:
+            uid = next(line for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                       if line.startswith("Uid:"))
+            assert uid.split()[1:3] == [smgw_uid, smgw_uid], (proc.args, uid)
 
         # the household reaches its portal from the HAN (its login from the inventory works), never from the WAN
         deadline = time.monotonic() + 60
@@ -224,5 +253,6 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
                 assert renewed[label]["not_after"] > issued[host][label]["not_after"]  # a new certificate
     finally:
         end_all(procs, 15)
+        TUN.chmod(tun_mode)
         lab.close()
         shutil.rmtree(base, ignore_errors=True)

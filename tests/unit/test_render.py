@@ -16,7 +16,7 @@ import pytest
 
 from appliance.config import load, verify
 from appliance.errors import ConfigError
-from appliance.render import RenderError, generate, ovpn, ovpn_single
+from appliance.render import RenderError, generate, ovpn, ovpn_single, tmpfiles_path
 from firewall.errors import FirewallError
 from firewall.nftables import nft_str
 from tests.tools import missing
@@ -35,7 +35,7 @@ def test_example_renders_exactly_the_golden_files() -> None:
                           "systemd/smgw-core.service", "systemd/smgw-tunnel-dso.service",
                           "systemd/smgw-tunnel-supplier.service", "systemd/smgw-selftest.service",
                           "systemd/smgw-selftest.timer", "systemd/smgw-gatewatcher.service",
-                          "systemd/smgw-portal.service", "portal.json"}
+                          "systemd/smgw-portal.service", "portal.json", "tmpfiles.d/smgw.conf"}
     for name, text in files.items():
         golden = GOLDEN / name
         if os.environ.get("SMGW_UPDATE_GOLDEN") == "1":
@@ -240,3 +240,17 @@ def test_apply_shares_what_it_rendered_with_the_services_group(tmp_path: Path) -
             state / "rendered/nftables.conf"]
     assert {p.stat().st_gid for p in tree} == {1}
     assert all(p.stat().st_mode & 0o007 == 0 for p in tree)  # and nobody else
+
+
+def test_the_run_folder_is_made_at_boot_for_the_units_user() -> None:
+    cfg = load(EXAMPLE)
+    line = generate(cfg, IDS)["tmpfiles.d/smgw.conf"].splitlines()[-1]
+    # type, path, mode, user, group, age: the units' user and group (User=/Group= of every unit)
+    assert line.split() == ["d", str(cfg.paths.run), "0750", "smgw", "smgw", "-"]
+    assert "User=smgw\nGroup=smgw" in generate(cfg, IDS)["systemd/smgw-core.service"]
+
+
+@pytest.mark.parametrize("bad", ["/run/smgw x", "/run/%n", "run/smgw", "/run/smgw\nd /etc 0777 root root -", ""])
+def test_a_tmpfiles_path_refuses_separators_specifiers_and_relative_paths(bad: str) -> None:
+    with pytest.raises(RenderError, match="tmpfiles.d"):
+        tmpfiles_path(bad)
