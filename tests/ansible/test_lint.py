@@ -58,6 +58,7 @@ def _gateway_play(tmp_path: Path, extra: str) -> subprocess.CompletedProcess[str
     ('{"smgw_gateway_interfaces": {"wan": {"name": "wan0"}}}', "han"),
     ('{"smgw_gateway_id": "gw-1\\n[firewall]"}', "id must be a DNS-style name"),
     ('{"smgw_gateway_meter": {"port = \\"/x\\"\\n#": "/dev/ttyUSB0"}}', "is not a plain key"),
+    ('{"smgw_gateway_user": "meterd"}', "smgw_gateway_user"),  # the rendered units run as smgw
     ("{}", "must have run role smgw_ca earlier"),  # a gateway alone: no CA to enrol with
 ])
 def test_gateway_role_refuses_bad_variables_before_touching_the_host(tmp_path: Path, extra: str, says: str) -> None:
