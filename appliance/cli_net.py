@@ -66,16 +66,23 @@ def _holds(path: Path, text: str) -> bool:
         return False
 
 
-def share_rendered(rendered: Path, state: Path) -> None:
-    """``apply`` runs as root, the tunnels and the portal as the service user: what it rendered
-    takes the group of the state folder (smgw), whose members may read it (files 0640, folders
-    0750), and nobody else may."""
+def share_rendered(state: Path, *written: Path) -> None:
+    """``apply`` runs as root, the tunnels, the self-test timer and the portal as the service
+    user: what it wrote (each file, each folder with all below it) takes the group of the state
+    folder (smgw), whose members may read it (files 0640, folders 0750), and nobody else may.
+    The ruleset snapshot among them: unreadable, the self-test failed its critical ruleset check
+    on every run, and the core stopped sending."""
     if os.geteuid() != 0:
         return
     gid = state.stat().st_gid
-    for path in (rendered, *rendered.rglob("*")):
-        if not path.is_symlink() and path.stat().st_gid != gid:
-            os.chown(path, -1, gid)
+    for top in written:
+        for path in (top, *(top.rglob("*") if top.is_dir() else ())):
+            if not path.is_symlink() and path.stat().st_gid != gid:
+                os.chown(path, -1, gid)
+
+
+def _share_written(cfg: GatewayConfig) -> None:
+    share_rendered(cfg.paths.state, cfg.paths.state / "rendered", cfg.paths.state / FIREWALL_SNAPSHOT)
 
 
 def forwarding_off() -> None:
@@ -121,6 +128,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         # the units run this very config file, wherever it lies
         files = generate(cfg, pkcs11_ids(cfg, None), config_path=config_path.resolve())
         if _in_force(cfg, files):
+            _share_written(cfg)  # (a gateway applied before the snapshot was shared gets it now)
             click.echo(f"unchanged: {len(files)} files and the firewall as loaded already, forwarding off")
             return
         if cfg.firewall.backend == "nftables":
@@ -134,13 +142,13 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
             iptables.apply(zone_policy(cfg))
             _quietly(nftables.remove)
             loaded = "iptables filter chains SMGW-*"
-        share_rendered(cfg.paths.state / "rendered", cfg.paths.state)
         forwarding_off()
         from appliance.tunnel_states import forget_others
 
         forget_others(cfg.paths.run, [p.name for p in cfg.parties])
         # what the kernel holds right after loading: the self-test compares against it
         write_tree({FIREWALL_SNAPSHOT: _loaded(cfg)}, cfg.paths.state)
+        _share_written(cfg)
         click.echo(f"applied: {len(files)} files, {loaded} loaded, forwarding off")
 
     @main.command("status")

@@ -188,6 +188,15 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
             uid = next(line for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
                        if line.startswith("Uid:"))
             assert uid.split()[1:3] == [smgw_uid, smgw_uid], (proc.args, uid)
+        # the self-tests the capability-less core cannot run (the ruleset), as the timer's unit runs them
+        for host, (ns, _) in GATEWAYS.items():
+            selftest = root / host / "etc/systemd/system/smgw-selftest.service"
+            _, command = unit_commands(selftest)
+            checked = lab.run(ns, *unit_identity(selftest), *command, "--json", timeout=60, env={
+                **env, "SOFTHSM2_CONF": str(root / host / "etc/softhsm/softhsm2.conf"), "HOME": "/nonexistent"})
+            assert checked.returncode == 0, checked.stdout + checked.stderr
+            outcome = {c["name"]: c["ok"] for c in json.loads(checked.stdout)}
+            assert "ruleset" in outcome and all(outcome.values()), outcome
 
         # the household reaches its portal from the HAN (its login from the inventory works), never from the WAN
         deadline = time.monotonic() + 60

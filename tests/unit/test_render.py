@@ -235,9 +235,10 @@ def test_apply_shares_what_it_rendered_with_the_services_group(tmp_path: Path) -
     state.mkdir()
     os.chown(state, -1, 1)  # a group other than root's, as smgw is on a gateway
     write_tree({"openvpn/dso.conf": "client\n", "nftables.conf": "table inet smgw {}\n"}, state / "rendered")
-    share_rendered(state / "rendered", state)
+    write_tree({"firewall.loaded": "table inet smgw {}\n"}, state)  # the self-test timer (user smgw) reads it
+    share_rendered(state, state / "rendered", state / "firewall.loaded")
     tree = [state / "rendered", state / "rendered/openvpn", state / "rendered/openvpn/dso.conf",
-            state / "rendered/nftables.conf"]
+            state / "rendered/nftables.conf", state / "firewall.loaded"]
     assert {p.stat().st_gid for p in tree} == {1}
     assert all(p.stat().st_mode & 0o007 == 0 for p in tree)  # and nobody else
 
