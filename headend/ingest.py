@@ -133,6 +133,7 @@ def status_file_peers(path: Path) -> Callable[[str], str | None]:
     address, or its old one may now be another gateway's)."""
     cache: dict[str, str] = {}
     seen: list[int] = [-1]
+    told: list[str] = [""]  # the last read failure logged: once each, not once a delivery
 
     def load() -> None:
         try:
@@ -140,8 +141,15 @@ def status_file_peers(path: Path) -> Callable[[str], str | None]:
             if stamp == seen[0]:
                 return
             lines = path.read_text().splitlines()
-        except OSError:
+        except FileNotFoundError:  # the server has not written it yet
             return
+        except OSError as exc:  # unreadable (its mode, its owner): every sender would wait in vain
+            if str(exc) != told[0]:
+                told[0] = str(exc)
+                log.error("cannot read the tunnel server's client list %s (%s): deliveries are refused "
+                          "503 until it can be read", path, exc.strerror or exc)
+            return
+        told[0] = ""
         seen[0] = stamp
         cache.clear()
         for line in lines:

@@ -138,7 +138,9 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
 
         start("dso", dso / "etc/systemd/system/smgw-headend-tunnel.service", env)
         # (the ingest binds its tunnel address whether or not the server has made it yet)
-        start("dso", dso / "etc/systemd/system/smgw-headend.service", env)
+        headend_unit = dso / "etc/systemd/system/smgw-headend.service"
+        assert unit_identity(headend_unit)[1:3] == ["--reuid=smgw", "--regid=smgw"]
+        start("dso", headend_unit, {**env, "HOME": "/nonexistent"}, as_unit_user=True)
         for host, (ns, _) in GATEWAYS.items():
             gw = root / host
             procs.append(subprocess.Popen([*SMGW, "meter-sim", "--link", str(gw / "meter"), "--scenario", "normal"],
@@ -182,9 +184,9 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
         assert _delivered(db) == wanted, _delivered(db)
         smgw_uid = str(pwd.getpwnam("smgw").pw_uid)
         # ip netns exec and setpriv exec in place: each pid is the service's own
-        gateway_services = [p for p in procs if "--reuid=smgw" in p.args]
-        assert len(gateway_services) == 3 * len(GATEWAYS)
-        for proc in gateway_services:
+        services = [p for p in procs if "--reuid=smgw" in p.args]
+        assert len(services) == 1 + 3 * len(GATEWAYS)  # the ingest, and each gateway's three
+        for proc in services:
             uid = next(line for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
                        if line.startswith("Uid:"))
             assert uid.split()[1:3] == [smgw_uid, smgw_uid], (proc.args, uid)

@@ -219,3 +219,18 @@ def test_the_client_list_is_read_again_when_the_server_rewrites_it(tmp_path: Pat
     later = time.time_ns() + 10**9
     os.utime(status, ns=(later, later))
     assert lookup("10.81.0.2") == "gw-0002"
+
+
+def test_an_unreadable_client_list_is_logged_once_not_swallowed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from headend.ingest import status_file_peers
+
+    status = tmp_path / "status.txt"
+    status.mkdir()  # reading it fails as an unreadable file would (root reads every file)
+    lookup = status_file_peers(status)
+    with caplog.at_level(logging.ERROR, logger="smgw.headend"):
+        assert lookup("10.81.0.2") is None and lookup("10.81.0.2") is None
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "client list" in errors[0] and str(status) in errors[0], errors
+    status.rmdir()
+    status.write_text("CLIENT_LIST\tgw-0001\t192.0.2.2:1194\t10.81.0.2\n")
+    assert lookup("10.81.0.2") == "gw-0001"
