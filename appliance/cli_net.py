@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -71,14 +72,51 @@ def share_rendered(state: Path, *written: Path) -> None:
     user: what it wrote (each file, each folder with all below it) takes the group of the state
     folder (smgw), whose members may read it (files 0640, folders 0750), and nobody else may.
     The ruleset snapshot among them: unreadable, the self-test failed its critical ruleset check
-    on every run, and the core stopped sending."""
+    on every run, and the core stopped sending.
+
+    User smgw owns the state folder, so it can put a symlink or a hard link where apply wrote:
+    nothing here follows a symlink (the walk is by folder descriptors, the changes by name in
+    their folder, never through a link), and only root's own files, with one link, are changed;
+    so root never hands the group a file that is not apply's."""
     if os.geteuid() != 0:
         return
     gid = state.stat().st_gid
     for top in written:
-        for path in (top, *(top.rglob("*") if top.is_dir() else ())):
-            if not path.is_symlink() and path.stat().st_gid != gid:
-                os.chown(path, -1, gid)
+        try:
+            fd = os.open(top, _NO_LINK)
+        except OSError:  # missing, or a symlink (ELOOP): not apply's
+            continue
+        try:
+            _share_one(fd, gid)
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                for _, folders, files, folder in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
+                    for name in folders + files:
+                        _share_entry(folder, name, gid)
+        finally:
+            os.close(fd)
+
+
+_NO_LINK = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+def _share_entry(folder: int, name: str, gid: int) -> None:
+    try:
+        entry = os.open(name, _NO_LINK, dir_fd=folder)
+    except OSError:  # a symlink (ELOOP) or gone
+        return
+    try:
+        _share_one(entry, gid)
+    finally:
+        os.close(entry)
+
+
+def _share_one(fd: int, gid: int) -> None:
+    """The open file or folder takes group ``gid``: only if root owns it and it has one name."""
+    info = os.fstat(fd)
+    if info.st_uid != 0 or info.st_gid == gid or (stat.S_ISREG(info.st_mode) and info.st_nlink != 1):
+        return
+    if stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode):
+        os.fchown(fd, -1, gid)
 
 
 def _share_written(cfg: GatewayConfig) -> None:
@@ -112,8 +150,8 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
             files = generate_headend(cfg)
         elif isinstance(cfg, GwaConfig):
             files = generate_gwa(cfg)
-        else:
-            files = generate(cfg, pkcs11_ids(cfg, ids_file))
+        else:  # the units run the config they were rendered from, as apply's do
+            files = generate(cfg, pkcs11_ids(cfg, ids_file), config_path=config_path.resolve())
         changed = write_tree(files, out)
         click.echo(f"{out}: {len(files)} files, {changed} changed")
 

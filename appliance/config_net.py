@@ -153,9 +153,27 @@ class Pki(StrictModel):
     crl: SafePath = Field(default=Path("/etc/smgw/pki/root.crl"), description="CRL; missing is an error")
 
 
+_SYSTEM_FOLDERS = frozenset({"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/media", "/mnt", "/opt",
+                             "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib",
+                             "/var/log", "/var/run", "/var/tmp", "/usr/local", "/usr/lib"})
+
+
+def _own_folder(value: Path) -> Path:
+    """A folder of smgw's own: a tmpfiles.d rule hands it to user smgw at every boot (owner,
+    mode), so a slip such as ``/run`` must not hand over the system's."""
+    text = str(value)
+    parts = text.split("/")[1:]
+    if "" in parts or "." in parts or ".." in parts:
+        raise ValueError("no empty, . or .. parts")
+    if text.rstrip("/") in _SYSTEM_FOLDERS or text.count("/") < 2:
+        raise ValueError(f"{text} is a top-level or system folder; give smgw one of its own, such as /run/smgw")
+    return value
+
+
 class Paths(StrictModel):
     state: SafePath = Field(default=Path("/var/lib/smgw"), description="state (database, rendered configs)")
-    run: SafePath = Field(default=Path("/run/smgw"), description="sockets and pid files")
+    run: Annotated[SafePath, AfterValidator(_own_folder)] = Field(
+        default=Path("/run/smgw"), description="sockets and pid files (made for user smgw at every boot)")
     binary: SafePath = Field(default=Path("/usr/local/bin/smgw"), description="the smgw command the systemd units run")
 
 

@@ -105,21 +105,30 @@ def unit_commands(unit: Path) -> tuple[list[list[str]], list[str]]:
 
 
 def unit_identity(unit: Path) -> list[str]:
-    """``setpriv`` arguments for the unit's ``User=``, ``Group=``, ``SupplementaryGroups=`` and
-    ``AmbientCapabilities=``: the part of systemd's sandbox this machine can give, for a unit
-    whose point is to run unprivileged (the portal)."""
+    """``setpriv`` arguments for the unit's ``User=``, ``Group=``, ``SupplementaryGroups=``,
+    ``AmbientCapabilities=``, ``CapabilityBoundingSet=`` and ``NoNewPrivileges=``: the part of
+    systemd's sandbox this machine can give, for a unit whose point is to run unprivileged."""
     keys: dict[str, str] = {}
     for line in unit.read_text().splitlines():
         key, _, value = line.partition("=")
-        if key in ("User", "Group", "SupplementaryGroups", "AmbientCapabilities"):
+        if key in ("User", "Group", "SupplementaryGroups", "AmbientCapabilities", "CapabilityBoundingSet",
+                   "NoNewPrivileges"):
             keys[key] = value.strip()
     if "User" not in keys:
         return []
     argv = ["setpriv", f"--reuid={keys['User']}", f"--regid={keys.get('Group', keys['User'])}"]
     groups = keys.get("SupplementaryGroups", "").split()
     argv.append(f"--groups={','.join(groups)}" if groups else "--clear-groups")
-    caps = [c.lower().removeprefix("cap_") for c in keys.get("AmbientCapabilities", "").split()]
+    caps = _caps(keys.get("AmbientCapabilities", ""))
     if caps:
         wanted = ",".join(f"+{c}" for c in caps)
         argv += [f"--inh-caps={wanted}", f"--ambient-caps={wanted}"]
+    if "CapabilityBoundingSet" in keys:  # empty: none at all
+        argv.append("--bounding-set=" + ",".join(["-all", *(f"+{c}" for c in _caps(keys["CapabilityBoundingSet"]))]))
+    if keys.get("NoNewPrivileges") == "yes":
+        argv.append("--no-new-privs")
     return argv
+
+
+def _caps(names: str) -> list[str]:
+    return [c.lower().removeprefix("cap_") for c in names.split()]

@@ -138,6 +138,9 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
 
         start("dso", dso / "etc/systemd/system/smgw-headend-tunnel.service", env)
         # (the ingest binds its tunnel address whether or not the server has made it yet)
+        # root's folder (the server config and ruleset root's openvpn and nft load): the ingest writes only db/
+        headend_state = (dso / "var/lib/smgw-headend").stat()
+        assert (headend_state.st_uid, headend_state.st_mode & 0o022) == (0, 0), oct(headend_state.st_mode)
         headend_unit = dso / "etc/systemd/system/smgw-headend.service"
         assert unit_identity(headend_unit)[1:3] == ["--reuid=smgw", "--regid=smgw"]
         start("dso", headend_unit, {**env, "HOME": "/nonexistent"}, as_unit_user=True)
@@ -174,7 +177,7 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
         assert unit_identity(portal_unit)[1:3] == ["--reuid=smgw-portal", "--regid=smgw-portal"]
         start("gw", portal_unit, {**env, "HOME": "/nonexistent"}, as_unit_user=True)
         portal = procs[-1]  # ip netns exec and setpriv exec in place: its pid is the portal's
-        db = dso / "var/lib/smgw-headend/ingest.db"
+        db = dso / "var/lib/smgw-headend/db/ingest.db"
         wanted = {gid for _, gid in GATEWAYS.values()}
         deadline = time.monotonic() + 240
         while _delivered(db) != wanted and time.monotonic() < deadline:

@@ -55,6 +55,10 @@ def test_example_config_is_accepted() -> None:
         ({"meter": {"colour": "red"}}, "meter.colour", "unknown key"),
         ({"store": {"path": "relative.db"}}, "store.path", "absolute"),
         ({"stor": {}}, "stor", "unknown key"),
+        # handed to user smgw at every boot by a tmpfiles.d rule: never the system's own folders
+        ({"paths": {"run": "/run"}}, "paths.run", "top-level or system folder"),
+        ({"paths": {"run": "/var/lib/"}}, "paths.run", "top-level or system folder"),
+        ({"paths": {"run": "/smgw"}}, "paths.run", "top-level or system folder"),
     ],
 )
 def test_errors_name_the_key_path(data: dict[str, object], path: str, message: str) -> None:
@@ -102,7 +106,7 @@ def test_a_run_folder_too_long_for_the_management_sockets_is_refused() -> None:
     base = {"gateway": {"id": "gw-0001"},
             "parties": [{"name": "dso", "server_name": "dso.example", "remote": {"address": "192.0.2.11"}}],
             "admin": {"server_name": "gwa.example", "remote": {"address": "192.0.2.20"}}}
-    fits = "/r" + "x" * (UNIX_PATH_MAX - len("/r/openvpn-admin.sock") - 1)
+    fits = "/r/" + "x" * (UNIX_PATH_MAX - len("/r//openvpn-admin.sock") - 1)
     verify({**base, "paths": {"run": fits}})
     with pytest.raises(ConfigError) as caught:
         verify({**base, "paths": {"run": fits + "yy"}})

@@ -243,6 +243,29 @@ def test_apply_shares_what_it_rendered_with_the_services_group(tmp_path: Path) -
     assert all(p.stat().st_mode & 0o007 == 0 for p in tree)  # and nobody else
 
 
+def test_apply_shares_nothing_user_smgw_planted(tmp_path: Path) -> None:
+    """The state folder is smgw's: a symlink or a hard link it put where apply wrote must not
+    make root hand the group a file that is not apply's."""
+    from appliance.cli_net import share_rendered, write_tree
+
+    if os.geteuid() != 0:
+        missing("root (chown to another group)")
+    state, secret_dir = tmp_path / "state", tmp_path / "secret"
+    state.mkdir()
+    secret_dir.mkdir()
+    os.chown(state, -1, 1)
+    secret = secret_dir / "shadow"
+    secret.write_text("root only\n")
+    write_tree({"openvpn/dso.conf": "client\n"}, state / "rendered")
+    (state / "rendered/openvpn/planted").symlink_to(secret)  # inside the tree
+    (state / "rendered/openvpn/dir-link").symlink_to(secret_dir)
+    os.link(secret, state / "rendered/hard")  # a second name of root's file
+    (state / "firewall.loaded").symlink_to(secret_dir)  # the top itself
+    share_rendered(state, state / "rendered", state / "firewall.loaded")
+    assert (state / "rendered/openvpn/dso.conf").stat().st_gid == 1  # apply's own file: shared
+    assert secret.stat().st_gid == 0 and secret_dir.stat().st_gid == 0  # nothing through a link
+
+
 def test_the_run_folder_is_made_at_boot_for_the_units_user() -> None:
     cfg = load(EXAMPLE)
     line = generate(cfg, IDS)["tmpfiles.d/smgw.conf"].splitlines()[-1]
