@@ -87,8 +87,7 @@ def share_rendered(state: Path, *written: Path) -> None:
         except OSError:  # missing, or a symlink (ELOOP): not apply's
             continue
         try:
-            _share_one(fd, gid)
-            if stat.S_ISDIR(os.fstat(fd).st_mode):
+            if stat.S_ISDIR(_share_one(fd, gid).st_mode):
                 for _, folders, files, folder in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
                     for name in folders + files:
                         _share_entry(folder, name, gid)
@@ -110,13 +109,15 @@ def _share_entry(folder: int, name: str, gid: int) -> None:
         os.close(entry)
 
 
-def _share_one(fd: int, gid: int) -> None:
-    """The open file or folder takes group ``gid``: only if root owns it and it has one name."""
+def _share_one(fd: int, gid: int) -> os.stat_result:
+    """The open file or folder takes group ``gid``: only if root owns it and it has one name.
+    Returns what it found, so the caller need not look again."""
     info = os.fstat(fd)
     if info.st_uid != 0 or info.st_gid == gid or (stat.S_ISREG(info.st_mode) and info.st_nlink != 1):
-        return
+        return info
     if stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode):
         os.fchown(fd, -1, gid)
+    return info
 
 
 def _share_written(cfg: GatewayConfig) -> None:

@@ -127,6 +127,10 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
         dso = root / "dso"
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
+        def gateway_env(host: str) -> dict[str, str]:
+            """A gateway service's environment: its token, no home (as its unit gives it)."""
+            return {**env, "SOFTHSM2_CONF": str(root / host / "etc/softhsm/softhsm2.conf"), "HOME": "/nonexistent"}
+
         def start(ns: str, unit: Path, unit_env: dict[str, str], as_unit_user: bool = False) -> None:
             pre, command = unit_commands(unit)
             for argv in pre:
@@ -170,8 +174,7 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
             # each as its unit says: user smgw, its groups, only the capabilities it names
             for name in ("smgw-core.service", "smgw-tunnel-dso.service", "smgw-gatewatcher.service"):
                 assert unit_identity(units / name)[1:3] == ["--reuid=smgw", "--regid=smgw"], name
-                start(ns, units / name, {**env, "SOFTHSM2_CONF": str(gw / "etc/softhsm/softhsm2.conf"),
-                                         "HOME": "/nonexistent"}, as_unit_user=True)
+                start(ns, units / name, gateway_env(host), as_unit_user=True)
         # the household portal on gw1, as its unit says: its own user, the store read through group smgw
         portal_unit = root / "gw1/etc/systemd/system/smgw-portal.service"
         assert unit_identity(portal_unit)[1:3] == ["--reuid=smgw-portal", "--regid=smgw-portal"]
@@ -197,8 +200,7 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
         for host, (ns, _) in GATEWAYS.items():
             selftest = root / host / "etc/systemd/system/smgw-selftest.service"
             _, command = unit_commands(selftest)
-            checked = lab.run(ns, *unit_identity(selftest), *command, "--json", timeout=60, env={
-                **env, "SOFTHSM2_CONF": str(root / host / "etc/softhsm/softhsm2.conf"), "HOME": "/nonexistent"})
+            checked = lab.run(ns, *unit_identity(selftest), *command, "--json", timeout=60, env=gateway_env(host))
             assert checked.returncode == 0, checked.stdout + checked.stderr
             outcome = {c["name"]: c["ok"] for c in json.loads(checked.stdout)}
             assert "ruleset" in outcome and all(outcome.values()), outcome

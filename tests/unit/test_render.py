@@ -268,10 +268,11 @@ def test_apply_shares_nothing_user_smgw_planted(tmp_path: Path) -> None:
 
 def test_the_run_folder_is_made_at_boot_for_the_units_user() -> None:
     cfg = load(EXAMPLE)
-    line = generate(cfg, IDS)["tmpfiles.d/smgw.conf"].splitlines()[-1]
+    files = generate(cfg, IDS)
+    line = files["tmpfiles.d/smgw.conf"].splitlines()[-1]
     # type, path, mode, user, group, age: the units' user and group (User=/Group= of every unit)
     assert line.split() == ["d", str(cfg.paths.run), "0750", "smgw", "smgw", "-"]
-    assert "User=smgw\nGroup=smgw" in generate(cfg, IDS)["systemd/smgw-core.service"]
+    assert "User=smgw\nGroup=smgw" in files["systemd/smgw-core.service"]
 
 
 @pytest.mark.parametrize("bad", ["/run/smgw x", "/run/%n", "run/smgw", "/run/smgw\nd /etc 0777 root root -", ""])
