@@ -1,7 +1,8 @@
 """The admin API's application: what the GWA may ask a gateway over the admin tunnel.
 
 Pure request handling (``AdminApi.handle``: method, path, query, body in; status and a JSON
-document out) behind a small HTTP server on a Unix socket, 0600, in ``<paths.run>``. The
+document out) behind a small HTTP server (``admin_http``) on a Unix socket, 0600, in
+``<paths.run>``. The
 socket is reached only through ``admin_tls`` (stunnel: TLS with the gateway's ``gateway-api``
 key in the token, the GWA's client certificate required), which listens on the admin tunnel's
 address alone; the firewall admits the API port only from ``tun_admin``.
@@ -19,14 +20,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
-import socketserver
 import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -261,64 +258,3 @@ def _one(query: dict[str, list[str]], key: str, default: str) -> str:
     if len(values) > 1:
         raise ValueError(f"{key}: given twice")
     return values[0][:200]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _UnixHttpServer
-    protocol_version = "HTTP/1.1"
-    server_version = "smgw-admin"
-    sys_version = ""
-
-    def address_string(self) -> str:
-        return "admin-tunnel"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("admin api: " + format, *args)
-
-    def _serve(self) -> None:
-        length = self.headers.get("Content-Length", "0")
-        if not length.isdigit() or int(length) > MAX_BODY:
-            status, doc = _error(413, f"body over {MAX_BODY} bytes")
-            body = b""
-        else:
-            body = self.rfile.read(int(length))
-            status, doc = self.server.api.handle(self.command, self.path, body)
-        data = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_PUT = do_POST = do_DELETE = _serve
-
-
-class _UnixHttpServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-    def __init__(self, path: Path, api: AdminApi) -> None:
-        self.api = api
-        path.unlink(missing_ok=True)
-        old = os.umask(0o177)  # the socket 0600: only this user (stunnel runs as it) connects
-        try:
-            super().__init__(str(path), _Handler)
-        finally:
-            os.umask(old)
-
-
-class ApiServer:
-    """The API on its Unix socket, in a thread; ``stop`` removes the socket."""
-
-    def __init__(self, path: Path, api: AdminApi) -> None:
-        self.path = path
-        self._server = _UnixHttpServer(path, api)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="admin-api", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self.path.unlink(missing_ok=True)

@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from appliance.admin_api import AdminApi, ApiServer
+from appliance.admin_api import AdminApi
+from appliance.admin_http import ApiServer
 from appliance.admin_tls import TlsFront, TlsView
 from appliance.config import GatewayConfig
 from appliance.errors import SmgwError

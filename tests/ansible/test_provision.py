@@ -13,6 +13,7 @@ import pwd
 import shutil
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -108,6 +109,11 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
         first = playbook(root, prefix, archive, log)
         _ok(first)
         assert all(first.recap[h]["changed"] > 0 for h in ("ca", "dso", "gw1", "gw2")), first.recap
+        # the units' users cannot write bytecode beside the code: the role compiled it, as root's
+        for host in ("dso", *GATEWAYS):
+            pyc = root / host / "opt/smgw/smgw/appliance/__pycache__" / f"gateway.{sys.implementation.cache_tag}.pyc"
+            assert pyc.exists(), f"{host}: smgw was installed without its bytecode"
+            assert (pyc.stat().st_uid, pyc.stat().st_mode & 0o022) == (0, 0), oct(pyc.stat().st_mode)
 
         # enrolment moved no private key: none on a gateway outside its token, only CSRs and
         # certificates at the CA and on the controller

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
+import stat
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from appliance.admin_api import AdminApi
+from appliance.admin_api import MAX_BODY, AdminApi
+from appliance.admin_http import ApiServer
 from appliance.admin_tls import TlsView, render, stunnel_value
 from appliance.config import load
 from appliance.render import RenderError
@@ -135,3 +138,50 @@ def test_stunnel_config_refuses_what_it_cannot_hold(tmp_path: Path) -> None:
     for bad in ("12 34", "1234\n[evil]", "12;34", "12#", "a\x00b", ""):
         with pytest.raises(RenderError):
             stunnel_value(bad)
+
+
+def _talk(path: Path, data: bytes) -> bytes:
+    """Send raw bytes over the admin socket; everything the server says until it closes."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(str(path))
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+        return out
+
+
+def test_the_socket_speaks_http_and_refuses_what_is_not_without_stopping(world) -> None:  # type: ignore[no-untyped-def]
+    path = world["tmp"] / "run-api.sock"
+    server = ApiServer(path, world["api"])
+    server.start()
+    try:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        get = b"GET /v1/status HTTP/1.1\r\nHost: gw\r\n\r\n"
+        # keep-alive: two requests on one connection, two answers
+        both = _talk(path, get + get)
+        assert both.count(b"HTTP/1.1 200 OK\r\n") == 2, both
+        doc = json.loads(both.split(b"\r\n\r\n", 2)[1].split(b"HTTP/1.1")[0])
+        assert doc["gateway"] == "gw-0001"
+        assert _talk(path, b"DELETE /v1/status HTTP/1.1\r\nHost: gw\r\n\r\n").startswith(b"HTTP/1.1 405 ")
+        head = _talk(path, b"HEAD /v1/status HTTP/1.1\r\nHost: gw\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 405 ") and head.endswith(b"\r\n\r\n"), head  # no body after a HEAD
+        # over the limit, declared: refused before the body is read, and the connection closed
+        big = b"PUT /v1/profiles/x HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY + 1)
+        answer = _talk(path, big + get)
+        assert answer.startswith(b"HTTP/1.1 413 ") and b"connection: close" in answer.lower() and answer.count(b"HTTP/1.1") == 1
+        # over the limit, chunked: refused as the chunks pass it
+        chunk = b"%x\r\n%s\r\n" % (40_000, b"x" * 40_000)
+        chunked = b"PUT /v1/profiles/x HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 2 + b"0\r\n\r\n"
+        assert _talk(path, chunked).startswith(b"HTTP/1.1 413 ")
+        # not HTTP at all, and headers without end: 4xx with the reason, and the connection closed
+        garbage = _talk(path, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n")
+        assert garbage.startswith(b"HTTP/1.1 400 ") and b"not an HTTP request" in garbage, garbage
+        assert _talk(path, b"GET / HTTP/1.1\r\nX: " + b"a" * 20_000).startswith(b"HTTP/1.1 431 ")
+        assert _talk(path, b"") == b""  # a connection closed at once: nothing owed
+        assert _talk(path, get).startswith(b"HTTP/1.1 200 OK\r\n")  # and the server still answers
+    finally:
+        server.stop()
+    assert not path.exists()

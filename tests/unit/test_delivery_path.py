@@ -176,6 +176,42 @@ def test_an_unreachable_headend_keeps_the_delivery_and_backs_off(world: dict[str
     assert send_due(store, world["route"], item.next_attempt_at, random.Random(2)) == 2  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(("answer", "reason"), [
+    (b"SSH-2.0-OpenSSH_9.2\r\n", "no complete HTTP answer"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 70000\r\n\r\n" + b"x" * 70000, "over 65536 bytes"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{", "no complete HTTP answer"),  # cut short
+    (b"", "closed the connection before it answered"),
+])
+def test_a_headend_answering_nonsense_keeps_the_delivery_with_the_reason(world: dict[str, object], answer: bytes,
+                                                                          reason: str) -> None:
+    store: Store = world["store"]  # type: ignore[assignment]
+    profile = AccessProfile(name="dso-rt", party="dso", values=["1.8.0"], interval_s=60, send_every_s=120)
+    process([profile], store, world["kit"], "37155794", START)  # type: ignore[arg-type]
+    process([profile], store, world["kit"], "37155794", START + dt.timedelta(minutes=4))  # type: ignore[arg-type]
+    impostor = socket.create_server(("127.0.0.1", 0))
+
+    def answer_once() -> None:
+        conn, _ = impostor.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(answer)
+
+    thread = threading.Thread(target=answer_once, daemon=True)
+    thread.start()
+    now = START + dt.timedelta(minutes=4)
+    try:
+        assert send_due(store, Route("dso", "127.0.0.1", impostor.getsockname()[1], None), now, random.Random(4),
+                        timeout=5) == 0
+    finally:
+        thread.join(5)
+        impostor.close()
+    item = store.next_pending("dso")
+    assert item is not None and item.attempts == 1 and item.next_attempt_at > now
+    error = store._db().execute("SELECT last_error FROM outbox WHERE id = ?", (item.id,)).fetchone()[0]
+    assert reason in error, error
+    assert send_due(store, world["route"], item.next_attempt_at, random.Random(4)) == 2  # type: ignore[arg-type]
+
+
 def test_a_delivery_refused_for_good_is_set_aside_and_the_queue_goes_on(world: dict[str, object]) -> None:
     from contextlib import contextmanager
 
