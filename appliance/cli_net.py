@@ -20,6 +20,7 @@ from appliance.files import write_atomic
 from appliance.gateway_token import gateway_token
 from appliance.render import generate, tunnel_views
 from appliance.render_server import generate_gwa, generate_headend
+from appliance.root_folder import retire, root_folder, state_group
 from appliance.selftest import (
     FIREWALL_SNAPSHOT,
     FORWARDING,
@@ -121,7 +122,17 @@ def _share_one(fd: int, gid: int) -> os.stat_result:
 
 
 def _share_written(cfg: GatewayConfig) -> None:
-    share_rendered(cfg.paths.state, cfg.paths.state / "rendered", cfg.paths.state / FIREWALL_SNAPSHOT)
+    share_rendered(cfg.paths.state, cfg.paths.rendered)
+
+
+#: what smgw before 0.x rendered into the state folder, where user smgw could swap it
+_RETIRED = ("rendered", FIREWALL_SNAPSHOT, "nftables.last-good.conf", "nftables.last-good.tmp")
+
+
+def _rendered_folder(cfg: GatewayConfig) -> Path:
+    """``paths.rendered``, checked (and made) as a folder only root may change; the services'
+    group (the state folder's) reads it."""
+    return root_folder(cfg.paths.rendered, state_group(cfg.paths.state))
 
 
 def forwarding_off() -> None:
@@ -166,18 +177,21 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         _interfaces_present(cfg)
         # the units run this very config file, wherever it lies
         files = generate(cfg, pkcs11_ids(cfg, None), config_path=config_path.resolve())
+        rendered = _rendered_folder(cfg)
+        for old in retire(cfg.paths.state, _RETIRED):
+            click.echo(f"removed {old} (rendered now into {rendered})")
         if _in_force(cfg, files):
             _share_written(cfg)  # (a gateway applied before the snapshot was shared gets it now)
             click.echo(f"unchanged: {len(files)} files and the firewall as loaded already, forwarding off")
             return
         if cfg.firewall.backend == "nftables":
             nftables.check(files["nftables.conf"])
-            write_tree(files, cfg.paths.state / "rendered")
-            nftables.apply(files["nftables.conf"], cfg.paths.state)
+            write_tree(files, rendered)
+            nftables.apply(files["nftables.conf"], rendered)
             _quietly(iptables.remove)
             loaded = "table inet smgw"
         else:
-            write_tree(files, cfg.paths.state / "rendered")
+            write_tree(files, rendered)
             iptables.apply(zone_policy(cfg))
             _quietly(nftables.remove)
             loaded = "iptables filter chains SMGW-*"
@@ -186,7 +200,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
 
         forget_others(cfg.paths.run, [p.name for p in cfg.parties])
         # what the kernel holds right after loading: the self-test compares against it
-        write_tree({FIREWALL_SNAPSHOT: _loaded(cfg)}, cfg.paths.state)
+        write_tree({FIREWALL_SNAPSHOT: _loaded(cfg)}, rendered)
         _share_written(cfg)
         click.echo(f"applied: {len(files)} files, {loaded} loaded, forwarding off")
 
@@ -245,11 +259,11 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
 def _in_force(cfg: GatewayConfig, files: dict[str, str]) -> bool:
     """Everything ``apply`` would do is done: the rendered files are these, the kernel holds
     what the last apply loaded, and forwarding is off. Then apply changes nothing and says so."""
-    rendered = cfg.paths.state / "rendered"
+    rendered = cfg.paths.rendered
     if not all(_holds(rendered / name, text) for name, text in files.items()):
         return False
     try:
-        if not _holds(cfg.paths.state / FIREWALL_SNAPSHOT, _loaded(cfg)):
+        if not _holds(rendered / FIREWALL_SNAPSHOT, _loaded(cfg)):
             return False
         forwarding()
     except (OSError, FirewallError, SmgwError):

@@ -36,7 +36,8 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 
 def _default(field: FieldInfo) -> str:
     if field.default_factory is not None:
-        value: Any = field.default_factory()  # type: ignore[call-arg]
+        # a default made from the other fields is shown as it is for theirs
+        value: Any = field.default_factory({}) if field.default_factory_takes_validated_data else field.default_factory()  # type: ignore[call-arg]
     elif field.default is PydanticUndefined:
         return "required"
     else:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import re
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from appliance.config_base import SafeText, StrictModel
 from headend.config_types import (  # the one definition; headend may not import appliance
@@ -158,20 +158,44 @@ _SYSTEM_FOLDERS = frozenset({"/var/lib", "/var/log", "/var/run", "/var/tmp", "/u
 
 
 def _own_folder(value: Path) -> Path:
-    """A folder of smgw's own: a tmpfiles.d rule hands it to user smgw at every boot (owner,
-    mode), so a slip such as ``/run`` must not hand over the system's. (The Path is normal
+    """A folder of smgw's own: a tmpfiles.d rule hands the run folder to user smgw at every boot
+    (owner, mode), and apply gives the rendered folder to root and the smgw group, so a slip
+    such as ``/run`` must not hand over the system's. (The Path is normal
     already, no empty, ``.`` or trailing parts; SafePath has refused ``..``.)"""
     text = str(value)
     if text.count("/") < 2 or text in _SYSTEM_FOLDERS:
-        raise ValueError(f"{text} is a top-level or system folder; give smgw one of its own, such as /run/smgw")
+        raise ValueError(f"{text} is a top-level or system folder; give smgw a folder of its own "
+                         "(such as /run/smgw, /var/lib/smgw-rendered)")
     return value
 
 
+DEFAULT_STATE = Path("/var/lib/smgw")
+
+
+def _beside_state(data: dict[str, Any]) -> Path:
+    state = data.get("state", DEFAULT_STATE)
+    return Path(state).parent / f"{Path(state).name}-rendered"
+
+
 class Paths(StrictModel):
-    state: SafePath = Field(default=Path("/var/lib/smgw"), description="state (database, rendered configs)")
+    """Where smgw keeps what. ``rendered`` is root's: the services run what lies there (the
+    OpenVPN configs, with the capability their units hand openvpn), so it must not lie where
+    user smgw, which owns ``state``, could swap it."""
+
+    state: SafePath = Field(default=DEFAULT_STATE, description="state (database, installed profiles; user smgw's)")
+    rendered: Annotated[SafePath, AfterValidator(_own_folder)] = Field(
+        default_factory=_beside_state, description="what smgw apply renders for the services, root's "
+                                                   "(default: beside paths.state, <state>-rendered)")
     run: Annotated[SafePath, AfterValidator(_own_folder)] = Field(
         default=Path("/run/smgw"), description="sockets and pid files (made for user smgw at every boot)")
     binary: SafePath = Field(default=Path("/usr/local/bin/smgw"), description="the smgw command the systemd units run")
+
+    @model_validator(mode="after")
+    def _rendered_apart(self) -> Paths:
+        if self.rendered.is_relative_to(self.state) or self.state.is_relative_to(self.rendered):
+            raise ValueError(f"rendered ({self.rendered}) must lie outside state ({self.state}): user smgw "
+                             "owns state and could swap what root renders there")
+        return self
 
 
 class Logs(StrictModel):

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from appliance.config import GatewayConfig
 from appliance.files import write_atomic
 from appliance.profiles import CATALOGUE
+from appliance.root_folder import root_folder, state_group
 
-SETTINGS_FILE = "portal.json"  #: under ``<paths.state>/rendered`` after ``smgw apply``
+SETTINGS_FILE = "portal.json"  #: under ``<paths.rendered>`` after ``smgw apply``
 
 
 def portal_settings(cfg: GatewayConfig) -> dict[str, Any]:
@@ -55,11 +57,13 @@ def render_portal_settings(cfg: GatewayConfig) -> str:
 
 
 def settings_path(cfg: GatewayConfig) -> Path:
-    return cfg.paths.state / "rendered" / SETTINGS_FILE
+    return cfg.paths.rendered / SETTINGS_FILE
 
 
 def install(cfg: GatewayConfig) -> Path:
     """Write ``portal.json`` where the portal looks (``smgw apply`` writes it too, with the rest)."""
     path = settings_path(cfg)
+    if os.geteuid() == 0:  # root writes only where nobody else can have planted a link
+        root_folder(path.parent, state_group(cfg.paths.state))
     write_atomic(path, render_portal_settings(cfg), 0o640)
     return path

@@ -131,7 +131,7 @@ def generate(cfg: GatewayConfig, pkcs11_ids: dict[str, str], templates: Path = T
     for view in views:
         files[f"openvpn/{view.name}.conf"] = client.render(t=view)
     units = UnitView(smgw=smgw_binary or cfg.paths.binary, config=config_path, meter_port=Path(cfg.meter.port), state=cfg.paths.state,
-                     run=cfg.paths.run, tunnels=tuple(v.name for v in views), token_dir=cfg.token.store_dir,
+                     rendered=cfg.paths.rendered, run=cfg.paths.run, tunnels=tuple(v.name for v in views), token_dir=cfg.token.store_dir,
                      selftest_every_s=int(cfg.selftest.interval_s),
                      portal_state=cfg.portal.state_dir if cfg.portal is not None else None,
                      portal_port=cfg.firewall.portal_port)
@@ -166,6 +166,7 @@ class UnitView:
     config: Path
     meter_port: Path
     state: Path
+    rendered: Path  #: root's: what apply rendered, read by the services
     run: Path
     tunnels: tuple[str, ...]
     token_dir: Path | None  #: SoftHSM2's token files, which the services write (None: a smart card)

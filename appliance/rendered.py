@@ -21,7 +21,7 @@ def management_socket(cfg: GatewayConfig, name: str) -> Path:
 def supervised(cfg: GatewayConfig, names: list[str]) -> dict[str, tuple[Path, Path]]:
     """``{tunnel: (rendered config, management socket)}``: what the supervisor runs, as
     ``smgw apply`` wrote it; a name without its rendered config is an error."""
-    rendered = cfg.paths.state / "rendered" / "openvpn"
+    rendered = cfg.paths.rendered / "openvpn"
     missing = [name for name in names if not (rendered / f"{name}.conf").exists()]
     if missing:
         raise SmgwError(f"no rendered config for {', '.join(missing)}: run smgw apply first")

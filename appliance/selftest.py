@@ -38,7 +38,7 @@ from firewall import iptables, nftables
 from firewall.errors import FirewallError
 from pki.errors import PkiError
 
-FIREWALL_SNAPSHOT = "firewall.loaded"  #: under ``paths.state``, written by ``smgw apply``
+FIREWALL_SNAPSHOT = "firewall.loaded"  #: under ``paths.rendered``, written by ``smgw apply``
 RESULTS = "selftest.json"  #: under ``paths.run``
 FORWARDING = (Path("/proc/sys/net/ipv4/ip_forward"), Path("/proc/sys/net/ipv6/conf/all/forwarding"))
 
@@ -126,10 +126,10 @@ def ruleset(cfg: GatewayConfig) -> str:
         name, rendered, loaded = "nftables.conf", nftables.render(policy), lambda: nftables.loaded()
     else:
         name, rendered, loaded = "iptables.rules", iptables.render(policy), iptables.loaded
-    applied = cfg.paths.state / "rendered" / name
+    applied = cfg.paths.rendered / name
     if not applied.exists() or applied.read_text() != rendered:
         raise SmgwError(f"{applied} differs from the config's ruleset: run smgw apply")
-    snapshot = cfg.paths.state / FIREWALL_SNAPSHOT
+    snapshot = cfg.paths.rendered / FIREWALL_SNAPSHOT
     if not snapshot.exists():
         raise SmgwError(f"{snapshot} missing: run smgw apply")
     if loaded() != snapshot.read_text():
@@ -146,7 +146,7 @@ def tunnel_configs(cfg: GatewayConfig) -> str:
     token = gateway_token(cfg)
     files = {k: v for k, v in generate(cfg, token.openvpn_ids()).items() if k.startswith("openvpn/")}
     changed = [k for k, text in files.items()
-               if not (cfg.paths.state / "rendered" / k).exists() or (cfg.paths.state / "rendered" / k).read_text() != text]
+               if not (cfg.paths.rendered / k).exists() or (cfg.paths.rendered / k).read_text() != text]
     if changed:
         raise SmgwError(f"changed on disk or not applied: {', '.join(sorted(changed))}")
     return f"{len(files)} tunnel configs unchanged"

@@ -41,7 +41,7 @@ from firewall import nftables
 from pki.token import read_pin
 
 cfg = config_mod.load(Path(sys.argv[1]))
-rendered = cfg.paths.state / "rendered"
+rendered = cfg.paths.rendered
 ruleset = (rendered / "nftables.conf").read_text()
 apply_ms = []
 for _ in range(20):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from portal.settings import SettingsError, load
 
-DEFAULT_SETTINGS = Path("/var/lib/smgw/rendered/portal.json")
+DEFAULT_SETTINGS = Path("/var/lib/smgw-rendered/portal.json")
 
 
 def _frugal_malloc() -> None:

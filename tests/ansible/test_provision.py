@@ -173,6 +173,13 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
             run_dir = (gw / "run/smgw").stat()
             assert (run_dir.st_uid, run_dir.st_gid, run_dir.st_mode & 0o7777) == (
                 pwd.getpwnam("smgw").pw_uid, grp.getgrnam("smgw").gr_gid, 0o750)
+            # the services run what apply rendered: from a folder only root may change, beside
+            # the state folder user smgw owns
+            rendered = (gw / "var/lib/smgw-rendered").stat()
+            assert (rendered.st_uid, rendered.st_gid, rendered.st_mode & 0o7777) == (
+                0, grp.getgrnam("smgw").gr_gid, 0o750)
+            assert (gw / "var/lib/smgw-rendered/openvpn/dso.conf").stat().st_uid == 0
+            assert not (gw / "var/lib/smgw/rendered").exists()
             units = gw / "etc/systemd/system"
             assert sorted(u.name for u in units.iterdir()) == [
                 "smgw-core.service", "smgw-gatewatcher.service", "smgw-portal.service", "smgw-selftest.service",

@@ -141,11 +141,11 @@ def _portal_layout(root: Path, gid: int) -> None:
     """The folders the portal reads, as on a board without systemd: the portal user's group,
     setgid (so the store the core makes there gets it too), read-only for the group; the
     secrets under them (the tunnels' keys) stay root's alone."""
-    for folder in (root / "state", root / "state" / "rendered", root / "run"):
+    for folder in (root / "state", root / "state-rendered", root / "run"):
         folder.mkdir(exist_ok=True)
         os.chown(folder, 0, gid)
         folder.chmod(0o2750)
-    for path in (root / "state" / "rendered" / "portal.json", *(root / "run").iterdir()):
+    for path in (root / "state-rendered" / "portal.json", *(root / "run").iterdir()):
         if path.is_file():
             os.chown(path, 0, gid)
             path.chmod(0o640)

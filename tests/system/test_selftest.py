@@ -4,7 +4,9 @@ and a failing critical check stops the core's processing and sending until it pa
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -13,6 +15,8 @@ from pathlib import Path
 from appliance.lab_world import LAB_PROFILES
 from tests.system.conftest import SMGW, Simulator
 from tests.system.testbed import Bed, make_testbed
+
+NOBODY = 65534
 
 
 def _selftest(bed: Bed) -> tuple[int, dict[str, dict[str, object]]]:
@@ -46,7 +50,7 @@ def test_each_critical_check_catches_its_tampering(tmp_path: Path) -> None:
         _apply(bed)
         assert _failed(bed) == set()
         # a tunnel config edited on disk (a route the server could not push)
-        conf = bed.root / "state/rendered/openvpn/dso.conf"
+        conf = bed.root / "state-rendered/openvpn/dso.conf"
         conf.write_text(conf.read_text() + "route 0.0.0.0 0.0.0.0\n")
         assert _failed(bed) == {"tunnel_configs"}
         _apply(bed)
@@ -61,6 +65,39 @@ def test_each_critical_check_catches_its_tampering(tmp_path: Path) -> None:
         assert doc["sending"] is True and doc["selftests"]["ruleset"]["ok"] is True
 
 
+def test_apply_renders_where_only_root_can_change_and_follows_nothing_planted(tmp_path: Path) -> None:
+    """User smgw owns the state folder: what it plants there (a symlink where older versions
+    rendered, where nft's last good ruleset went) is removed, never followed; the services read
+    configs from a folder only root can change, and apply refuses one another user could."""
+    with make_testbed(tmp_path, "modern") as bed:
+        state, rendered = bed.root / "state", bed.root / "state-rendered"
+        state.mkdir(mode=0o750)
+        os.chown(state, NOBODY, NOBODY)  # as provisioned: user smgw's
+        victim = tmp_path / "victim"
+        victim.mkdir()
+        (victim / "precious").write_text("keep me\n")
+        (state / "rendered").symlink_to(victim)
+        (state / "nftables.last-good.tmp").symlink_to(victim / "precious")
+        (state / "firewall.loaded").symlink_to(victim / "precious")
+        done = bed.smgw("gw", "apply", "--config", str(bed.config))
+        assert done.returncode == 0, done.stderr
+        assert f"removed {state / 'rendered'}" in done.stdout
+        assert sorted(p.name for p in victim.iterdir()) == ["precious"]
+        assert (victim / "precious").read_text() == "keep me\n"
+        assert not any((state / n).is_symlink() for n in ("rendered", "nftables.last-good.tmp", "firewall.loaded"))
+        info = rendered.stat()
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, NOBODY, 0o750)
+        for name in ("openvpn/dso.conf", "nftables.conf", "nftables.last-good.conf", "firewall.loaded"):
+            assert (rendered / name).stat().st_uid == 0, name
+        assert _failed(bed) == set()  # the self-tests read it there
+        # a rendered folder another user could change: refused, with where and why, nothing written
+        os.chown(rendered, NOBODY, NOBODY)
+        before = (rendered / "openvpn/dso.conf").read_text()
+        refused = bed.smgw("gw", "apply", "--config", str(bed.config))
+        assert refused.returncode != 0 and f"{rendered} belongs to uid {NOBODY}, not root" in refused.stderr
+        assert (rendered / "openvpn/dso.conf").read_text() == before
+
+
 def test_a_failing_critical_check_stops_sending_until_it_passes(tmp_path: Path,
                                                                 meter_sim: Callable[..., Simulator]) -> None:
     sim = meter_sim("normal")
@@ -68,7 +105,7 @@ def test_a_failing_critical_check_stops_sending_until_it_passes(tmp_path: Path,
         bed.config.write_text(f'[meter]\nport = "{sim.link}"\npoll_interval = 2\ntimeout = 5\nattempts = 2\n'
                               + bed.config.read_text() + LAB_PROFILES + "\n[selftest]\ninterval_s = 5\n")
         _apply(bed)
-        conf = bed.root / "state/rendered/openvpn/supplier.conf"
+        conf = bed.root / "state-rendered/openvpn/supplier.conf"
         good = conf.read_text()
         conf.write_text(good.replace("remote ", "remote 203.0.113.66 1194\n# was: remote ", 1))
         db = bed.root / "state/smgw.db"

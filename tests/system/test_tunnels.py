@@ -49,7 +49,7 @@ def test_tunnels_connect_with_token_keys_and_recover_from_kill(tmp_path: Path, p
     with make_testbed(tmp_path, profile) as bed:
         applied = bed.smgw("gw", "apply", "--config", str(bed.config))
         assert applied.returncode == 0, applied.stderr
-        rendered = (bed.root / "state/rendered/openvpn/dso.conf").read_text()
+        rendered = (bed.root / "state-rendered/openvpn/dso.conf").read_text()
         assert "pkcs11-id 'SoftHSM\\x20project/SoftHSM\\x20v2/" in rendered
         assert not list(bed.root.glob("**/gw-*.key")), "a gateway key file exists outside the token"
         with party_servers(bed):
