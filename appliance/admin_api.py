@@ -69,17 +69,19 @@ class AdminApi:
         self.store: Store | None = None
 
     def handle(self, method: str, target: str, body: bytes = b"") -> Result:
-        parts = urlsplit(target)
-        query = parse_qs(parts.query, keep_blank_values=True, max_num_fields=20)
-        try:
+        path = target.partition("?")[0]
+        try:  # (urlsplit and parse_qs refuse a bad target or too many fields with ValueError)
+            parts = urlsplit(target)
+            path = parts.path
+            query = parse_qs(parts.query, keep_blank_values=True, max_num_fields=20)
             with self._lock, Store.open(self.cfg.store.path, read_only=True) as self.store:
-                status, doc = self._route(method, parts.path, query, body)
+                status, doc = self._route(method, path, query, body)
         except ValueError as exc:
-            status, doc = _error(400, str(exc))
+            status, doc = _error(400, str(exc)[:200])
         except StoreError as exc:
             status, doc = _error(503, f"store unavailable: {exc}")
         extra = self.changes.pop() if self.changes else {}
-        self.on_request({"method": method, "path": parts.path[:200], "status": status, **extra})
+        self.on_request({"method": method, "path": path[:200], "status": status, **extra})
         return status, doc
 
     def _route(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> Result:

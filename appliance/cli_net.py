@@ -68,20 +68,20 @@ def _holds(path: Path, text: str) -> bool:
         return False
 
 
-def share_rendered(state: Path, *written: Path) -> None:
+def share_rendered(group_of: Path, *written: Path) -> None:
     """``apply`` runs as root, the tunnels, the self-test timer and the portal as the service
-    user: what it wrote (each file, each folder with all below it) takes the group of the state
-    folder (smgw), whose members may read it (files 0640, folders 0750), and nobody else may.
-    The ruleset snapshot among them: unreadable, the self-test failed its critical ruleset check
-    on every run, and the core stopped sending.
+    user: what it wrote (each file, each folder with all below it) takes the group of
+    ``group_of`` (the rendered folder's, smgw), whose members may read it (files 0640, folders
+    0750), and nobody else may. The ruleset snapshot among them: unreadable, the self-test
+    failed its critical ruleset check on every run, and the core stopped sending.
 
-    User smgw owns the state folder, so it can put a symlink or a hard link where apply wrote:
-    nothing here follows a symlink (the walk is by folder descriptors, the changes by name in
-    their folder, never through a link), and only root's own files, with one link, are changed;
-    so root never hands the group a file that is not apply's."""
+    Defence in depth (the rendered folder is root's alone now; the state folder, where older
+    versions wrote, is smgw's): nothing here follows a symlink (the walk is by folder
+    descriptors, the changes by name in their folder, never through a link), and only root's
+    own files, with one link, are changed; so root never hands the group a file that is not apply's."""
     if os.geteuid() != 0:
         return
-    gid = state.stat().st_gid
+    gid = group_of.stat().st_gid
     for top in written:
         try:
             fd = os.open(top, _NO_LINK)
@@ -122,11 +122,21 @@ def _share_one(fd: int, gid: int) -> os.stat_result:
 
 
 def _share_written(cfg: GatewayConfig) -> None:
-    share_rendered(cfg.paths.state, cfg.paths.rendered)
+    share_rendered(cfg.paths.rendered, cfg.paths.rendered)
 
 
 #: what smgw before 0.x rendered into the state folder, where user smgw could swap it
 _RETIRED = ("rendered", FIREWALL_SNAPSHOT, "nftables.last-good.conf", "nftables.last-good.tmp")
+
+
+def _retire_old(cfg: GatewayConfig) -> None:
+    """After the apply (nothing planted there can stop it): the old renders go, and a unit
+    that still reads them is what the operator must replace."""
+    removed, left = retire(cfg.paths.state, _RETIRED)
+    for old in removed:
+        click.echo(f"removed {old}: rendered into {cfg.paths.rendered} now (install the units rendered there)")
+    for problem in left:
+        click.echo(f"warning: {problem}", err=True)
 
 
 def _rendered_folder(cfg: GatewayConfig) -> Path:
@@ -178,10 +188,9 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         # the units run this very config file, wherever it lies
         files = generate(cfg, pkcs11_ids(cfg, None), config_path=config_path.resolve())
         rendered = _rendered_folder(cfg)
-        for old in retire(cfg.paths.state, _RETIRED):
-            click.echo(f"removed {old} (rendered now into {rendered})")
         if _in_force(cfg, files):
             _share_written(cfg)  # (a gateway applied before the snapshot was shared gets it now)
+            _retire_old(cfg)
             click.echo(f"unchanged: {len(files)} files and the firewall as loaded already, forwarding off")
             return
         if cfg.firewall.backend == "nftables":
@@ -202,6 +211,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         # what the kernel holds right after loading: the self-test compares against it
         write_tree({FIREWALL_SNAPSHOT: _loaded(cfg)}, rendered)
         _share_written(cfg)
+        _retire_old(cfg)
         click.echo(f"applied: {len(files)} files, {loaded} loaded, forwarding off")
 
     @main.command("status")

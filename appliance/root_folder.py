@@ -23,30 +23,41 @@ from appliance.errors import SmgwError
 MODE = 0o750  #: the services' group reads, nobody else
 
 
-def root_folder(path: Path, gid: int) -> Path:
-    """Check (and make, if missing) ``path`` as a folder only root may change, group ``gid``."""
+def root_folder(path: Path, new_gid: int) -> Path:
+    """Check (and make, if missing) ``path`` as a folder only root may change. A folder made
+    here gets group ``new_gid``; an existing one keeps the group root gave it (the state
+    folder's group, where ``new_gid`` comes from, is smgw's to change; this one's is not)."""
     for folder in reversed(path.parents):  # / first
         _only_root_changes(folder, shared_ok=True)
     try:
         os.mkdir(path, MODE)
-        os.chmod(path, MODE, follow_symlinks=False)  # (whatever the umask)
+        os.chown(path, 0, new_gid, follow_symlinks=False)
     except FileExistsError:
         pass
     except OSError as exc:
         raise SmgwError(f"{path}: cannot make the folder: {exc.strerror}") from None
-    if _only_root_changes(path, shared_ok=False).st_gid != gid:
-        os.chown(path, 0, gid, follow_symlinks=False)  # (a setgid bit an operator set stays)
+    info = _only_root_changes(path, shared_ok=False)
+    if stat.S_IMODE(info.st_mode) & ~stat.S_ISGID != MODE:  # (a setgid bit an operator set stays)
+        os.chmod(path, MODE | (info.st_mode & stat.S_ISGID), follow_symlinks=False)
+    _tree_only_root_changes(path)
     return path
 
 
-def state_group(state: Path) -> int:
-    """The services' group: the state folder's, which provisioning makes for user smgw (made
-    here, root's, if missing, as the store would make it)."""
+def _tree_only_root_changes(top: Path) -> None:
+    """Every folder below is root's and writable by nobody else, and nothing is a symlink:
+    apply writes below by path, and reuses what folders it finds."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        state.mkdir(mode=0o750, parents=True, exist_ok=True)
-        return state.stat().st_gid
-    except OSError as exc:
-        raise SmgwError(f"paths.state {state}: {exc.strerror}") from None
+        for folder, folders, files, folder_fd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
+            for name in folders + files:
+                info = os.lstat(name, dir_fd=folder_fd)
+                where = top / folder / name
+                if stat.S_ISLNK(info.st_mode):
+                    raise SmgwError(f"{where} is a symlink: nothing in root's rendered folder may point elsewhere")
+                if stat.S_ISDIR(info.st_mode):
+                    _judge(where, info, shared_ok=False)
+    finally:
+        os.close(fd)
 
 
 def _only_root_changes(folder: Path, *, shared_ok: bool) -> os.stat_result:
@@ -54,6 +65,10 @@ def _only_root_changes(folder: Path, *, shared_ok: bool) -> os.stat_result:
         info = os.lstat(folder)
     except OSError as exc:
         raise SmgwError(f"{folder}: {exc.strerror}") from None
+    return _judge(folder, info, shared_ok=shared_ok)
+
+
+def _judge(folder: Path, info: os.stat_result, *, shared_ok: bool) -> os.stat_result:
     if stat.S_ISLNK(info.st_mode):
         raise SmgwError(f"{folder} is a symlink: give the real path (a link's folder's owner could point it "
                         "elsewhere)")
@@ -69,20 +84,38 @@ def _only_root_changes(folder: Path, *, shared_ok: bool) -> os.stat_result:
     return info
 
 
-def retire(state: Path, names: tuple[str, ...]) -> list[str]:
+def state_group(state: Path) -> int:
+    """The services' group: the state folder's, which provisioning makes for user smgw (made
+    here, root's, if missing, as the store would make it)."""
+    try:
+        state.mkdir(mode=0o750, parents=True, exist_ok=True)
+        return state.stat().st_gid
+    except OSError as exc:
+        raise SmgwError(f"paths.state {state}: {exc.strerror}") from None
+
+
+def retire(state: Path, names: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """Remove what older smgw versions rendered into the state folder (user smgw's), so no
-    service can be pointed at it again. By name in that folder: a symlink found there is
-    removed itself, never followed (``shutil.rmtree`` works by folder descriptors)."""
-    removed = []
+    service can be pointed at it again: (what was removed, what was left and why). By name
+    in that folder, never following a link: a file or link is unlinked; a folder only if root
+    owns it (older applies made it; user smgw cannot have filled it) and with every error
+    caught, so nothing planted there can stop an apply."""
+    removed, left = [], []
     for name in names:
         path = state / name
         try:
             info = os.lstat(path)
+            if not stat.S_ISDIR(info.st_mode):
+                path.unlink()
+            elif info.st_uid == 0:
+                shutil.rmtree(path)  # by folder descriptors: links inside are removed, not followed
+            else:
+                left.append(f"{path}: not root's, so not what an older apply rendered; left as it is")
+                continue
         except FileNotFoundError:
             continue
-        if stat.S_ISDIR(info.st_mode):
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+        except (OSError, RecursionError) as exc:
+            left.append(f"{path}: cannot remove it: {exc}")
+            continue
         removed.append(str(path))
-    return removed
+    return removed, left

@@ -16,6 +16,7 @@ import json
 import logging
 import random
 import socket
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -54,6 +55,7 @@ def post(route: Route, payload: bytes, timeout: float) -> tuple[int, dict[str, o
     of the way (the outbox then retries later; nothing escapes ``send_due``).
     """
     source = (route.source, 0) if route.source else None
+    deadline = time.monotonic() + timeout  # for the whole exchange: a peer dribbling bytes ends too
     with socket.create_connection((route.host, route.port), timeout=timeout, source_address=source) as sock:
         http = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_ANSWER)
         head = h11.Request(method="POST", target="/v1/deliveries", headers=[
@@ -61,23 +63,23 @@ def post(route: Route, payload: bytes, timeout: float) -> tuple[int, dict[str, o
             ("Content-Length", str(len(payload))), ("Connection", "close")])
         try:
             sock.sendall(b"".join(http.send(e) or b"" for e in (head, h11.Data(data=payload), h11.EndOfMessage())))
-            status, body = _answer(http, sock)
+            status, body = _answer(http, sock, deadline)
         except h11.ProtocolError as exc:
             raise ConnectionError(f"no complete HTTP answer from {route.host}:{route.port}: {exc}") from exc
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # (nested deep enough, the parser gives up that way)
         doc = {"error": f"not JSON: {bytes(body[:80])!r}"}
     return status, doc if isinstance(doc, dict) else {"error": "not a JSON object"}
 
 
-def _answer(http: h11.Connection, sock: socket.socket) -> tuple[int, bytearray]:
-    """Read the final response: its status and body (at most ``MAX_ANSWER`` bytes)."""
+def _answer(http: h11.Connection, sock: socket.socket, deadline: float) -> tuple[int, bytearray]:
+    """Read the final response by ``deadline``: its status and body (at most ``MAX_ANSWER`` bytes)."""
     status, body, heard = 0, bytearray(), False
     while True:
         event = http.next_event()
         if event is h11.NEED_DATA:
-            data = sock.recv(16384)
+            data = _recv_by(sock, deadline)
             if not data and not heard:
                 raise ConnectionError("the headend closed the connection before it answered")
             heard = heard or bool(data)
@@ -90,6 +92,17 @@ def _answer(http: h11.Connection, sock: socket.socket) -> tuple[int, bytearray]:
                 raise ConnectionError(f"the headend's answer is over {MAX_ANSWER} bytes")
         elif isinstance(event, h11.EndOfMessage):
             return status, body
+
+
+def _recv_by(sock: socket.socket, deadline: float) -> bytes:
+    left = deadline - time.monotonic()
+    try:
+        if left <= 0:
+            raise TimeoutError
+        sock.settimeout(left)
+        return sock.recv(16384)
+    except TimeoutError:
+        raise TimeoutError("the headend did not answer in time") from None
 
 
 def send_due(store: Store, route: Route, now: dt.datetime, rng: random.Random, *, limit: int = 100,

@@ -7,7 +7,9 @@ states, and a reader (the sender, ``smgw status``, the portal) merges the folder
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -43,9 +45,20 @@ def forget_others(run: Path, names: Iterable[str]) -> list[str]:
     """Remove the states of tunnels no longer configured (``smgw apply`` after a party left),
     so that no reader shows or routes to a tunnel that is gone; returns their names."""
     keep = set(names)
-    gone = []
-    for path in sorted((run / FOLDER).glob("*.json")):
-        if path.stem not in keep:
-            path.unlink(missing_ok=True)
-            gone.append(path.stem)
+    gone: list[str] = []
+    # apply runs this as root in a folder user smgw owns: listed and unlinked through the
+    # folder's descriptor, so a symlink put in the folder's place is never followed
+    try:
+        folder = os.open(run / FOLDER, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:  # missing (no tunnel ran yet), or not a folder: nothing of ours to forget
+        return gone
+    try:
+        for name in sorted(os.listdir(folder)):
+            stem, dot, ext = name.rpartition(".")
+            if dot and ext == "json" and stem not in keep:
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                    os.unlink(name, dir_fd=folder)
+                    gone.append(stem)
+    finally:
+        os.close(folder)
     return gone

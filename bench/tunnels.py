@@ -46,7 +46,7 @@ ruleset = (rendered / "nftables.conf").read_text()
 apply_ms = []
 for _ in range(20):
     t0 = time.perf_counter()
-    nftables.apply(ruleset, cfg.paths.state)
+    nftables.apply(ruleset, cfg.paths.rendered)
     apply_ms.append((time.perf_counter() - t0) * 1000)
 connect, rss, split = [], None, {}
 for _ in range(int(sys.argv[2])):

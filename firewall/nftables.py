@@ -3,6 +3,7 @@ atomically, with the last good ruleset kept for rollback (the fw4 habit)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -82,8 +83,12 @@ def apply(ruleset: str, state_dir: Path) -> None:
             _run(["-f", "-"], last_good.read_text())
         raise FirewallError(f"nft could not load the ruleset (last good restored): {done.stderr.strip()[:400]}")
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-    tmp = last_good.with_suffix(".tmp")
-    tmp.write_text(ruleset)
+    # a fresh name, made here (O_EXCL) and never through a link, then one rename
+    tmp = state_dir / f".nftables.last-good.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+    with os.fdopen(fd, "w") as out:
+        out.write(ruleset)
     tmp.replace(last_good)
 
 

@@ -92,10 +92,14 @@ def test_apply_renders_where_only_root_can_change_and_follows_nothing_planted(tm
         assert _failed(bed) == set()  # the self-tests read it there
         # a rendered folder another user could change: refused, with where and why, nothing written
         os.chown(rendered, NOBODY, NOBODY)
-        before = (rendered / "openvpn/dso.conf").read_text()
+        conf = rendered / "openvpn/dso.conf"
+        conf.write_text(conf.read_text() + "# edited\n")
+        before = conf.stat()
         refused = bed.smgw("gw", "apply", "--config", str(bed.config))
         assert refused.returncode != 0 and f"{rendered} belongs to uid {NOBODY}, not root" in refused.stderr
-        assert (rendered / "openvpn/dso.conf").read_text() == before
+        after = conf.stat()
+        assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+        assert conf.read_text().endswith("# edited\n")  # not rendered again
 
 
 def test_a_failing_critical_check_stops_sending_until_it_passes(tmp_path: Path,

@@ -7,11 +7,13 @@ import datetime as dt
 import json
 import socket
 import stat
+import time
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from appliance import admin_http
 from appliance.admin_api import MAX_BODY, AdminApi
 from appliance.admin_http import ApiServer
 from appliance.admin_tls import TlsView, render, stunnel_value
@@ -181,7 +183,52 @@ def test_the_socket_speaks_http_and_refuses_what_is_not_without_stopping(world) 
         assert garbage.startswith(b"HTTP/1.1 400 ") and b"not an HTTP request" in garbage, garbage
         assert _talk(path, b"GET / HTTP/1.1\r\nX: " + b"a" * 20_000).startswith(b"HTTP/1.1 431 ")
         assert _talk(path, b"") == b""  # a connection closed at once: nothing owed
+        # targets the URL parser refuses, and too many query fields: 400 with the reason, not a dropped line
+        assert _talk(path, b"GET //[x HTTP/1.1\r\nHost: gw\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+        many = "&".join(f"f{i}=1" for i in range(30)).encode()
+        assert _talk(path, b"GET /v1/log?" + many + b" HTTP/1.1\r\nHost: gw\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+        # a HEAD refused for its size: the answer has no body either
+        head_big = _talk(path, b"HEAD /v1/status HTTP/1.1\r\nHost: gw\r\nContent-Length: 99999999\r\n\r\n")
+        assert head_big.startswith(b"HTTP/1.1 413 ") and head_big.endswith(b"\r\n\r\n"), head_big
         assert _talk(path, get).startswith(b"HTTP/1.1 200 OK\r\n")  # and the server still answers
     finally:
         server.stop()
     assert not path.exists()
+
+
+def test_the_socket_holds_neither_a_dribbling_client_nor_more_connections_than_it_serves(
+        world, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(admin_http, "REQUEST_S", 1.0)
+    path = world["tmp"] / "run-api.sock"
+    server = ApiServer(path, world["api"])
+    server.start()
+    held: list[socket.socket] = []
+    try:
+        # one byte at a time, each well within a read's timeout: the request's own deadline ends it
+        with socket.socket(socket.AF_UNIX) as slow:
+            slow.connect(str(path))
+            started = time.monotonic()
+            with pytest.raises(OSError):  # reset or broken pipe once the server gave up
+                for byte in b"GET /v1/status HTTP/1.1\r\nHost: gw\r\n" * 10:
+                    slow.send(bytes([byte]))
+                    time.sleep(0.05)
+                    if time.monotonic() - started > 10:
+                        pytest.fail("the server still reads a request after 10 s")
+            assert time.monotonic() - started < 5
+        for _ in range(admin_http.MAX_CONNECTIONS):
+            held.append(socket.socket(socket.AF_UNIX))
+            held[-1].connect(str(path))
+        with socket.socket(socket.AF_UNIX) as extra:
+            extra.settimeout(5)
+            extra.connect(str(path))
+            assert extra.recv(100) == b""  # closed at once: every slot is taken
+        for sock in held:
+            sock.close()
+        deadline = time.monotonic() + 5
+        while not _talk(path, b"GET /v1/status HTTP/1.1\r\nHost: gw\r\n\r\n").startswith(b"HTTP/1.1 200 OK"):
+            assert time.monotonic() < deadline, "the slots were not given back"
+            time.sleep(0.1)
+    finally:
+        for sock in held:
+            sock.close()
+        server.stop()

@@ -37,7 +37,24 @@ def test_the_folder_is_made_root_s_group_readable_and_checked_again(base: Path) 
     info = made.stat()
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 1234, 0o750)
     (made / "keep").write_text("x")
-    assert root_folder(made, 4321).stat().st_gid == 4321 and (made / "keep").exists()  # checked, kept, regrouped
+    made.chmod(0o755)  # readable by all: closed again
+    # the group root gave it stays: the state folder's (where a new group comes from) is smgw's to change
+    again = root_folder(made, 4321).stat()
+    assert (again.st_gid, stat.S_IMODE(again.st_mode)) == (1234, 0o750) and (made / "keep").exists()
+
+
+@pytest.mark.parametrize("spoil", ["subfolder owned by smgw", "subfolder group-writable", "symlink inside"])
+def test_a_tree_with_a_folder_another_user_could_change_is_refused(base: Path, spoil: str) -> None:
+    folder = root_folder(base / "smgw-rendered", 0)
+    (folder / "openvpn").mkdir(mode=0o750)
+    if spoil == "subfolder owned by smgw":
+        os.chown(folder / "openvpn", NOBODY, 0)
+    elif spoil == "subfolder group-writable":
+        (folder / "openvpn").chmod(0o770)
+    else:
+        (folder / "openvpn" / "dso.conf").symlink_to(base)
+    with pytest.raises(SmgwError, match="openvpn"):
+        root_folder(folder, 0)
 
 
 @pytest.mark.parametrize("spoil", ["folder owned by smgw", "folder group-writable", "parent owned by smgw",
@@ -85,10 +102,15 @@ def test_retire_removes_old_renders_by_name_never_through_a_link(base: Path) -> 
     (state / "rendered" / "openvpn" / "link").symlink_to(victim)
     (state / "firewall.loaded").symlink_to(victim / "precious")
     (state / "smgw.db").write_text("the store stays")
-    removed = retire(state, ("rendered", "firewall.loaded", "nftables.last-good.conf"))
-    assert removed == [str(state / "rendered"), str(state / "firewall.loaded")]
+    removed, left = retire(state, ("rendered", "firewall.loaded", "nftables.last-good.conf"))
+    assert (removed, left) == ([str(state / "rendered"), str(state / "firewall.loaded")], [])
     assert sorted(p.name for p in state.iterdir()) == ["smgw.db"]
     assert (victim / "precious").read_text() == "keep me"
+    # a folder user smgw made under the old name is not an old render: left, and said so
+    (state / "rendered").mkdir()
+    os.chown(state / "rendered", NOBODY, NOBODY)
+    removed, left = retire(state, ("rendered",))
+    assert removed == [] and len(left) == 1 and left[0].startswith(f"{state / 'rendered'}: not root's")
 
 
 def test_paths_render_beside_the_state_never_inside_it() -> None:
