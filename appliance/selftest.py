@@ -11,6 +11,9 @@ sending to the wrong place.
 The firewall checks need CAP_NET_ADMIN to list the ruleset. The hardened core has no such
 capability, so they run in ``smgw selftest`` (root, from a timer) and reach the core
 through the results file; a core running as root (foreground, demo, tests) runs them itself.
+The tunnel configs check goes with them: both render the config again (Jinja2, the
+templates, the firewall renderers), a few megabytes the long-running unprivileged core
+then never loads.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ from appliance.errors import SmgwError
 from appliance.files import write_atomic
 from appliance.gateway_token import gateway_token
 from appliance.store import Store
-from firewall import iptables, nftables
 from firewall.errors import FirewallError
 from pki.errors import PkiError
 
@@ -119,6 +121,7 @@ def ruleset(cfg: GatewayConfig) -> str:
     from appliance.zone_policy import (
         zone_policy,  # the render side; imported here, only this check needs it
     )
+    from firewall import iptables, nftables
 
     policy = zone_policy(cfg)
     loaded: Callable[[], str]
@@ -161,19 +164,20 @@ def disk_space(cfg: GatewayConfig) -> str:
 
 
 def can_list_firewall() -> bool:
+    """Root: this process runs the checks that list the ruleset and render the config again."""
     return os.geteuid() == 0
 
 
 def run_checks(cfg: GatewayConfig, store: Store, *, firewall: bool | None = None) -> list[Check]:
-    """Every check this process may run (``firewall``: default, only as root)."""
+    """Every check this process may run (``firewall``: the ruleset and tunnel configs checks; default, only as root)."""
     checks = [_check("database", True, lambda: database(store)),
               _check("forwarding", True, forwarding),
               _check("disk_space", False, lambda: disk_space(cfg))]
     if token_labels(cfg) or cfg.logs.key == "token":
         checks.insert(0, _check("token", True, lambda: token_keys(cfg)))
-    if cfg.parties or cfg.admin is not None:
-        checks.append(_check("tunnel_configs", True, lambda: tunnel_configs(cfg)))
     if firewall if firewall is not None else can_list_firewall():
+        if cfg.parties or cfg.admin is not None:
+            checks.append(_check("tunnel_configs", True, lambda: tunnel_configs(cfg)))
         checks.append(_check("ruleset", True, lambda: ruleset(cfg)))
     return checks
 

@@ -1,0 +1,50 @@
+"""What the long-running core loads: on a 512 MB board each megabyte of a process that
+runs for years counts. The core never loads what only other commands need: the renderers
+(Jinja2: the self-test timer re-renders, as root), http.client/http.server/ssl (the sender
+and the admin socket speak HTTP through h11), Flask (the portal is a process of its own)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from appliance.config import load
+from appliance.selftest import run_checks
+from appliance.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples/gateway.toml"
+NEVER_IN_THE_CORE = ("jinja2", "http.client", "http.server", "ssl", "email.parser", "flask", "cheroot")
+
+
+def _loaded_by(*modules: str) -> set[str]:
+    code = (f"import sys, json\nfor m in {list(modules)!r}: __import__(m)\n"
+            f"print(json.dumps(sorted(set(sys.modules) & set({list(NEVER_IN_THE_CORE)!r}))))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return set(json.loads(done.stdout))
+
+
+def test_the_core_as_its_unit_runs_it_loads_no_renderer_no_http_library_no_web_framework() -> None:
+    # smgw gateway run --core-only: the command line, the reader loop, the processor and sender
+    assert _loaded_by("appliance.cli", "appliance.gateway", "appliance.delivery_service") == set()
+
+
+def test_the_in_process_gateway_loads_jinja2_only_for_the_admin_tunnel_s_stunnel() -> None:
+    # the tunnels and the GateWatcher as threads: the admin API renders stunnel's config
+    loaded = _loaded_by("appliance.cli", "appliance.gateway", "appliance.delivery_service",
+                        "appliance.tunnel_service", "appliance.gatewatcher_service")
+    assert loaded <= {"jinja2"}, loaded
+
+
+def test_the_unprivileged_core_leaves_the_rendering_checks_to_root(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text().replace('state = "/var/lib/smgw"', f'state = "{tmp_path}/state"').replace(
+        'path = "/var/lib/smgw/smgw.db"', f'path = "{tmp_path}/smgw.db"')
+    (tmp_path / "gateway.toml").write_text(text)
+    cfg = load(tmp_path / "gateway.toml")
+    with Store.open(cfg.store.path) as store:
+        as_core = {c.name for c in run_checks(cfg, store, firewall=False)}
+        as_timer = {c.name for c in run_checks(cfg, store, firewall=True)}
+    assert {"tunnel_configs", "ruleset"} & as_core == set()
+    assert {"tunnel_configs", "ruleset", "database", "forwarding"} <= as_timer
