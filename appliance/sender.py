@@ -59,7 +59,7 @@ def post(route: Route, payload: bytes, timeout: float) -> tuple[int, dict[str, o
     with socket.create_connection((route.host, route.port), timeout=timeout, source_address=source) as sock:
         http = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_ANSWER)
         head = h11.Request(method="POST", target="/v1/deliveries", headers=[
-            ("Host", route.host), ("Content-Type", "application/cms"),
+            ("Host", f"{route.host}:{route.port}"), ("Content-Type", "application/cms"),
             ("Content-Length", str(len(payload))), ("Connection", "close")])
         try:
             sock.sendall(b"".join(http.send(e) or b"" for e in (head, h11.Data(data=payload), h11.EndOfMessage())))

@@ -109,6 +109,10 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
         first = playbook(root, prefix, archive, log)
         _ok(first)
         assert all(first.recap[h]["changed"] > 0 for h in ("ca", "dso", "gw1", "gw2")), first.recap
+        # a new release restarts what runs it (the services run the code they started with)
+        for handler in ("smgw_gateway : Restart the gateway", "smgw_headend : Restart the headend",
+                        "smgw_gwa : Restart the admin tunnel server", "smgw_install : Note the new smgw release"):
+            assert f"RUNNING HANDLER [{handler}]" in first.output, handler
         # the units' users cannot write bytecode beside the code: the role compiled it, as root's
         for host in ("dso", *GATEWAYS):
             pyc = root / host / "opt/smgw/smgw/appliance/__pycache__" / f"gateway.{sys.implementation.cache_tag}.pyc"
@@ -269,6 +273,7 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
         second = playbook(root, prefix, archive, log)
         _ok(second)
         assert all(r["changed"] == 0 for r in second.recap.values()), second.recap
+        assert "RUNNING HANDLER" not in second.output  # the same release: nothing restarts
 
         # rotation: every certificate is due within a renewal window this long
         third = playbook(root, prefix, archive, log, "-e", "smgw_gateway_renew_days=100000",
