@@ -3,6 +3,7 @@ roles refuse bad variables before they touch a host (argument specs, then the ro
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -43,11 +44,11 @@ def test_site_passes_the_syntax_check(inventory: str) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
-def _gateway_play(tmp_path: Path, extra: str) -> subprocess.CompletedProcess[str]:
-    """Only the gateway play for gw1, with one variable spoiled: it must stop in validation."""
+def _gateway_play(tmp_path: Path, extra: str, host: str = "gw1") -> subprocess.CompletedProcess[str]:
+    """Only the play for one host (a gateway: gw1), with one variable spoiled: it must stop in validation."""
     (tmp_path / "extra.json").write_text(extra)
     return subprocess.run(
-        [_tool("ansible-playbook"), "-i", "inventory/lab.yml", "site.yml", "--limit", "gw1",
+        [_tool("ansible-playbook"), "-i", "inventory/lab.yml", "site.yml", "--limit", host,
          "-e", f"smgw_lab_root={tmp_path}", "-e", "smgw_lab_prefix=none", "-e", "ansible_become=false",
          "-e", f"smgw_install_source_archive={tmp_path}/none.tar.gz", "-e", f"@{tmp_path}/extra.json"],
         cwd=ANSIBLE, env=_env(), capture_output=True, text=True, timeout=120, check=False)
@@ -68,3 +69,11 @@ def test_gateway_role_refuses_bad_variables_before_touching_the_host(tmp_path: P
     assert says in out, out[-3000:]
     # it stopped in validation: nothing of the gateway was made
     assert not (tmp_path / "gw1").exists(), sorted(p.name for p in tmp_path.iterdir())
+
+
+def test_headend_role_keeps_the_read_socket_out_of_root_s_folders(tmp_path: Path) -> None:
+    extra = json.dumps({"smgw_headend_read_socket": f"{tmp_path}/dso/run/smgw-headend/reads.sock"})
+    done = _gateway_play(tmp_path, extra, host="dso")
+    out = done.stdout + done.stderr
+    assert done.returncode != 0 and "smgw_headend_read_socket: a plain absolute path in a folder of its own" in out, out[-3000:]
+    assert not (tmp_path / "dso").exists(), sorted(p.name for p in tmp_path.iterdir())

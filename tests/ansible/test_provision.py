@@ -155,6 +155,9 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
         # root's folder (the server config and ruleset root's openvpn and nft load): the ingest writes only db/
         headend_state = (dso / "var/lib/smgw-headend").stat()
         assert (headend_state.st_uid, headend_state.st_mode & 0o022) == (0, 0), oct(headend_state.st_mode)
+        # root's openvpn writes its client list in the run folder: the ingest reads it, writes nothing there
+        headend_run = (dso / "run/smgw-headend").stat()
+        assert (headend_run.st_uid, headend_run.st_mode & 0o7777) == (0, 0o750), oct(headend_run.st_mode)
         headend_unit = dso / "etc/systemd/system/smgw-headend.service"
         assert unit_identity(headend_unit)[1:3] == ["--reuid=smgw", "--regid=smgw"]
         start("dso", headend_unit, {**env, "HOME": "/nonexistent"}, as_unit_user=True)
