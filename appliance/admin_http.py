@@ -76,6 +76,8 @@ class _Handler(socketserver.BaseRequestHandler):
                 request = event
                 if _declared_length(event) > MAX_BODY:  # answered before reading a byte of it
                     return self._refuse_body(http, request)
+                if http.they_are_waiting_for_100_continue:  # (curl's Expect: 100-continue)
+                    self.request.sendall(http.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
             elif isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > MAX_BODY:  # chunked: the length shows only as it comes

@@ -190,6 +190,14 @@ def test_the_socket_speaks_http_and_refuses_what_is_not_without_stopping(world) 
         # a HEAD refused for its size: the answer has no body either
         head_big = _talk(path, b"HEAD /v1/status HTTP/1.1\r\nHost: gw\r\nContent-Length: 99999999\r\n\r\n")
         assert head_big.startswith(b"HTTP/1.1 413 ") and head_big.endswith(b"\r\n\r\n"), head_big
+        # a client that waits for 100 Continue before its body gets it, then the answer
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(str(path))
+            sock.sendall(b"PUT /v1/profiles/x HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 100 ")
+            sock.sendall(b"{}")
+            assert b"document refused" in sock.recv(1000)  # the body arrived: a profile needs a signed document
         assert _talk(path, get).startswith(b"HTTP/1.1 200 OK\r\n")  # and the server still answers
     finally:
         server.stop()
