@@ -20,7 +20,7 @@ from appliance.files import write_atomic
 from appliance.gateway_token import gateway_token
 from appliance.render import generate, tunnel_views
 from appliance.render_server import generate_gwa, generate_headend
-from appliance.root_folder import retire, root_folder, state_group
+from appliance.root_folder import retire, root_folder
 from appliance.selftest import (
     FIREWALL_SNAPSHOT,
     FORWARDING,
@@ -68,12 +68,12 @@ def _holds(path: Path, text: str) -> bool:
         return False
 
 
-def share_rendered(group_of: Path, *written: Path) -> None:
+def share_rendered(folder: Path) -> None:
     """``apply`` runs as root, the tunnels, the self-test timer and the portal as the service
-    user: what it wrote (each file, each folder with all below it) takes the group of
-    ``group_of`` (the rendered folder's, smgw), whose members may read it (files 0640, folders
-    0750), and nobody else may. The ruleset snapshot among them: unreadable, the self-test
-    failed its critical ruleset check on every run, and the core stopped sending.
+    user: what it wrote below ``folder`` takes the folder's group (smgw), whose members may read
+    it (files 0640, folders 0750), and nobody else may. The ruleset snapshot among them:
+    unreadable, the self-test failed its critical ruleset check on every run, and the core
+    stopped sending.
 
     Defence in depth (the rendered folder is root's alone now; the state folder, where older
     versions wrote, is smgw's): nothing here follows a symlink (the walk is by folder
@@ -81,19 +81,17 @@ def share_rendered(group_of: Path, *written: Path) -> None:
     own files, with one link, are changed; so root never hands the group a file that is not apply's."""
     if os.geteuid() != 0:
         return
-    gid = group_of.stat().st_gid
-    for top in written:
-        try:
-            fd = os.open(top, _NO_LINK)
-        except OSError:  # missing, or a symlink (ELOOP): not apply's
-            continue
-        try:
-            if stat.S_ISDIR(_share_one(fd, gid).st_mode):
-                for _, folders, files, folder in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
-                    for name in folders + files:
-                        _share_entry(folder, name, gid)
-        finally:
-            os.close(fd)
+    try:
+        fd = os.open(folder, _NO_LINK | os.O_DIRECTORY)
+    except OSError:  # missing, or a symlink (ELOOP): not apply's
+        return
+    try:
+        gid = os.fstat(fd).st_gid  # (the folder's own, through the descriptor the walk uses)
+        for _, folders, files, below in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
+            for name in folders + files:
+                _share_entry(below, name, gid)
+    finally:
+        os.close(fd)
 
 
 _NO_LINK = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -110,19 +108,13 @@ def _share_entry(folder: int, name: str, gid: int) -> None:
         os.close(entry)
 
 
-def _share_one(fd: int, gid: int) -> os.stat_result:
-    """The open file or folder takes group ``gid``: only if root owns it and it has one name.
-    Returns what it found, so the caller need not look again."""
+def _share_one(fd: int, gid: int) -> None:
+    """The open file or folder takes group ``gid``: only if root owns it and it has one name."""
     info = os.fstat(fd)
     if info.st_uid != 0 or info.st_gid == gid or (stat.S_ISREG(info.st_mode) and info.st_nlink != 1):
-        return info
+        return
     if stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode):
         os.fchown(fd, -1, gid)
-    return info
-
-
-def _share_written(cfg: GatewayConfig) -> None:
-    share_rendered(cfg.paths.rendered, cfg.paths.rendered)
 
 
 #: what smgw before 0.x rendered into the state folder, where user smgw could swap it
@@ -137,12 +129,6 @@ def _retire_old(cfg: GatewayConfig) -> None:
         click.echo(f"removed {old}: rendered into {cfg.paths.rendered} now (install the units rendered there)")
     for problem in left:
         click.echo(f"warning: {problem}", err=True)
-
-
-def _rendered_folder(cfg: GatewayConfig) -> Path:
-    """``paths.rendered``, checked (and made) as a folder only root may change; the services'
-    group (the state folder's) reads it."""
-    return root_folder(cfg.paths.rendered, state_group(cfg.paths.state))
 
 
 def forwarding_off() -> None:
@@ -187,9 +173,10 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         _interfaces_present(cfg)
         # the units run this very config file, wherever it lies
         files = generate(cfg, pkcs11_ids(cfg, None), config_path=config_path.resolve())
-        rendered = _rendered_folder(cfg)
+        # checked (and made) as a folder only root may change, the services' group reading it
+        rendered = root_folder(cfg.paths.rendered, group_from=cfg.paths.state)
         if _in_force(cfg, files):
-            _share_written(cfg)  # (a gateway applied before the snapshot was shared gets it now)
+            share_rendered(rendered)  # (a gateway applied before the snapshot was shared gets it now)
             _retire_old(cfg)
             click.echo(f"unchanged: {len(files)} files and the firewall as loaded already, forwarding off")
             return
@@ -210,7 +197,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
         forget_others(cfg.paths.run, [p.name for p in cfg.parties])
         # what the kernel holds right after loading: the self-test compares against it
         write_tree({FIREWALL_SNAPSHOT: _loaded(cfg)}, rendered)
-        _share_written(cfg)
+        share_rendered(rendered)
         _retire_old(cfg)
         click.echo(f"applied: {len(files)} files, {loaded} loaded, forwarding off")
 

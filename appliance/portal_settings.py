@@ -17,7 +17,7 @@ from typing import Any
 from appliance.config import GatewayConfig
 from appliance.files import write_atomic
 from appliance.profiles import CATALOGUE
-from appliance.root_folder import root_folder, state_group
+from appliance.root_folder import root_folder
 
 SETTINGS_FILE = "portal.json"  #: under ``<paths.rendered>`` after ``smgw apply``
 
@@ -64,6 +64,6 @@ def install(cfg: GatewayConfig) -> Path:
     """Write ``portal.json`` where the portal looks (``smgw apply`` writes it too, with the rest)."""
     path = settings_path(cfg)
     if os.geteuid() == 0:  # root writes only where nobody else can have planted a link
-        root_folder(path.parent, state_group(cfg.paths.state))
+        root_folder(path.parent, group_from=cfg.paths.state)
     write_atomic(path, render_portal_settings(cfg), 0o640)
     return path

@@ -23,15 +23,15 @@ from appliance.errors import SmgwError
 MODE = 0o750  #: the services' group reads, nobody else
 
 
-def root_folder(path: Path, new_gid: int) -> Path:
+def root_folder(path: Path, group_from: Path) -> Path:
     """Check (and make, if missing) ``path`` as a folder only root may change. A folder made
-    here gets group ``new_gid``; an existing one keeps the group root gave it (the state
-    folder's group, where ``new_gid`` comes from, is smgw's to change; this one's is not)."""
+    here gets the group of ``group_from`` (the state folder: the services'); an existing one
+    keeps the group root gave it (the state folder's group is smgw's to change; this one's is not)."""
     for folder in reversed(path.parents):  # / first
         _only_root_changes(folder, shared_ok=True)
     try:
         os.mkdir(path, MODE)
-        os.chown(path, 0, new_gid, follow_symlinks=False)
+        os.chown(path, 0, _group_of(group_from), follow_symlinks=False)
     except FileExistsError:
         pass
     except OSError as exc:
@@ -84,7 +84,7 @@ def _judge(folder: Path, info: os.stat_result, *, shared_ok: bool) -> os.stat_re
     return info
 
 
-def state_group(state: Path) -> int:
+def _group_of(state: Path) -> int:
     """The services' group: the state folder's, which provisioning makes for user smgw (made
     here, root's, if missing, as the store would make it)."""
     try:

@@ -226,19 +226,19 @@ def test_gwa_example_renders_its_admin_tunnel_server() -> None:
 
 
 def test_apply_shares_what_it_rendered_with_the_services_group(tmp_path: Path) -> None:
-    """Rendered as root, read by the tunnels as user smgw: the tree takes the state folder's group."""
+    """Rendered as root, read by the tunnels as user smgw: the tree takes the rendered folder's group."""
     from appliance.cli_net import share_rendered, write_tree
 
     if os.geteuid() != 0:
         missing("root (chown to another group)")
-    state = tmp_path / "state"
-    state.mkdir()
-    os.chown(state, -1, 1)  # a group other than root's, as smgw is on a gateway
-    write_tree({"openvpn/dso.conf": "client\n", "nftables.conf": "table inet smgw {}\n"}, state / "rendered")
-    write_tree({"firewall.loaded": "table inet smgw {}\n"}, state)  # the self-test timer (user smgw) reads it
-    share_rendered(state, state / "rendered", state / "firewall.loaded")
-    tree = [state / "rendered", state / "rendered/openvpn", state / "rendered/openvpn/dso.conf",
-            state / "rendered/nftables.conf", state / "firewall.loaded"]
+    rendered = tmp_path / "rendered"
+    rendered.mkdir(mode=0o750)
+    os.chown(rendered, -1, 1)  # a group other than root's, as smgw is on a gateway
+    write_tree({"openvpn/dso.conf": "client\n", "nftables.conf": "table inet smgw {}\n",
+                "firewall.loaded": "table inet smgw {}\n"}, rendered)  # the self-test timer (user smgw) reads it
+    share_rendered(rendered)
+    tree = [rendered, rendered / "openvpn", rendered / "openvpn/dso.conf", rendered / "nftables.conf",
+            rendered / "firewall.loaded"]
     assert {p.stat().st_gid for p in tree} == {1}
     assert all(p.stat().st_mode & 0o007 == 0 for p in tree)  # and nobody else
 
@@ -250,19 +250,20 @@ def test_apply_shares_nothing_user_smgw_planted(tmp_path: Path) -> None:
 
     if os.geteuid() != 0:
         missing("root (chown to another group)")
-    state, secret_dir = tmp_path / "state", tmp_path / "secret"
-    state.mkdir()
+    rendered, secret_dir = tmp_path / "rendered", tmp_path / "secret"
+    rendered.mkdir()
     secret_dir.mkdir()
-    os.chown(state, -1, 1)
+    os.chown(rendered, -1, 1)
     secret = secret_dir / "shadow"
     secret.write_text("root only\n")
-    write_tree({"openvpn/dso.conf": "client\n"}, state / "rendered")
-    (state / "rendered/openvpn/planted").symlink_to(secret)  # inside the tree
-    (state / "rendered/openvpn/dir-link").symlink_to(secret_dir)
-    os.link(secret, state / "rendered/hard")  # a second name of root's file
-    (state / "firewall.loaded").symlink_to(secret_dir)  # the top itself
-    share_rendered(state, state / "rendered", state / "firewall.loaded")
-    assert (state / "rendered/openvpn/dso.conf").stat().st_gid == 1  # apply's own file: shared
+    write_tree({"openvpn/dso.conf": "client\n"}, rendered)
+    (rendered / "openvpn/planted").symlink_to(secret)  # inside the tree
+    (rendered / "openvpn/dir-link").symlink_to(secret_dir)
+    os.link(secret, rendered / "hard")  # a second name of root's file
+    (tmp_path / "top-link").symlink_to(secret_dir)  # the top itself
+    share_rendered(rendered)
+    share_rendered(tmp_path / "top-link")
+    assert (rendered / "openvpn/dso.conf").stat().st_gid == 1  # apply's own file: shared
     assert secret.stat().st_gid == 0 and secret_dir.stat().st_gid == 0  # nothing through a link
 
 

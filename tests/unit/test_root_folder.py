@@ -32,20 +32,28 @@ def base() -> Iterator[Path]:
         yield folder
 
 
+def _state(base: Path, gid: int) -> Path:
+    """A state folder of group ``gid``, as provisioning makes it for the services."""
+    state = base / f"state-{gid}"
+    state.mkdir(exist_ok=True)
+    os.chown(state, NOBODY, gid)
+    return state
+
+
 def test_the_folder_is_made_root_s_group_readable_and_checked_again(base: Path) -> None:
-    made = root_folder(base / "smgw-rendered", 1234)
+    made = root_folder(base / "smgw-rendered", group_from=_state(base, 1234))
     info = made.stat()
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 1234, 0o750)
     (made / "keep").write_text("x")
     made.chmod(0o755)  # readable by all: closed again
     # the group root gave it stays: the state folder's (where a new group comes from) is smgw's to change
-    again = root_folder(made, 4321).stat()
+    again = root_folder(made, group_from=_state(base, 4321)).stat()
     assert (again.st_gid, stat.S_IMODE(again.st_mode)) == (1234, 0o750) and (made / "keep").exists()
 
 
 @pytest.mark.parametrize("spoil", ["subfolder owned by smgw", "subfolder group-writable", "symlink inside"])
 def test_a_tree_with_a_folder_another_user_could_change_is_refused(base: Path, spoil: str) -> None:
-    folder = root_folder(base / "smgw-rendered", 0)
+    folder = root_folder(base / "smgw-rendered", group_from=base)
     (folder / "openvpn").mkdir(mode=0o750)
     if spoil == "subfolder owned by smgw":
         os.chown(folder / "openvpn", NOBODY, 0)
@@ -54,7 +62,7 @@ def test_a_tree_with_a_folder_another_user_could_change_is_refused(base: Path, s
     else:
         (folder / "openvpn" / "dso.conf").symlink_to(base)
     with pytest.raises(SmgwError, match="openvpn"):
-        root_folder(folder, 0)
+        root_folder(folder, group_from=base)
 
 
 @pytest.mark.parametrize("spoil", ["folder owned by smgw", "folder group-writable", "parent owned by smgw",
@@ -85,7 +93,7 @@ def test_a_folder_another_user_could_swap_is_refused_with_where_and_why(base: Pa
         folder.rmdir()
         folder.write_text("not a folder")
     with pytest.raises(SmgwError) as refused:
-        root_folder(folder, 0)
+        root_folder(folder, group_from=base)
     message = str(refused.value)
     assert str(parent if "parent" in spoil else folder) in message
     assert any(why in message for why in ("not root", "writable by others", "symlink", "not a folder")), message
