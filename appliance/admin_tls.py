@@ -24,7 +24,6 @@ from pathlib import Path
 
 from appliance.child import dying_with_parent
 from appliance.errors import SmgwError
-from appliance.render import TEMPLATES, RenderError, environment
 
 ENGINE_CANDIDATES = (Path("/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so"),
                      Path("/usr/lib/aarch64-linux-gnu/engines-3/pkcs11.so"),
@@ -37,6 +36,8 @@ def stunnel_value(value: object) -> str:
     comment or extend a line, and never a space, ``;`` or ``#``."""
     text = str(value)
     if not _STUNNEL_SAFE.fullmatch(text):
+        from appliance.render import RenderError  # loaded already: only a render calls this
+
         raise RenderError(f"value {text[:40]!r} cannot go into a stunnel config")
     return text
 
@@ -57,8 +58,13 @@ class TlsView:
     profile: str
 
 
-def render(view: TlsView, templates: Path = TEMPLATES) -> str:
-    env = environment(templates)
+def render(view: TlsView, templates: Path | None = None) -> str:
+    """stunnel's config. The renderers (Jinja2, the templates, the firewall's) are loaded here,
+    when a WakeUp opens the admin tunnel, not when the GateWatcher starts: most of a gateway's
+    life has no admin tunnel, and in the in-process shape they would sit in the core."""
+    from appliance.render import TEMPLATES, environment
+
+    env = environment(templates or TEMPLATES)
     env.filters["stunnel"] = stunnel_value
     return env.get_template("stunnel-admin-api.conf.j2").render(t=view)
 

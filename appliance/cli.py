@@ -223,6 +223,7 @@ def gateway_run_cmd(config_path: Path, readouts: int | None, core_only: bool, in
     from appliance.gateway import run_reader_loop
     from appliance.parts import PartSupervisor, ThreadParts, part_commands, part_loops
     from appliance.portal_user import portal_privileges
+    from appliance.selftest import can_list_firewall, rendering_in_child
 
     cfg = config_mod.load(config_path)
     if logging.getLogger().level > logging.INFO:
@@ -255,7 +256,8 @@ def gateway_run_cmd(config_path: Path, readouts: int | None, core_only: bool, in
     if parts is not None:
         parts.start()
     try:
-        stats = run_reader_loop(cfg, stop, max_readouts=readouts, after_readout=after, parts=parts, reload=reload)
+        stats = run_reader_loop(cfg, stop, max_readouts=readouts, after_readout=after, parts=parts, reload=reload,
+                                rendering=rendering_in_child(cfg, config_path.absolute()) if can_list_firewall() else None)
     finally:
         if parts is not None:
             parts.stop()

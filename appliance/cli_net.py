@@ -27,6 +27,7 @@ from appliance.selftest import (
     blocking,
     forwarding,
     read_results,
+    rendering_checks,
     run_checks,
     write_results,
 )
@@ -227,14 +228,20 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
     @main.command("selftest")
     @config_option
     @click.option("--json", "as_json", is_flag=True)
+    @click.option("--rendering-only", is_flag=True, hidden=True,
+                  help="Only the checks that render the config again, printed as JSON and not published: "
+                       "for a core running as root, which publishes them itself.")
     @wrap
-    def selftest_cmd(config_path: Path, as_json: bool) -> None:
+    def selftest_cmd(config_path: Path, as_json: bool, rendering_only: bool) -> None:
         """Run every self-test now (the firewall ones need root) and publish the results; exit 1
         if a critical one fails. Run from a timer beside the unprivileged core."""
         from appliance.audit import Auditor
         from appliance.store import Store
 
         cfg = config_mod.load(config_path)
+        if rendering_only:
+            click.echo(json.dumps([asdict(c) for c in rendering_checks(cfg)]))
+            return
         with Store.open(cfg.store.path) as store:
             checks = run_checks(cfg, store, firewall=True)  # this command is the one meant to run them
             write_results(cfg, checks)

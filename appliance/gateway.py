@@ -147,6 +147,7 @@ class CoreLoop:
     next_clock: float = 0.0
     clock: ClockReading | None = None
     checks: list[Check] = field(default_factory=list)
+    rendering: Callable[[], list[Check]] | None = None  #: the rendering checks, when this core may have them run
 
     def check_time(self) -> None:
         """Ask the time source when due; log each change of the clock's state."""
@@ -222,7 +223,7 @@ class CoreLoop:
         """Before anything is processed: the first pass must not send on untested ground."""
         now = time.monotonic()
         if now >= self.next_selftest:
-            self.checks = self_test(self.config, self.store, self.auditor)
+            self.checks = self_test(self.config, self.store, self.auditor, self.rendering)
             # sending is stopped while a critical check fails: look again soon, not in 15 min
             again = SELFTEST_RETRY_S if blocking({c.name: c for c in self.checks}) else self.config.selftest.interval_s
             self.next_selftest = now + min(again, self.config.selftest.interval_s)
@@ -255,10 +256,12 @@ def run_reader_loop(
     after_readout: Callable[[Store, str], None] | None = None,
     parts: PartSupervisor | ThreadParts | None = None,
     reload: Callable[[], tuple[GatewayConfig, Callable[[Store, str], None] | None]] | None = None,
+    rendering: Callable[[], list[Check]] | None = None,
 ) -> LoopStats:
     """Poll until ``stop`` is set (or ``max_readouts`` readouts are stored); with ``parts``,
     their restarts go into the system log on each pass. With ``reload``, access profiles the
-    GWA installs or removes (``<paths.state>/profiles.d``) take effect at the next pass."""
+    GWA installs or removes (``<paths.state>/profiles.d``) take effect at the next pass. With
+    ``rendering``, the self-tests include the rendering ones it returns (a core running as root)."""
     meter = config.meter
     session_options(meter)  # a bad password file fails the start, not every poll
     store = Store.open(Path(config.store.path))
@@ -266,7 +269,7 @@ def run_reader_loop(
     try:
         auditor = Auditor.for_config(store, config, create_key=True)
         record_start(auditor, store, config)
-        loop = CoreLoop(config, store, auditor, after_readout, rng or random.Random())
+        loop = CoreLoop(config, store, auditor, after_readout, rng or random.Random(), rendering=rendering)
         installed = installed_signature(config)
         while not stop.is_set():
             started = time.monotonic()
@@ -345,10 +348,12 @@ def _retention(store: Store, config: GatewayConfig, auditor: Auditor) -> None:
         log.warning("retention: the WAL could not be truncated now (a reader holds it); next time")
 
 
-def self_test(config: GatewayConfig, store: Store, auditor: Auditor) -> list[Check]:
-    """Run the checks this process may run, publish them, and log each change of outcome."""
+def self_test(config: GatewayConfig, store: Store, auditor: Auditor,
+              rendering: Callable[[], list[Check]] | None = None) -> list[Check]:
+    """Run the checks this process runs (and ``rendering``'s, from a child: see
+    ``selftest.rendering_in_child``), publish them, and log each change of outcome."""
     before = read_results(config)
-    checks = run_checks(config, store)
+    checks = run_checks(config, store, firewall=False, rendering=rendering)
     try:
         write_results(config, checks)
     except OSError as exc:  # status and the portal miss it; the gate below still sees the failures

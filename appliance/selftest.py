@@ -10,10 +10,12 @@ sending to the wrong place.
 
 The firewall checks need CAP_NET_ADMIN to list the ruleset. The hardened core has no such
 capability, so they run in ``smgw selftest`` (root, from a timer) and reach the core
-through the results file; a core running as root (foreground, demo, tests) runs them itself.
-The tunnel configs check goes with them: both render the config again (Jinja2, the
-templates, the firewall renderers), a few megabytes the long-running unprivileged core
-then never loads.
+through the results file. The tunnel configs check goes with them: both render the config
+again (Jinja2, the templates, the firewall renderers: about 2 MB), which a process that
+runs for years should not hold for a check every quarter of an hour. So a core running as
+root (``smgw gateway run`` on a board without systemd, the demo, the tests) does not run
+them itself either: it runs ``smgw selftest --rendering-only`` as a child each time
+(``rendering_in_child``), which renders, checks, prints and exits.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import datetime as dt
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -164,22 +168,67 @@ def disk_space(cfg: GatewayConfig) -> str:
 
 
 def can_list_firewall() -> bool:
-    """Root: this process runs the checks that list the ruleset and render the config again."""
+    """Root: this process may run the checks that list the ruleset and render the config again."""
     return os.geteuid() == 0
 
 
-def run_checks(cfg: GatewayConfig, store: Store, *, firewall: bool | None = None) -> list[Check]:
-    """Every check this process may run (``firewall``: the ruleset and tunnel configs checks; default, only as root)."""
+def rendering_names(cfg: GatewayConfig) -> list[str]:
+    """The checks that render the config again, for this config."""
+    return (["tunnel_configs"] if cfg.parties or cfg.admin is not None else []) + ["ruleset"]
+
+
+def rendering_checks(cfg: GatewayConfig) -> list[Check]:
+    runs = {"tunnel_configs": lambda: tunnel_configs(cfg), "ruleset": lambda: ruleset(cfg)}
+    return [_check(name, True, runs[name]) for name in rendering_names(cfg)]
+
+
+def run_checks(cfg: GatewayConfig, store: Store, *, firewall: bool,
+               rendering: Callable[[], list[Check]] | None = None) -> list[Check]:
+    """Every check this process runs: with ``firewall``, the rendering ones in this process
+    (``smgw selftest``, as root); else those ``rendering`` gets from elsewhere, if given."""
     checks = [_check("database", True, lambda: database(store)),
               _check("forwarding", True, forwarding),
               _check("disk_space", False, lambda: disk_space(cfg))]
     if token_labels(cfg) or cfg.logs.key == "token":
         checks.insert(0, _check("token", True, lambda: token_keys(cfg)))
-    if firewall if firewall is not None else can_list_firewall():
-        if cfg.parties or cfg.admin is not None:
-            checks.append(_check("tunnel_configs", True, lambda: tunnel_configs(cfg)))
-        checks.append(_check("ruleset", True, lambda: ruleset(cfg)))
+    if firewall:
+        checks += rendering_checks(cfg)
+    elif rendering is not None:
+        checks += rendering()
     return checks
+
+
+CHILD_TIMEOUT_S = 120.0  #: a rendering self-test child that takes longer has failed (a Pi renders in ~2 s)
+
+
+def rendering_in_child(cfg: GatewayConfig, config_path: Path,
+                       timeout: float = CHILD_TIMEOUT_S) -> Callable[[], list[Check]]:
+    """The rendering checks, each time run by a child ``smgw selftest --rendering-only``
+    (see the module's docstring). Whatever goes wrong with the child fails them, critical:
+    an unchecked firewall must stop sending as a changed one does."""
+    argv = [sys.executable, "-m", "appliance.cli", "selftest", "--config", str(config_path), "--rendering-only"]
+
+    def run() -> list[Check]:
+        try:
+            done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            return _failed_all(cfg, f"the self-test process took more than {timeout:.0f} s")
+        except OSError as exc:
+            return _failed_all(cfg, f"cannot start the self-test process: {exc.strerror or exc}")
+        try:
+            checks = [Check(**fields) for fields in json.loads(done.stdout)]
+        except (ValueError, TypeError):
+            why = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+            return _failed_all(cfg, f"the self-test process failed: {why[0][:200]}")
+        names = {c.name for c in checks}
+        return checks + [c for c in _failed_all(cfg, "the self-test process did not report it") if c.name not in names]
+
+    return run
+
+
+def _failed_all(cfg: GatewayConfig, detail: str) -> list[Check]:
+    at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return [Check(name, False, True, detail, at) for name in rendering_names(cfg)]
 
 
 def write_results(cfg: GatewayConfig, checks: list[Check]) -> dict[str, Check]:

@@ -1,6 +1,6 @@
 """What the long-running core loads: on a 512 MB board each megabyte of a process that
 runs for years counts. The core never loads what only other commands need: the renderers
-(Jinja2: the self-test timer re-renders, as root), http.client/http.server/ssl (the sender
+(Jinja2: the self-test timer, or a child of a core running as root, re-renders), http.client/http.server/ssl (the sender
 and the admin socket speak HTTP through h11), Flask (the portal is a process of its own)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from appliance.config import load
-from appliance.selftest import run_checks
+from appliance.selftest import rendering_in_child, run_checks
 from appliance.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,20 +31,38 @@ def test_the_core_as_its_unit_runs_it_loads_no_renderer_no_http_library_no_web_f
     assert _loaded_by("appliance.cli", "appliance.gateway", "appliance.delivery_service") == set()
 
 
-def test_the_in_process_gateway_loads_jinja2_only_for_the_admin_tunnel_s_stunnel() -> None:
-    # the tunnels and the GateWatcher as threads: the admin API renders stunnel's config
+def test_the_in_process_gateway_loads_no_renderer_until_a_wakeup_opens_the_admin_tunnel() -> None:
+    # the tunnels and the GateWatcher as threads: stunnel's config is rendered when the admin
+    # tunnel opens, so the renderers are loaded then, not at the start
     loaded = _loaded_by("appliance.cli", "appliance.gateway", "appliance.delivery_service",
-                        "appliance.tunnel_service", "appliance.gatewatcher_service")
-    assert loaded <= {"jinja2"}, loaded
+                        "appliance.tunnel_service", "appliance.gatewatcher_service", "appliance.admin_runner")
+    assert loaded == set(), loaded
 
 
-def test_the_unprivileged_core_leaves_the_rendering_checks_to_root(tmp_path: Path) -> None:
+def _example(tmp_path: Path) -> Path:
     text = EXAMPLE.read_text().replace('state = "/var/lib/smgw"', f'state = "{tmp_path}/state"').replace(
         'path = "/var/lib/smgw/smgw.db"', f'path = "{tmp_path}/smgw.db"')
     (tmp_path / "gateway.toml").write_text(text)
-    cfg = load(tmp_path / "gateway.toml")
+    return tmp_path / "gateway.toml"
+
+
+def test_the_unprivileged_core_leaves_the_rendering_checks_to_root(tmp_path: Path) -> None:
+    cfg = load(_example(tmp_path))
     with Store.open(cfg.store.path) as store:
         as_core = {c.name for c in run_checks(cfg, store, firewall=False)}
         as_timer = {c.name for c in run_checks(cfg, store, firewall=True)}
     assert {"tunnel_configs", "ruleset"} & as_core == set()
     assert {"tunnel_configs", "ruleset", "database", "forwarding"} <= as_timer
+
+
+def test_a_rendering_check_child_that_fails_or_hangs_fails_the_checks_critically(tmp_path: Path) -> None:
+    cfg = load(_example(tmp_path))
+    missing = rendering_in_child(cfg, tmp_path / "nowhere.toml")()  # the child cannot load its config
+    assert [(c.name, c.ok, c.critical) for c in missing] == [("tunnel_configs", False, True), ("ruleset", False, True)]
+    assert "nowhere.toml" in missing[0].detail, missing[0].detail
+    hung = rendering_in_child(cfg, tmp_path / "gateway.toml", timeout=0.01)()
+    assert {c.name for c in hung if not c.ok and c.critical} == {"tunnel_configs", "ruleset"}
+    assert "more than" in hung[0].detail
+    with Store.open(cfg.store.path) as store:  # and the core's own checks carry them
+        checks = run_checks(cfg, store, firewall=False, rendering=lambda: missing)
+    assert {"tunnel_configs", "ruleset", "database"} <= {c.name for c in checks}
