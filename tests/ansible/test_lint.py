@@ -71,9 +71,16 @@ def test_gateway_role_refuses_bad_variables_before_touching_the_host(tmp_path: P
     assert not (tmp_path / "gw1").exists(), sorted(p.name for p in tmp_path.iterdir())
 
 
-def test_headend_role_keeps_the_read_socket_out_of_root_s_folders(tmp_path: Path) -> None:
-    extra = json.dumps({"smgw_headend_read_socket": f"{tmp_path}/dso/run/smgw-headend/reads.sock"})
-    done = _gateway_play(tmp_path, extra, host="dso")
+@pytest.mark.parametrize("extra", [
+    {"smgw_headend_read_socket": "{tmp}/dso/run/smgw-headend/reads.sock"},  # root's run folder
+    {"smgw_headend_read_socket": "{tmp}/dso/etc/reads.sock"},  # not a folder of its own: not named smgw...
+    # a folder above the headend's config: the unit would make it the headend user's
+    {"smgw_headend_read_socket": "{tmp}/dso/smgw-all/reads.sock", "smgw_headend_etc_dir": "{tmp}/dso/smgw-all/etc"},
+    {"smgw_headend_read_socket": "{tmp}/dso/run/smgw-reads/../smgw-headend/reads.sock"},
+    {"smgw_headend_read_socket": "{tmp}/dso/run/smgw-reads/reads.sock", "smgw_headend_read_group": "smgw"},
+])
+def test_headend_role_keeps_the_read_socket_out_of_root_s_folders(tmp_path: Path, extra: dict[str, str]) -> None:
+    done = _gateway_play(tmp_path, json.dumps({k: v.format(tmp=tmp_path) for k, v in extra.items()}), host="dso")
     out = done.stdout + done.stderr
     assert done.returncode != 0 and "smgw_headend_read_socket: a plain absolute path in a folder of its own" in out, out[-3000:]
     assert not (tmp_path / "dso").exists(), sorted(p.name for p in tmp_path.iterdir())

@@ -37,6 +37,49 @@ def _ok(run: Run) -> None:
     assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in run.recap.values()), run.recap
 
 
+READ = """
+import json, socket, sys
+sock = socket.socket(socket.AF_UNIX)
+try:
+    sock.connect(sys.argv[1])
+except PermissionError:
+    print("EACCES")
+    sys.exit()
+sock.sendall(b"GET /v1/meters/%s/readings HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n" % sys.argv[2].encode())
+answer = b""
+while chunk := sock.recv(65536):
+    answer += chunk
+head, _, body = answer.partition(b"\\r\\n\\r\\n")
+print(head.split()[1].decode(), len(json.loads(body)))
+"""
+
+
+def _back_office_reads_through_the_socket_only_in_its_group(folder: Path, db: Path, base: Path) -> None:
+    """The read socket's folder, as the role's tmpfiles.d rule makes it (a folder under /run is
+    gone after a reboot, so the rule makes it at every boot): the headend's user, the readers'
+    group, setgid; a user in that group reads, any other user cannot even reach the socket."""
+    for above in folder.parents:  # the lab's stand-ins for / and /run are not all 0755 as on a host
+        if above == base:
+            break
+        above.chmod(above.stat().st_mode | 0o001)
+    rule = folder.parents[1] / "etc/tmpfiles.d/smgw-headend-reads.conf"
+    assert f"d {folder} 2750 smgw smgw-reads -" in rule.read_text().splitlines()
+    reads = grp.getgrnam("smgw-reads").gr_gid
+    made = folder.stat()
+    assert (made.st_uid, made.st_gid, made.st_mode & 0o7777) == (pwd.getpwnam("smgw").pw_uid, reads, 0o2750)
+    sock = (folder / "reads.sock").stat()
+    assert (sock.st_gid, sock.st_mode & 0o777) == (reads, 0o660), oct(sock.st_mode)
+    with sqlite3.connect(db) as con:
+        subject = con.execute("SELECT subject FROM delivery_values LIMIT 1").fetchone()[0]
+    nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup"]
+    proxy = subprocess.run([*nobody, "--groups=smgw-reads", sys.executable, "-c", READ, str(folder / "reads.sock"),
+                            subject], check=False, capture_output=True, text=True, timeout=30)
+    assert proxy.stdout.split()[:1] == ["200"] and int(proxy.stdout.split()[1]) > 0, proxy.stdout + proxy.stderr
+    other = subprocess.run([*nobody, "--clear-groups", sys.executable, "-c", READ, str(folder / "reads.sock"),
+                            subject], check=False, capture_output=True, text=True, timeout=30)
+    assert other.stdout.strip() == "EACCES", other.stdout + other.stderr
+
+
 def _private_keys_under(folder: Path, skip: tuple[Path, ...]) -> list[Path]:
     found = []
     for path in folder.rglob("*"):
@@ -208,6 +251,7 @@ def test_site_provisions_a_working_fleet_and_a_second_run_changes_nothing(tmp_pa
                 assert p.poll() is None, f"{p.args!r} exited with {p.returncode}"
             time.sleep(2)
         assert _delivered(db) == wanted, _delivered(db)
+        _back_office_reads_through_the_socket_only_in_its_group(dso / "run/smgw-reads", db, base)
         smgw_uid = str(pwd.getpwnam("smgw").pw_uid)
         # ip netns exec and setpriv exec in place: each pid is the service's own
         services = [p for p in procs if "--reuid=smgw" in p.args]
