@@ -62,11 +62,16 @@ def render(view: TlsView, templates: Path | None = None) -> str:
     """stunnel's config. The renderers (Jinja2, the templates, the firewall's) are loaded here,
     when a WakeUp opens the admin tunnel, not when the GateWatcher starts: most of a gateway's
     life has no admin tunnel, and in the in-process shape they would sit in the core."""
-    from appliance.render import TEMPLATES, environment
+    try:
+        from jinja2 import TemplateError
 
-    env = environment(templates or TEMPLATES)
-    env.filters["stunnel"] = stunnel_value
-    return env.get_template("stunnel-admin-api.conf.j2").render(t=view)
+        from appliance.render import TEMPLATES, environment
+
+        env = environment(templates or TEMPLATES)
+        env.filters["stunnel"] = stunnel_value
+        return env.get_template("stunnel-admin-api.conf.j2").render(t=view)
+    except (ImportError, TemplateError) as exc:  # the admin API is refused and said so, the GateWatcher goes on
+        raise SmgwError(f"cannot render stunnel's config: {type(exc).__name__}: {exc}") from None
 
 
 class TlsFront:

@@ -223,6 +223,7 @@ class CoreLoop:
         """Before anything is processed: the first pass must not send on untested ground."""
         now = time.monotonic()
         if now >= self.next_selftest:
+            self.next_selftest = now + SELFTEST_RETRY_S  # should the checks raise, not again at every pass
             self.checks = self_test(self.config, self.store, self.auditor, self.rendering)
             # sending is stopped while a critical check fails: look again soon, not in 15 min
             again = SELFTEST_RETRY_S if blocking({c.name: c for c in self.checks}) else self.config.selftest.interval_s

@@ -124,7 +124,7 @@ class PartSupervisor:
     def _spawn(self, part: Part) -> None:
         argv = dying_with_parent(part.argv, part.privileges)
         if not part.privileges:
-            part.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+            part.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, cwd="/")  # not the start folder's modules
         else:
             # a part started as another user shares nothing of root's it could misuse: not the
             # folder (it starts in /), not the session (from root's terminal it could push

@@ -198,7 +198,7 @@ def run_checks(cfg: GatewayConfig, store: Store, *, firewall: bool,
     return checks
 
 
-CHILD_TIMEOUT_S = 120.0  #: a rendering self-test child that takes longer has failed (a Pi renders in ~2 s)
+CHILD_TIMEOUT_S = 60.0  #: a rendering self-test child that takes longer has failed (a Pi renders in ~2 s)
 
 
 def rendering_in_child(cfg: GatewayConfig, config_path: Path,
@@ -209,21 +209,41 @@ def rendering_in_child(cfg: GatewayConfig, config_path: Path,
     argv = [sys.executable, "-m", "appliance.cli", "selftest", "--config", str(config_path), "--rendering-only"]
 
     def run() -> list[Check]:
-        try:
-            done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+        try:  # cwd /: "python -m" would import first from the folder the core was started in
+            done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False, cwd="/",
+                                  stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             return _failed_all(cfg, f"the self-test process took more than {timeout:.0f} s")
         except OSError as exc:
             return _failed_all(cfg, f"cannot start the self-test process: {exc.strerror or exc}")
         try:
-            checks = [Check(**fields) for fields in json.loads(done.stdout)]
-        except (ValueError, TypeError):
-            why = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+            return _child_checks(cfg, done)
+        except Exception as exc:  # noqa: BLE001 - whatever it printed, the checks fail; the core goes on
+            why = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"{type(exc).__name__}"]
             return _failed_all(cfg, f"the self-test process failed: {why[0][:200]}")
-        names = {c.name for c in checks}
-        return checks + [c for c in _failed_all(cfg, "the self-test process did not report it") if c.name not in names]
 
     return run
+
+
+def _child_checks(cfg: GatewayConfig, done: subprocess.CompletedProcess[bytes]) -> list[Check]:
+    """The child's verdict, taken only as far as it must be: exit 0, each expected name once or
+    more (any failure wins), ``ok`` a real boolean, always critical; a name it did not report
+    fails. Names other than the rendering ones are ignored (they would hide the core's own)."""
+    if done.returncode != 0:
+        raise ValueError(f"exit status {done.returncode}")
+    reported = json.loads(done.stdout)
+    if not isinstance(reported, list):
+        raise TypeError("not a list")
+    wanted = rendering_names(cfg)
+    found: dict[str, Check] = {}
+    for item in reported:
+        if not isinstance(item, dict) or item.get("name") not in wanted or type(item.get("ok")) is not bool:
+            raise ValueError("not a check")
+        check = Check(str(item["name"]), item["ok"], True, str(item.get("detail", ""))[:300], str(item.get("at", ""))[:40])
+        if check.name not in found or not check.ok:
+            found[check.name] = check
+    missing = [c for c in _failed_all(cfg, "the self-test process did not report it") if c.name not in found]
+    return [found[name] for name in wanted if name in found] + missing
 
 
 def _failed_all(cfg: GatewayConfig, detail: str) -> list[Check]:

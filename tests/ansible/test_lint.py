@@ -77,6 +77,10 @@ def test_gateway_role_refuses_bad_variables_before_touching_the_host(tmp_path: P
     # a folder above the headend's config: the unit would make it the headend user's
     {"smgw_headend_read_socket": "{tmp}/dso/smgw-all/reads.sock", "smgw_headend_etc_dir": "{tmp}/dso/smgw-all/etc"},
     {"smgw_headend_read_socket": "{tmp}/dso/run/smgw-reads/../smgw-headend/reads.sock"},
+    {"smgw_headend_read_socket": "{tmp}/dso/run/smgw-reads/"},  # a folder, not a socket in one
+    {"smgw_headend_read_socket": "{tmp}/dso/opt/smgw/smgw/reads.sock"},  # smgw's own code (not beside the run folder)
+    {"smgw_headend_read_socket": "{tmp}/dso/etc/systemd/system/smgw-headend-tunnel.service.d/reads.sock"},
+    {"smgw_headend_read_socket": "{tmp}/dso/run/smgw-reads/reads.sock", "smgw_headend_read_group": "adm"},
     {"smgw_headend_read_socket": "{tmp}/dso/run/smgw-reads/reads.sock", "smgw_headend_read_group": "smgw"},
 ])
 def test_headend_role_keeps_the_read_socket_out_of_root_s_folders(tmp_path: Path, extra: dict[str, str]) -> None:

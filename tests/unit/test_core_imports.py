@@ -66,3 +66,32 @@ def test_a_rendering_check_child_that_fails_or_hangs_fails_the_checks_critically
     with Store.open(cfg.store.path) as store:  # and the core's own checks carry them
         checks = run_checks(cfg, store, firewall=False, rendering=lambda: missing)
     assert {"tunnel_configs", "ruleset", "database"} <= {c.name for c in checks}
+
+
+def test_a_rendering_check_child_is_believed_only_for_its_own_checks(tmp_path: Path) -> None:
+    from subprocess import CompletedProcess
+
+    from appliance.selftest import _child_checks
+
+    cfg = load(_example(tmp_path))
+
+    def told(doc: object, code: int = 0) -> list[tuple[str, bool, bool]]:
+        return [(c.name, c.ok, c.critical) for c in _child_checks(cfg, CompletedProcess([], code, json.dumps(doc).encode(), b""))]
+
+    ok = {"name": "ruleset", "ok": True, "critical": False, "detail": "", "at": ""}
+    assert told([ok, {**ok, "name": "tunnel_configs"}]) == [("tunnel_configs", True, True), ("ruleset", True, True)]
+    assert told([ok]) == [("ruleset", True, True), ("tunnel_configs", False, True)]  # unreported: failed
+    assert told([ok, {**ok, "ok": False}])[0] == ("ruleset", False, True)  # a failure wins
+    for bad in ([{**ok, "name": "database"}], [{**ok, "ok": "false"}], {"ruleset": ok}, [[ok]]):
+        try:
+            told(bad)
+        except (ValueError, TypeError):
+            continue
+        raise AssertionError(f"believed {bad!r}")
+    try:
+        told([ok, {**ok, "name": "tunnel_configs"}], code=1)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("believed a child that failed")
+
