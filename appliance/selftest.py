@@ -228,7 +228,7 @@ def rendering_in_child(cfg: GatewayConfig, config_path: Path,
 def _child_checks(cfg: GatewayConfig, done: subprocess.CompletedProcess[bytes]) -> list[Check]:
     """The child's verdict, taken only as far as it must be: exit 0, each expected name once or
     more (any failure wins), ``ok`` a real boolean, always critical; a name it did not report
-    fails. Names other than the rendering ones are ignored (they would hide the core's own)."""
+    fails. Any other name makes the whole answer an error (it would hide the core's own check)."""
     if done.returncode != 0:
         raise ValueError(f"exit status {done.returncode}")
     reported = json.loads(done.stdout)
