@@ -30,9 +30,9 @@ from urllib.parse import parse_qs, urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
-from pydantic import ValidationError
 
-from appliance.config import INSTALLED_DIR, GatewayConfig, installed_profiles
+from appliance.config import INSTALLED_DIR, GatewayConfig, installed_profiles, validate
+from appliance.config_snapshot import to_data
 from appliance.files import write_atomic
 from appliance.gateway_token import gateway_token
 from appliance.profiles import AccessProfile, check_profiles
@@ -193,8 +193,8 @@ class AdminApi:
     # -- access profiles ---------------------------------------------------------------------
 
     def _profiles(self, _query: dict[str, list[str]]) -> Result:
-        own = [{**p.model_dump(), "installed": False} for p in self.cfg.profiles if p.name in self.file_profiles]
-        installed = [{**p.model_dump(), "installed": True}
+        own = [{**to_data(p), "installed": False} for p in self.cfg.profiles if p.name in self.file_profiles]
+        installed = [{**to_data(p), "installed": True}
                      for p in installed_profiles(self.cfg, taken=self.file_profiles)]
         return 200, {"profiles": own + installed}
 
@@ -238,8 +238,11 @@ class AdminApi:
         return 200, {"done": doc.action, "profile": name}
 
     def _check_profile(self, data: dict[str, Any]) -> Result | None:
+        # imported here only: the GateWatcher may be a thread of the core, which keeps pydantic out
+        from pydantic import ValidationError
+
         try:
-            profile = AccessProfile.model_validate(data)
+            profile = validate(AccessProfile, data)
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in first["loc"]) or "(profile)"

@@ -168,9 +168,17 @@ def meter_sim_cmd(link: Path, scenario: str, address: str) -> None:
 
 @main.command("check")
 @config_option
+@click.option("--snapshot", is_flag=True, hidden=True,
+              help="Print the verified gateway config as JSON (for the core, which loads no pydantic).")
 @clean_errors
-def check_cmd(config_path: Path) -> None:
+def check_cmd(config_path: Path, snapshot: bool) -> None:
     """Load and verify a gateway or headend config; print every error with its key path."""
+    if snapshot:
+        from appliance.config_snapshot import snapshot_answer
+
+        status, text = snapshot_answer(config_path)
+        click.echo(text)
+        sys.exit(status)
     config_mod.load_any(config_path)
     click.echo(f"{config_path}: ok")
 
@@ -220,12 +228,13 @@ def gateway_group() -> None:
 def gateway_run_cmd(config_path: Path, readouts: int | None, core_only: bool, in_process: bool) -> None:
     """Run the gateway in the foreground: the core (reader, data processor and sender, logs,
     retention, self-tests) and, as supervised child processes, the tunnels and the GateWatcher."""
+    from appliance.config_snapshot import load_in_child
     from appliance.gateway import run_reader_loop
     from appliance.parts import PartSupervisor, ThreadParts, part_commands, part_loops
     from appliance.portal_user import portal_privileges
     from appliance.selftest import can_list_firewall, rendering_in_child
 
-    cfg = config_mod.load(config_path)
+    cfg = load_in_child(config_path)  # verified by a child: this long-running process loads no pydantic
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("smgw").setLevel(logging.INFO)
     def sender_for(config: config_mod.GatewayConfig) -> Any:
@@ -236,7 +245,7 @@ def gateway_run_cmd(config_path: Path, readouts: int | None, core_only: bool, in
         return DeliveryService(config)
 
     def reload() -> tuple[config_mod.GatewayConfig, Any]:
-        fresh = config_mod.load(config_path)
+        fresh = load_in_child(config_path)
         return fresh, sender_for(fresh)
 
     after = sender_for(cfg)

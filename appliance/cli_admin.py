@@ -209,11 +209,12 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
     @wrap
     def run_cmd(config_path: Path, seconds: float | None) -> None:
         """Listen on the wake-up port in the foreground; one JSON line per decision."""
+        from appliance.config_snapshot import load_in_child
         from appliance.gatewatcher_service import run_gatewatcher
 
         stop = threading.Event()
         stop_on_signals(stop)
-        run_gatewatcher(config_mod.load(config_path), stop, seconds=seconds, emit=print_json_line)
+        run_gatewatcher(load_in_child(config_path), stop, seconds=seconds, emit=print_json_line)
 
 
 def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:

@@ -33,9 +33,10 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
     @wrap
     def tunnels_run_cmd(config_path: Path, seconds: float | None, parties: tuple[str, ...]) -> None:
         """Supervise the rendered tunnels in the foreground; one JSON line per state change."""
+        from appliance.config_snapshot import load_in_child
         from appliance.tunnel_service import run_tunnels
 
-        cfg = config_mod.load(config_path)
+        cfg = load_in_child(config_path)  # long-running: verified by a child, no pydantic here
         known = [p.name for p in cfg.parties]
         unknown = [p for p in parties if p not in known]
         if unknown:

@@ -12,13 +12,14 @@ import json
 import logging
 import re
 import tomllib
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from annotated_types import Ge, Gt, Le, MaxLen
 
-from appliance.config_base import SafeText, StrictModel
+from appliance.config_base import SafeText, StrictModel, doc
 from appliance.config_net import (
     Admin,
     Firewall,
@@ -37,7 +38,7 @@ from appliance.config_net import (
 from appliance.config_portal import Portal
 from appliance.errors import ConfigError
 from appliance.profiles import AccessProfile, check_profiles
-from headend.config_types import SafePath
+from headend.config_types import Check, SafePath
 
 if TYPE_CHECKING:  # imported where loaded: the gateway's core never builds these models
     from headend.config import GwaConfig, HeadendConfig
@@ -48,99 +49,99 @@ log = logging.getLogger("smgw.config")
 _METER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
 
+def _mode_e(value: Any) -> Any:
+    if isinstance(value, str) and value.upper() == "E":
+        raise ValueError("mode E (HDLC, IEC 62056-46/DLMS) is not supported; use A, B, C or D")
+    return value
+
+
+def _device(value: str) -> str:
+    if not value.startswith("/") or " " in value:
+        raise ValueError("must be an absolute device path without spaces")
+    return value
+
+
+def _meter_id(value: str) -> str:
+    if not _METER_ID.fullmatch(value):
+        raise ValueError("meter id: 1-64 of letters, digits and . _ : - (starting alphanumeric)")
+    return value
+
+
+def _device_address(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9]{0,32}", value):
+        raise ValueError("device address: up to 32 letters and digits")
+    return value
+
+
+def _zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
 class MeterConfig(StrictModel):
     """The meter on the LMN and how to read it."""
 
-    port: SafeText = Field(default="/dev/ttyUSB0", description="serial device of the meter")
-    id: SafeText | None = Field(
-        default=None, description="meter id to store; default: the number the meter reports"
-    )
-    baud: Literal[300, 600, 1200, 2400, 4800, 9600, 19200] = Field(
-        default=9600, description="highest line speed to switch to (mode B/C negotiate up to this)"
-    )
-    framing: Literal["7E1", "8N1"] = Field(
-        default="7E1", description="8N1 for adapters without 7E1: parity travels in bit 7"
-    )
-    address: SafeText = Field(default="", description="device address for /?ADDR! (bus meters)")
-    mode: Literal["A", "B", "C", "D"] = Field(default="C", description="IEC 62056-21 protocol mode")
-    poll_interval: float = Field(default=30.0, ge=1.0, le=86400, description="seconds between readouts")
-    timeout: float = Field(default=30.0, gt=0, le=600, description="seconds for one whole readout")
-    attempts: int = Field(default=3, ge=1, le=10, description="sign-ons before a readout fails")
-    echo: Literal["auto", "on", "off"] = Field(default="auto", description="optical head echo")
-    timezone: SafeText = Field(default="Europe/Berlin", description="zone of the meter's clock")
-    load_profile: bool = Field(default=False, description="also read P.01 (programming mode)")
-    logbook: bool = Field(default=False, description="also read P.98 (programming mode)")
-    password_file: Path | None = Field(
-        default=None, description="file holding the P1 password (default: factory 00000000)"
-    )
-
-    @field_validator("mode", mode="before")
-    @classmethod
-    def _mode_e(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.upper() == "E":
-            raise ValueError("mode E (HDLC, IEC 62056-46/DLMS) is not supported; use A, B, C or D")
-        return value
-
-    @field_validator("port")
-    @classmethod
-    def _port(cls, value: str) -> str:
-        if not value.startswith("/") or " " in value:
-            raise ValueError("must be an absolute device path without spaces")
-        return value
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, value: str | None) -> str | None:
-        if value is not None and not _METER_ID.fullmatch(value):
-            raise ValueError("meter id: 1-64 of letters, digits and . _ : - (starting alphanumeric)")
-        return value
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9]{0,32}", value):
-            raise ValueError("device address: up to 32 letters and digits")
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
-        return value
+    port: Annotated[SafeText, Check(_device)] = field(
+        default="/dev/ttyUSB0", metadata=doc("serial device of the meter"))
+    id: Annotated[SafeText, Check(_meter_id)] | None = field(
+        default=None, metadata=doc("meter id to store; default: the number the meter reports"))
+    baud: Literal[300, 600, 1200, 2400, 4800, 9600, 19200] = field(
+        default=9600, metadata=doc("highest line speed to switch to (mode B/C negotiate up to this)"))
+    framing: Literal["7E1", "8N1"] = field(
+        default="7E1", metadata=doc("8N1 for adapters without 7E1: parity travels in bit 7"))
+    address: Annotated[SafeText, Check(_device_address)] = field(
+        default="", metadata=doc("device address for /?ADDR! (bus meters)"))
+    mode: Annotated[Literal["A", "B", "C", "D"], Check(_mode_e, before=True)] = field(
+        default="C", metadata=doc("IEC 62056-21 protocol mode"))
+    poll_interval: Annotated[float, Ge(1.0), Le(86400)] = field(
+        default=30.0, metadata=doc("seconds between readouts"))
+    timeout: Annotated[float, Gt(0), Le(600)] = field(
+        default=30.0, metadata=doc("seconds for one whole readout"))
+    attempts: Annotated[int, Ge(1), Le(10)] = field(
+        default=3, metadata=doc("sign-ons before a readout fails"))
+    echo: Literal["auto", "on", "off"] = field(default="auto", metadata=doc("optical head echo"))
+    timezone: Annotated[SafeText, Check(_zone)] = field(
+        default="Europe/Berlin", metadata=doc("zone of the meter's clock"))
+    load_profile: bool = field(default=False, metadata=doc("also read P.01 (programming mode)"))
+    logbook: bool = field(default=False, metadata=doc("also read P.98 (programming mode)"))
+    password_file: Path | None = field(
+        default=None, metadata=doc("file holding the P1 password (default: factory 00000000)"))
 
 
+@dataclass(frozen=True, kw_only=True)
 class StoreConfig(StrictModel):
     """Where readings live."""
 
-    path: SafePath = Field(default=Path("/var/lib/smgw/smgw.db"), description="SQLite database file")
+    path: SafePath = field(default=Path("/var/lib/smgw/smgw.db"), metadata=doc("SQLite database file"))
 
 
+@dataclass(frozen=True, kw_only=True)
 class GatewayConfig(StrictModel):
     """The whole ``gateway.toml``."""
 
-    gateway: GatewayIdentity = GatewayIdentity()
-    meter: MeterConfig = MeterConfig()
-    store: StoreConfig = StoreConfig()
-    interfaces: Interfaces = Interfaces()
-    parties: list[Party] = Field(default_factory=list, max_length=16)
+    gateway: GatewayIdentity = field(default_factory=GatewayIdentity)
+    meter: MeterConfig = field(default_factory=MeterConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    interfaces: Interfaces = field(default_factory=Interfaces)
+    parties: Annotated[list[Party], MaxLen(16)] = field(default_factory=list)
     admin: Admin | None = None
-    wakeup: Wakeup = Wakeup()
-    time: Time = Time()
-    firewall: Firewall = Firewall()
-    token: Token = Token()
-    pki: Pki = Pki()
-    paths: Paths = Paths()
-    logs: Logs = Logs()
-    retention: Retention = Retention()
-    selftest: SelfTest = SelfTest()
+    wakeup: Wakeup = field(default_factory=Wakeup)
+    time: Time = field(default_factory=Time)
+    firewall: Firewall = field(default_factory=Firewall)
+    token: Token = field(default_factory=Token)
+    pki: Pki = field(default_factory=Pki)
+    paths: Paths = field(default_factory=Paths)
+    logs: Logs = field(default_factory=Logs)
+    retention: Retention = field(default_factory=Retention)
+    selftest: SelfTest = field(default_factory=SelfTest)
     portal: Portal | None = None
-    profiles: list[AccessProfile] = Field(default_factory=list, max_length=64)
+    profiles: Annotated[list[AccessProfile], MaxLen(64)] = field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _cross_references(self) -> GatewayConfig:
+    def _verify(self) -> None:
         """Rules that need the whole file: names and ports that must not collide."""
         seen: dict[str, int] = {}
         for i, party in enumerate(self.parties):
@@ -175,7 +176,6 @@ class GatewayConfig(StrictModel):
         if self.portal is not None and self.portal.enabled and self.portal.address is None \
                 and self.interfaces.han.address is None:
             raise ValueError("portal.address: needed when interfaces.han has no address (the portal listens on the HAN only)")
-        return self
 
 
 def key_path(loc: tuple[int | str, ...]) -> str:
@@ -189,18 +189,40 @@ def key_path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M")
+
+
+_ADAPTERS: dict[type[Any], Any] = {}
+
+
+def _adapter(model: type[Any]) -> Any:
+    """pydantic's validator for ``model``, imported and built on first use: only where a config
+    is verified, never in the core, which has its config verified by a child (``config_snapshot``)."""
+    adapter = _ADAPTERS.get(model)
+    if adapter is None:
+        from pydantic import TypeAdapter
+
+        adapter = _ADAPTERS[model] = TypeAdapter(model)
+    return adapter
+
+
+def validate(model: type[M], data: Any) -> M:
+    """``data`` as a verified ``model``; pydantic's ``ValidationError`` (a ValueError) if not."""
+    obj: M = _adapter(cast("type[Any]", model)).validate_python(data)
+    return obj
 
 
 def verify(data: dict[str, Any], source: str = "<config>", model: type[M] = GatewayConfig) -> M:  # type: ignore[assignment]
     """Validate parsed TOML; raise ``ConfigError`` listing every problem with its key path."""
+    from pydantic import ValidationError
+
     try:
-        model_obj = model.model_validate(data)
+        model_obj = validate(model, data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False):
             message = err["msg"]
-            if err["type"] == "extra_forbidden":
+            if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
                 message = "unknown key"
             elif message.startswith("Value error, "):
                 message = message[len("Value error, "):]
@@ -232,7 +254,7 @@ def load(path: Path) -> GatewayConfig:
     access profiles the GWA installed over the admin API."""
     cfg: GatewayConfig = verify(_read(path), str(path), GatewayConfig)
     extra = installed_profiles(cfg)
-    return cfg.model_copy(update={"profiles": [*cfg.profiles, *extra]}) if extra else cfg
+    return replace(cfg, profiles=[*cfg.profiles, *extra]) if extra else cfg
 
 
 INSTALLED_DIR = "profiles.d"  #: under ``paths.state``: profiles installed over the admin API
@@ -247,7 +269,7 @@ def installed_profiles(cfg: GatewayConfig, taken: set[str] | None = None) -> lis
     names = set(taken) if taken is not None else {p.name for p in cfg.profiles}  # the config file's own
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
         try:
-            profile = AccessProfile.model_validate(json.loads(path.read_text())["profile"])
+            profile = validate(AccessProfile, json.loads(path.read_text())["profile"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("%s: skipped, not a valid access profile (%s)", path, str(exc).splitlines()[0])
             continue

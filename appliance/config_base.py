@@ -1,11 +1,20 @@
-"""What every config model shares: strict models and text without control characters."""
+"""What every config class shares: strict frozen dataclasses and text without control characters.
+
+The classes are plain ``@dataclass(frozen=True, kw_only=True)`` subclasses of ``StrictModel``,
+so the gateway's core can hold a config without loading pydantic (see
+``headend.config_types``). pydantic verifies them in ``config.verify``: an unknown key is an
+error (``extra="forbid"``), field checks are ``Annotated`` metadata, and a class's rules across
+its fields are its ``_verify`` (after the fields) and ``_before`` (on the raw table) hooks.
+A field's ``metadata=doc(...)`` is its line in the README's config reference.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from headend.config_types import Check
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -17,8 +26,34 @@ def no_control(value: str) -> str:
     return value
 
 
-SafeText = Annotated[str, AfterValidator(no_control)]
+SafeText = Annotated[str, Check(no_control)]
 
 
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+def doc(meaning: str) -> dict[str, str]:
+    """A field's meaning for the README (``field(default=..., metadata=doc("..."))``)."""
+    return {"doc": meaning}
+
+
+class StrictModel:
+    """Base of every config dataclass; its hooks run only when pydantic verifies a config."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}
+
+    @classmethod
+    def _before(cls, data: Any) -> Any:
+        """The raw table before its fields are validated (defaults that depend on other keys)."""
+        return data
+
+    def _verify(self) -> None:
+        """Rules across fields; raise ValueError with the key path in the message."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Callable[[Any], Any]) -> Any:
+        from pydantic_core import core_schema
+
+        def verified(obj: StrictModel) -> StrictModel:
+            obj._verify()
+            return obj
+
+        schema = core_schema.no_info_after_validator_function(verified, handler(source))
+        return core_schema.no_info_before_validator_function(cls._before, schema)

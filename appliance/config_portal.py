@@ -8,14 +8,15 @@ rest of the gateway's configuration (its memory budget is 40 MB for all of it).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, model_validator
+from annotated_types import Ge, Gt, Le, MaxLen, MinLen
 
-from appliance.config_base import StrictModel
-from headend.config_types import SafePath
+from appliance.config_base import StrictModel, doc
+from headend.config_types import Check, SafePath
 
 _CONSUMER = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _METER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
@@ -47,41 +48,46 @@ def _user(value: str) -> str:
     return value
 
 
-ConsumerName = Annotated[str, AfterValidator(_consumer)]
-MeterId = Annotated[str, AfterValidator(_meter)]
-SetupCode = Annotated[str, AfterValidator(_code)]
-UserName = Annotated[str, AfterValidator(_user)]
+ConsumerName = Annotated[str, Check(_consumer)]
+MeterId = Annotated[str, Check(_meter)]
+SetupCode = Annotated[str, Check(_code)]
+UserName = Annotated[str, Check(_user)]
 
 
+@dataclass(frozen=True, kw_only=True)
 class Consumer(StrictModel):
     """A household: its login, its meters, and the one-time code that sets its first password."""
 
-    name: ConsumerName = Field(description="login name")
-    meters: list[MeterId] = Field(min_length=1, max_length=16, description="meter ids whose data this consumer sees")
-    setup_code: SetupCode = Field(description="one-time code for the first password (a new code resets it)")
+    name: ConsumerName = field(metadata=doc("login name"))
+    meters: Annotated[list[MeterId], MinLen(1), MaxLen(16)] = field(
+        metadata=doc("meter ids whose data this consumer sees"))
+    setup_code: SetupCode = field(metadata=doc("one-time code for the first password (a new code resets it)"))
 
 
+@dataclass(frozen=True, kw_only=True)
 class Portal(StrictModel):
     """The HAN portal; served on the HAN address at ``firewall.portal_port``."""
 
-    enabled: bool = Field(default=True, description="run the portal")
-    address: IPv4Address | None = Field(default=None, description="listen address (default: the HAN interface's)")
-    tls_cert: SafePath = Field(default=Path("/var/lib/smgw-portal/portal.crt"),
-                               description="the portal's certificate (made self-signed on first start if missing)")
-    tls_key: SafePath = Field(default=Path("/var/lib/smgw-portal/portal.key"),
-                              description="its key (a software key of the portal user; never a gateway key)")
-    state_dir: SafePath = Field(default=Path("/var/lib/smgw-portal"),
-                                description="the portal's own database: accounts, sessions, device tokens")
-    user: UserName | None = Field(
-        default=None, description="the user smgw gateway run as root starts the portal as (systemd's unit has "
-                                  "its own); it must read portal.json, the store and paths.run")
-    threads: int = Field(default=8, ge=2, le=64, description="request threads")
-    max_streams: int = Field(default=4, ge=0, le=32, description="live streams (SSE) at once; each holds a thread")
-    session_hours: float = Field(default=12, gt=0, le=720, description="a login lasts this long")
-    consumers: list[Consumer] = Field(default_factory=list, max_length=64)
+    enabled: bool = field(default=True, metadata=doc("run the portal"))
+    address: IPv4Address | None = field(
+        default=None, metadata=doc("listen address (default: the HAN interface's)"))
+    tls_cert: SafePath = field(
+        default=Path("/var/lib/smgw-portal/portal.crt"), metadata=doc("the portal's certificate (made self-signed on first start if missing)"))
+    tls_key: SafePath = field(
+        default=Path("/var/lib/smgw-portal/portal.key"), metadata=doc("its key (a software key of the portal user; never a gateway key)"))
+    state_dir: SafePath = field(
+        default=Path("/var/lib/smgw-portal"), metadata=doc("the portal's own database: accounts, sessions, device tokens"))
+    user: UserName | None = field(
+        default=None, metadata=doc("the user smgw gateway run as root starts the portal as (systemd's unit has "
+                                  "its own); it must read portal.json, the store and paths.run"))
+    threads: Annotated[int, Ge(2), Le(64)] = field(default=8, metadata=doc("request threads"))
+    max_streams: Annotated[int, Ge(0), Le(32)] = field(
+        default=4, metadata=doc("live streams (SSE) at once; each holds a thread"))
+    session_hours: Annotated[float, Gt(0), Le(720)] = field(
+        default=12, metadata=doc("a login lasts this long"))
+    consumers: Annotated[list[Consumer], MaxLen(64)] = field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _unique(self) -> Portal:
+    def _verify(self) -> None:
         names = [c.name for c in self.consumers]
         for i, name in enumerate(names):
             if name in names[:i]:
@@ -91,4 +97,3 @@ class Portal(StrictModel):
             raise ValueError("consumers: two consumers share a setup code")
         if self.max_streams >= self.threads:
             raise ValueError("max_streams: must leave threads for pages (less than threads)")
-        return self

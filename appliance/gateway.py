@@ -23,6 +23,7 @@ from appliance.audit import Auditor
 from appliance.audit_chain import LogName
 from appliance.backoff import doubling, jittered
 from appliance.config import INSTALLED_DIR, GatewayConfig, MeterConfig
+from appliance.config_snapshot import to_json
 from appliance.errors import ConfigError, SmgwError
 from appliance.parts import PartSupervisor, ThreadParts
 from appliance.profiles import describe
@@ -392,7 +393,7 @@ class SendGate:
 
 
 def config_digest(config: GatewayConfig) -> str:
-    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+    return hashlib.sha256(to_json(config).encode()).hexdigest()
 
 
 def record_start(auditor: Auditor, store: Store, config: GatewayConfig) -> None:

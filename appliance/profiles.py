@@ -11,12 +11,13 @@ error with its key path, never a silently empty delivery.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from annotated_types import Ge, Le, MaxLen
 
-from appliance.config_base import StrictModel
+from appliance.config_base import StrictModel, doc
+from headend.config_types import Pattern
 
 Aggregation = Literal["last", "delta", "sum", "mean", "max"]
 Source = Literal["registers", "load_profile"]
@@ -73,31 +74,35 @@ TEMPLATES: dict[str, dict[str, Any]] = {
 _NAME = r"^[a-z][a-z0-9-]{0,31}$"
 
 
+@dataclass(frozen=True, kw_only=True)
 class AccessProfile(StrictModel):
     """One party's view of the meter."""
 
-    name: Annotated[str, Field(pattern=_NAME)] = Field(description="unique profile name, e.g. dso-taf7")
-    party: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{0,9}$")] = Field(description="a [[parties]] name")
-    template: Literal["taf1", "taf2", "taf7", "taf10"] | None = Field(
-        default=None, description="start from a built-in BSI tariff use case; fields below override it")
+    name: Annotated[str, Pattern(_NAME)] = field(metadata=doc("unique profile name, e.g. dso-taf7"))
+    party: Annotated[str, Pattern(r"^[a-z][a-z0-9]{0,9}$")] = field(metadata=doc("a [[parties]] name"))
+    template: Literal["taf1", "taf2", "taf7", "taf10"] | None = field(
+        default=None, metadata=doc("start from a built-in BSI tariff use case; fields below override it"))
     source: Source = "registers"
-    values: list[str] = Field(default_factory=list, max_length=32, description="OBIS addresses from the catalogue")
-    interval_s: int = Field(default=900, ge=60, le=31 * 86400, description="aggregation interval")
+    values: Annotated[list[str], MaxLen(32)] = field(
+        default_factory=list, metadata=doc("OBIS addresses from the catalogue"))
+    interval_s: Annotated[int, Ge(60), Le(31 * 86400)] = field(
+        default=900, metadata=doc("aggregation interval"))
     aggregation: Aggregation = "last"
-    resolution: int = Field(default=3, ge=0, le=6, description="decimal places kept (the rest truncated)")
+    resolution: Annotated[int, Ge(0), Le(6)] = field(
+        default=3, metadata=doc("decimal places kept (the rest truncated)"))
     identity: Literal["meter_id", "pseudonym"] = "meter_id"
-    send_every_s: int = Field(default=86400, ge=60, le=31 * 86400, description="how often deliveries go out")
-    retention_days: int = Field(default=90, ge=1, le=3650, description="how long the gateway keeps what it sent")
+    send_every_s: Annotated[int, Ge(60), Le(31 * 86400)] = field(
+        default=86400, metadata=doc("how often deliveries go out"))
+    retention_days: Annotated[int, Ge(1), Le(3650)] = field(
+        default=90, metadata=doc("how long the gateway keeps what it sent"))
 
-    @model_validator(mode="before")
     @classmethod
-    def _apply_template(cls, data: Any) -> Any:
+    def _before(cls, data: Any) -> Any:  # a template's fields first, the profile's own over them
         if isinstance(data, dict) and data.get("template") in TEMPLATES:
             return {**TEMPLATES[data["template"]], **data}
         return data
 
-    @model_validator(mode="after")
-    def _own_rules(self) -> AccessProfile:
+    def _verify(self) -> None:
         if not self.values:
             raise ValueError("values: name at least one address (or use a template)")
         catalogue = CATALOGUE[self.source]
@@ -115,7 +120,6 @@ class AccessProfile(StrictModel):
             raise ValueError("interval_s: a load-profile interval is a multiple of 900 s")
         if self.send_every_s % self.interval_s:
             raise ValueError("send_every_s: must be a multiple of interval_s (whole intervals per delivery)")
-        return self
 
     def unit(self, address: str) -> str:
         return CATALOGUE[self.source][address].unit

@@ -1,21 +1,57 @@
 """The constrained types the gateway's and the headend's configs share, in a module of their
-own: the gateway's core imports these, not the headend's and the GWA's models, whose
-validators it would otherwise build and keep in memory for configs it never loads.
-(``headend`` imports nothing of ``appliance``, ARCHITECTURE §2, so they live here.)
+own (``headend`` imports nothing of ``appliance``, ARCHITECTURE §2, so they live here).
+
+None of this imports pydantic. The gateway's long-running core holds its config as plain
+frozen dataclasses and must not load pydantic (about 11 MB of its 50 MB budget), yet the
+same classes are verified by pydantic where a config is loaded (``smgw check``, ``apply``,
+the child that loads the core's config). So checks are ``Annotated`` metadata that pydantic
+understands without being imported here: ``annotated_types`` bounds (``Ge``, ``Le``, ...,
+pydantic's own messages) and ``Check``, whose hook pydantic calls when it builds a schema.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from annotated_types import Ge, Le
 
 from pki.errors import InvalidNameError
 from pki.names import check_name
 
 _PATH = re.compile(r"/[A-Za-z0-9._/+-]*")
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A check run by pydantic on a field, after its type is validated (``before=True``: on the
+    raw input first). ``fn`` returns the value or raises ValueError with the message the user
+    sees; pydantic imports only when a schema is built, never where the classes are defined."""
+
+    fn: Callable[[Any], Any]
+    before: bool = False
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Callable[[Any], Any]) -> Any:
+        from pydantic_core import core_schema
+
+        if self.before:
+            return core_schema.no_info_before_validator_function(self.fn, handler(source))
+        return core_schema.no_info_after_validator_function(self.fn, handler(source))
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """A string matching ``regex`` (pydantic-core's own check and message, as ``Field(pattern=...)``)."""
+
+    regex: str
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Callable[[Any], Any]) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.str_schema(pattern=self.regex)
 
 
 def _path(value: Path) -> Path:
@@ -31,6 +67,6 @@ def _dns_name(value: str) -> str:
         raise ValueError(str(exc)) from None
 
 
-SafePath = Annotated[Path, AfterValidator(_path)]
-DnsName = Annotated[str, AfterValidator(_dns_name)]
-Port = Annotated[int, Field(ge=1, le=65535)]
+SafePath = Annotated[Path, Check(_path)]
+DnsName = Annotated[str, Check(_dns_name)]
+Port = Annotated[int, Ge(1), Le(65535)]

@@ -10,13 +10,14 @@ from click.testing import CliRunner
 
 from appliance.cli import main
 from appliance.config import GatewayConfig, load, verify
+from appliance.config_snapshot import to_json
 from appliance.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gateway.toml"
 
 
 def test_default_model_is_pinned() -> None:
-    dump = json.loads(GatewayConfig().model_dump_json())
+    dump = json.loads(to_json(GatewayConfig()))
     assert dump["parties"] == [] and dump["admin"] is None
     assert dump["wakeup"] == {"port": 7500, "rate_per_s": 10, "window_s": 60.0}
     assert dump["profiles"] == []

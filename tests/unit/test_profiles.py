@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from appliance.config import verify
+from appliance.config import validate, verify
 from appliance.errors import ConfigError
 from appliance.profiles import TEMPLATES, AccessProfile, describe
 
@@ -27,7 +27,8 @@ def test_every_template_is_a_valid_profile(template: str) -> None:
 
 
 def test_fields_override_the_template() -> None:
-    profile = AccessProfile(name="dso-daily", party="dso", template="taf1", resolution=1, identity="pseudonym")
+    profile = validate(AccessProfile, {"name": "dso-daily", "party": "dso", "template": "taf1", "resolution": 1,
+                                       "identity": "pseudonym"})
     assert (profile.values, profile.resolution, profile.identity) == (["1.8.0", "2.8.0"], 1, "pseudonym")
     assert "pseudonym" in describe(profile) and "to 1 decimal place, every day" in describe(profile)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from appliance.config import validate
 from appliance.config_net import Paths
 from appliance.errors import SmgwError
 from appliance.root_folder import retire, root_folder
@@ -123,9 +124,10 @@ def test_retire_removes_old_renders_by_name_never_through_a_link(base: Path) -> 
 
 def test_paths_render_beside_the_state_never_inside_it() -> None:
     assert Paths().rendered == Path("/var/lib/smgw-rendered")
-    assert Paths(state=Path("/srv/gw/state")).rendered == Path("/srv/gw/state-rendered")
+    assert validate(Paths, {}) == Paths()
+    assert validate(Paths, {"state": "/srv/gw/state"}).rendered == Path("/srv/gw/state-rendered")
     for inside in ("/srv/gw/state/rendered", "/srv/gw/state", "/srv/gw"):
         with pytest.raises(ValidationError, match="must lie outside state"):
-            Paths(state=Path("/srv/gw/state"), rendered=Path(inside))
+            validate(Paths, {"state": "/srv/gw/state", "rendered": inside})
     with pytest.raises(ValidationError, match="system folder"):
-        Paths(rendered=Path("/etc"))
+        validate(Paths, {"rendered": "/etc"})
