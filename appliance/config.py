@@ -1,7 +1,9 @@
 """The one configuration model (``/etc/smgw/gateway.toml``): load and verify.
 
-Frozen pydantic models with ``extra="forbid"``: an unknown or misspelt key is an error,
-never silently ignored. Every string that may end up in a config file, a command line or
+Frozen dataclasses, verified by pydantic with ``extra="forbid"``: an unknown or misspelt key
+is an error, never silently ignored. (Dataclasses, not ``BaseModel``: the long-running core
+holds its config without loading pydantic, see ``config_snapshot``; construct them through
+``verify``/``validate``, as calling a class directly checks nothing and derives no defaults.) Every string that may end up in a config file, a command line or
 a management socket refuses control characters (CR, LF, NUL, ...) here, at the edge.
 Errors carry the key path (``meter.port``, ``parties[1].remote.port``).
 """
