@@ -13,7 +13,6 @@ from typing import Any
 
 import click
 
-from appliance import config as config_mod
 from appliance.cli_common import config_option, print_json_line, stop_on_signals
 from appliance.errors import SmgwError
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from annotated_types import Ge, Gt, Le, MaxLen
 
-from appliance.config_base import SafeText, StrictModel, doc
+from appliance.config_base import METER_ID, SafeText, StrictModel, doc, matching
 from appliance.config_net import (
     Admin,
     Firewall,
@@ -48,7 +47,6 @@ if TYPE_CHECKING:  # imported where loaded: the gateway's core never builds thes
 DEFAULT_CONFIG_PATH = Path("/etc/smgw/gateway.toml")
 UNIX_PATH_MAX = 107  #: sun_path is 108 bytes with its NUL
 log = logging.getLogger("smgw.config")
-_METER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
 
 def _mode_e(value: Any) -> Any:
@@ -60,18 +58,6 @@ def _mode_e(value: Any) -> Any:
 def _device(value: str) -> str:
     if not value.startswith("/") or " " in value:
         raise ValueError("must be an absolute device path without spaces")
-    return value
-
-
-def _meter_id(value: str) -> str:
-    if not _METER_ID.fullmatch(value):
-        raise ValueError("meter id: 1-64 of letters, digits and . _ : - (starting alphanumeric)")
-    return value
-
-
-def _device_address(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9]{0,32}", value):
-        raise ValueError("device address: up to 32 letters and digits")
     return value
 
 
@@ -89,13 +75,13 @@ class MeterConfig(StrictModel):
 
     port: Annotated[SafeText, Check(_device)] = field(
         default="/dev/ttyUSB0", metadata=doc("serial device of the meter"))
-    id: Annotated[SafeText, Check(_meter_id)] | None = field(
+    id: Annotated[SafeText, METER_ID] | None = field(
         default=None, metadata=doc("meter id to store; default: the number the meter reports"))
     baud: Literal[300, 600, 1200, 2400, 4800, 9600, 19200] = field(
         default=9600, metadata=doc("highest line speed to switch to (mode B/C negotiate up to this)"))
     framing: Literal["7E1", "8N1"] = field(
         default="7E1", metadata=doc("8N1 for adapters without 7E1: parity travels in bit 7"))
-    address: Annotated[SafeText, Check(_device_address)] = field(
+    address: Annotated[SafeText, matching(r"[A-Za-z0-9]{0,32}", "device address: up to 32 letters and digits")] = field(
         default="", metadata=doc("device address for /?ADDR! (bus meters)"))
     mode: Annotated[Literal["A", "B", "C", "D"], Check(_mode_e, before=True)] = field(
         default="C", metadata=doc("IEC 62056-21 protocol mode"))

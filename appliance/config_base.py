@@ -29,6 +29,24 @@ def no_control(value: str) -> str:
 SafeText = Annotated[str, Check(no_control)]
 
 
+def matching(pattern: str, message: str) -> Check:
+    """A check that the whole text matches ``pattern``; ``message`` says what is allowed."""
+    regex = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not regex.fullmatch(value):
+            raise ValueError(message)
+        return value
+
+    return Check(check)
+
+
+#: a meter's id, as stored and as a consumer of the portal names it
+METER_ID = matching(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}",
+                    "meter id: 1-64 of letters, digits and . _ : - (starting alphanumeric)")
+MeterId = Annotated[str, METER_ID]
+
+
 def doc(meaning: str) -> dict[str, str]:
     """A field's meaning for the README (``field(default=..., metadata=doc("..."))``)."""
     return {"doc": meaning}

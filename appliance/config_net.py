@@ -11,7 +11,6 @@ names and ports, a party's ports not clashing with the gateway's own) are checke
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
@@ -19,41 +18,22 @@ from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Gt, Le
 
-from appliance.config_base import SafeText, StrictModel, doc
+from appliance.config_base import SafeText, StrictModel, doc, matching
 from headend.config_types import (  # the one definition; headend may not import appliance
     Check,
     DnsName,
     Port,
     SafePath,
+    safe_path,
 )
 
-_IDENT = re.compile(r"[a-z][a-z0-9]{0,9}")
-_IFNAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,14}")
 AUDIT_KEY = "audit-log"  #: the audit logs' HMAC key in the token, made with it by ``smgw token init``
-_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
-
-
-def _ident(value: str) -> str:
-    if not _IDENT.fullmatch(value):
-        raise ValueError("1-10 lowercase letters and digits, starting with a letter (it names tun-<name>)")
-    return value
-
-
-def _ifname(value: str) -> str:
-    if not _IFNAME.fullmatch(value):
-        raise ValueError("interface name: 1-15 of letters, digits, _ . - starting with a letter")
-    return value
-
-
-def _label(value: str) -> str:
-    if not _LABEL.fullmatch(value):
-        raise ValueError("1-32 of letters, digits and . _ - starting alphanumeric")
-    return value
-
-
-Ident = Annotated[str, Check(_ident)]
-IfName = Annotated[str, Check(_ifname)]
-Label = Annotated[str, Check(_label)]
+Ident = Annotated[str, matching(r"[a-z][a-z0-9]{0,9}",
+                                "1-10 lowercase letters and digits, starting with a letter (it names tun-<name>)")]
+IfName = Annotated[str, matching(r"[A-Za-z][A-Za-z0-9_.-]{0,14}",
+                                 "interface name: 1-15 of letters, digits, _ . - starting with a letter")]
+Label = Annotated[str, matching(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}",
+                                "1-32 of letters, digits and . _ - starting alphanumeric")]
 CryptoProfile = Literal["bsi", "modern"]
 
 
@@ -220,7 +200,10 @@ class Paths(StrictModel):
     @classmethod
     def _before(cls, data: Any) -> Any:
         if isinstance(data, dict) and "rendered" not in data:
-            return {**data, "rendered": _beside_state(data)}
+            try:  # derived from a state that is a path of the allowed letters, else state's error says it
+                return {**data, "rendered": _beside_state({"state": safe_path(Path(data.get("state", DEFAULT_STATE)))})}
+            except (TypeError, ValueError):
+                pass
         return data
 
     def _verify(self) -> None:

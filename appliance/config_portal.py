@@ -7,7 +7,6 @@ rest of the gateway's configuration (its memory budget is 40 MB for all of it).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -15,43 +14,15 @@ from typing import Annotated
 
 from annotated_types import Ge, Gt, Le, MaxLen, MinLen
 
-from appliance.config_base import StrictModel, doc
-from headend.config_types import Check, SafePath
+from appliance.config_base import MeterId, StrictModel, doc, matching
+from headend.config_types import SafePath
 
-_CONSUMER = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-_METER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
-_CODE = re.compile(r"[A-Za-z0-9-]{12,128}")
-_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-
-
-def _consumer(value: str) -> str:
-    if not _CONSUMER.fullmatch(value):
-        raise ValueError("1-32 of lowercase letters, digits, _ and - starting with a letter (it is the login name)")
-    return value
-
-
-def _meter(value: str) -> str:
-    if not _METER.fullmatch(value):
-        raise ValueError("meter id: 1-64 of letters, digits and . _ : - (starting alphanumeric)")
-    return value
-
-
-def _code(value: str) -> str:
-    if not _CODE.fullmatch(value):
-        raise ValueError("one-time code: 12-128 letters, digits and -")
-    return value
-
-
-def _user(value: str) -> str:
-    if not _USER.fullmatch(value):
-        raise ValueError("user name: 1-32 of lowercase letters, digits, _ and - starting with a letter or _")
-    return value
-
-
-ConsumerName = Annotated[str, Check(_consumer)]
-MeterId = Annotated[str, Check(_meter)]
-SetupCode = Annotated[str, Check(_code)]
-UserName = Annotated[str, Check(_user)]
+ConsumerName = Annotated[str, matching(
+    r"[a-z][a-z0-9_-]{0,31}",
+    "1-32 of lowercase letters, digits, _ and - starting with a letter (it is the login name)")]
+SetupCode = Annotated[str, matching(r"[A-Za-z0-9-]{12,128}", "one-time code: 12-128 letters, digits and -")]
+UserName = Annotated[str, matching(r"[a-z_][a-z0-9_-]{0,31}",
+                                   "user name: 1-32 of lowercase letters, digits, _ and - starting with a letter or _")]
 
 
 @dataclass(frozen=True, kw_only=True)

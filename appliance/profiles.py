@@ -98,8 +98,9 @@ class AccessProfile(StrictModel):
 
     @classmethod
     def _before(cls, data: Any) -> Any:  # a template's fields first, the profile's own over them
-        if isinstance(data, dict) and data.get("template") in TEMPLATES:
-            return {**TEMPLATES[data["template"]], **data}
+        template = data.get("template") if isinstance(data, dict) else None
+        if isinstance(template, str) and template in TEMPLATES:  # else its field says what is wrong
+            return {**TEMPLATES[template], **data}
         return data
 
     def _verify(self) -> None:

@@ -54,7 +54,7 @@ class Pattern:
         return core_schema.str_schema(pattern=self.regex)
 
 
-def _path(value: Path) -> Path:
+def safe_path(value: Path) -> Path:
     if not _PATH.fullmatch(str(value)) or "/../" in f"{value}/":
         raise ValueError("absolute path of letters, digits and . _ / + - only (no spaces, quotes or ..)")
     return value
@@ -67,6 +67,6 @@ def _dns_name(value: str) -> str:
         raise ValueError(str(exc)) from None
 
 
-SafePath = Annotated[Path, Check(_path)]
+SafePath = Annotated[Path, Check(safe_path)]
 DnsName = Annotated[str, Check(_dns_name)]
 Port = Annotated[int, Ge(1), Le(65535)]

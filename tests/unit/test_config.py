@@ -60,6 +60,12 @@ def test_example_config_is_accepted() -> None:
         ({"paths": {"run": "/run"}}, "paths.run", "top-level or system folder"),
         ({"paths": {"run": "/var/lib/"}}, "paths.run", "top-level or system folder"),
         ({"paths": {"run": "/smgw"}}, "paths.run", "top-level or system folder"),
+        # rendered is derived from state, and that derived folder is checked as a given one is
+        ({"paths": {"state": "/run"}}, "paths.rendered", "/run-rendered is a top-level or system folder"),
+        # a table where text belongs is an error of that key, not a crash (once a TypeError)
+        ({"paths": {"state": 7}}, "paths.state", "not a valid path"),
+        ({"profiles": [{"name": "x", "party": "dso", "template": {}}]}, "profiles[0].template", "'taf1'"),
+        ({"profiles": [{"name": "x", "party": "dso", "template": ["taf1"]}]}, "profiles[0].template", "'taf1'"),
     ],
 )
 def test_errors_name_the_key_path(data: dict[str, object], path: str, message: str) -> None:
