@@ -98,6 +98,8 @@ def test_refusals(world) -> None:  # type: ignore[no-untyped-def]
                           "unknown party"),
         "bad field": (_doc(world, profile={"name": "gwa-extra", "party": "dso", "interval_s": "soon"}), 400,
                       "interval_s"),
+        "template not text": (_doc(world, profile={"name": "gwa-extra", "party": "dso", "template": {}}), 400,
+                              "profile template: Input should be"),
         "config's own": (_doc(world, profile={"name": "dso-taf1", "party": "dso", "template": "taf1"}), 409,
                          "config file"),
     }
