@@ -31,11 +31,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from appliance.config import INSTALLED_DIR, GatewayConfig, installed_profiles, validate
-from appliance.config_snapshot import to_data
+from appliance.config import INSTALLED_DIR, GatewayConfig, installed_profiles
+from appliance.config_snapshot import profiles_in_child, to_data
+from appliance.errors import ConfigError
 from appliance.files import write_atomic
 from appliance.gateway_token import gateway_token
-from appliance.profiles import AccessProfile, check_profiles
+from appliance.profiles import check_profiles
 from appliance.selftest import blocking, read_results
 from appliance.store import Store, StoreError
 from appliance.tunnel_states import read_states
@@ -194,8 +195,11 @@ class AdminApi:
 
     def _profiles(self, _query: dict[str, list[str]]) -> Result:
         own = [{**to_data(p), "installed": False} for p in self.cfg.profiles if p.name in self.file_profiles]
-        installed = [{**to_data(p), "installed": True}
-                     for p in installed_profiles(self.cfg, taken=self.file_profiles)]
+        try:
+            listed = installed_profiles(self.cfg, taken=self.file_profiles, verify_all=profiles_in_child)
+        except ConfigError as exc:
+            return _error(503, str(exc))
+        installed = [{**to_data(p), "installed": True} for p in listed]
         return 200, {"profiles": own + installed}
 
     def _profile(self, method: str, name: str, body: bytes) -> Result:
@@ -238,15 +242,13 @@ class AdminApi:
         return 200, {"done": doc.action, "profile": name}
 
     def _check_profile(self, data: dict[str, Any]) -> Result | None:
-        # imported here only: the GateWatcher may be a thread of the core, which keeps pydantic out
-        from pydantic import ValidationError
-
-        try:
-            profile = validate(AccessProfile, data)
-        except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"]) or "(profile)"
-            return _error(400, f"profile {where}: {first['msg']}")
+        try:  # by a child: the GateWatcher may be a thread of the core, which keeps pydantic out
+            (profile,) = profiles_in_child([data])
+        except ConfigError as exc:
+            return _error(503, str(exc))
+        if isinstance(profile, tuple):
+            where, message = profile
+            return _error(400, f"profile {where if where != '(top level)' else '(profile)'}: {message}")
         if profile.name in self.file_profiles:
             return _error(409, f"profile {profile.name!r} is defined in the config file; change it there")
         problems = check_profiles([profile], [p.name for p in self.cfg.parties], self.cfg.meter.poll_interval,

@@ -170,9 +170,16 @@ def meter_sim_cmd(link: Path, scenario: str, address: str) -> None:
 @config_option
 @click.option("--snapshot", is_flag=True, hidden=True,
               help="Print the verified gateway config as JSON (for the core, which loads no pydantic).")
+@click.option("--profiles", is_flag=True, hidden=True,
+              help="Verify the JSON list of access profiles on stdin (for the admin API); --config unused.")
 @clean_errors
-def check_cmd(config_path: Path, snapshot: bool) -> None:
+def check_cmd(config_path: Path, snapshot: bool, profiles: bool) -> None:
     """Load and verify a gateway or headend config; print every error with its key path."""
+    if profiles:
+        from appliance.config_snapshot import profiles_answer
+
+        click.echo(profiles_answer(sys.stdin.read()))
+        return
     if snapshot:
         from appliance.config_snapshot import snapshot_answer
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, cast
@@ -200,6 +201,19 @@ def validate(model: type[M], data: Any) -> M:
     return obj
 
 
+def problems_of(exc: Any) -> list[tuple[str, str]]:
+    """A pydantic ``ValidationError`` as ``[(key path, message)]``, in the words ``smgw check`` uses."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        message = err["msg"]
+        if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            message = "unknown key"
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, "):]
+        problems.append((key_path(tuple(err["loc"])), message))
+    return problems
+
+
 def verify(data: dict[str, Any], source: str = "<config>", model: type[M] = GatewayConfig) -> M:  # type: ignore[assignment]
     """Validate parsed TOML; raise ``ConfigError`` listing every problem with its key path."""
     from pydantic import ValidationError
@@ -207,15 +221,7 @@ def verify(data: dict[str, Any], source: str = "<config>", model: type[M] = Gate
     try:
         model_obj = validate(model, data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_url=False):
-            message = err["msg"]
-            if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-                message = "unknown key"
-            elif message.startswith("Value error, "):
-                message = message[len("Value error, "):]
-            problems.append((key_path(tuple(err["loc"])), message))
-        raise ConfigError(source, problems) from None
+        raise ConfigError(source, problems_of(exc)) from None
     if isinstance(model_obj, GatewayConfig):
         cross = check_profiles(model_obj.profiles, [p.name for p in model_obj.parties],
                                model_obj.meter.poll_interval, model_obj.meter.load_profile)
@@ -248,27 +254,51 @@ def load(path: Path) -> GatewayConfig:
 INSTALLED_DIR = "profiles.d"  #: under ``paths.state``: profiles installed over the admin API
 
 
-def installed_profiles(cfg: GatewayConfig, taken: set[str] | None = None) -> list[AccessProfile]:
+#: a profile as given, verified: the profile, or its first problem ``(key path, message)``
+ProfileVerdict = AccessProfile | tuple[str, str]
+
+
+def verify_profiles(raws: list[Any]) -> list[ProfileVerdict]:
+    """Each raw profile verified by pydantic here (``config_snapshot.profiles_in_child`` has a
+    child do it, for a process that keeps pydantic out)."""
+    from pydantic import ValidationError
+
+    out: list[ProfileVerdict] = []
+    for raw in raws:
+        try:
+            out.append(validate(AccessProfile, raw))
+        except ValidationError as exc:
+            out.append(problems_of(exc)[0])
+    return out
+
+
+def installed_profiles(cfg: GatewayConfig, taken: set[str] | None = None,
+                       verify_all: Callable[[list[Any]], list[ProfileVerdict]] = verify_profiles,
+                       ) -> list[AccessProfile]:
     """The GWA's installed profiles that still fit this config. One that no longer does (its
     party was removed, say) is skipped with a warning, not an error: a config that fails to
     load would also stop the GateWatcher, and with it the GWA's way to remove the profile."""
     folder = cfg.paths.state / INSTALLED_DIR
-    out: list[AccessProfile] = []
     names = set(taken) if taken is not None else {p.name for p in cfg.profiles}  # the config file's own
+    found: list[tuple[Path, Any]] = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
         try:
-            profile = validate(AccessProfile, json.loads(path.read_text())["profile"])
+            found.append((path, json.loads(path.read_text())["profile"]))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("%s: skipped, not a valid access profile (%s)", path, str(exc).splitlines()[0])
+    out: list[AccessProfile] = []
+    for (path, _raw), verdict in zip(found, verify_all([raw for _path, raw in found]), strict=True):
+        if isinstance(verdict, tuple):
+            log.warning("%s: skipped, not a valid access profile (%s: %s)", path, *verdict)
             continue
-        problems = check_profiles([profile], [p.name for p in cfg.parties], cfg.meter.poll_interval,
+        problems = check_profiles([verdict], [p.name for p in cfg.parties], cfg.meter.poll_interval,
                                   cfg.meter.load_profile)
-        if profile.name in names or path.stem != profile.name or problems:
+        if verdict.name in names or path.stem != verdict.name or problems:
             why = problems[0][1] if problems else "its name is taken or does not match the file"
             log.warning("%s: skipped: %s", path, why)
             continue
-        names.add(profile.name)
-        out.append(profile)
+        names.add(verdict.name)
+        out.append(verdict)
     return out
 
 

@@ -73,5 +73,9 @@ class StrictModel:
             obj._verify()
             return obj
 
-        schema = core_schema.no_info_after_validator_function(verified, handler(source))
-        return core_schema.no_info_before_validator_function(cls._before, schema)
+        inner = handler(source)
+        # pydantic reuses a class's schema by its ref wherever the class appears again; the ref
+        # goes on the outside, so every appearance (a second field, a list item) has the hooks
+        ref = inner.pop("ref", None)
+        schema = core_schema.no_info_after_validator_function(verified, inner)
+        return core_schema.no_info_before_validator_function(cls._before, schema, ref=ref)

@@ -43,6 +43,8 @@ def _default(field: dataclasses.Field[Any]) -> str:
         return "none"
     if isinstance(value, StrictModel) or value == []:
         return "—"
+    if isinstance(value, float):
+        value = f"{value:g}"  # 600, not 600.0: a whole number of seconds reads as one (either is valid TOML)
     return f"`{value}`" if value != "" else "empty"
 
 

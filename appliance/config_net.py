@@ -102,9 +102,9 @@ class Admin(StrictModel):
         default="gateway-api", metadata=doc("token key of the admin API's HTTPS (role gateway-api, certificate in the token)"))
     tls_crypt_v2_key: SafePath | None = None
     idle_timeout_s: Annotated[float, Ge(1), Le(86400)] = field(
-        default=600, metadata=doc("close after this long without traffic"))
+        default=600.0, metadata=doc("close after this long without traffic"))
     max_lifetime_s: Annotated[float, Ge(1), Le(86400)] = field(
-        default=3600, metadata=doc("close after this long in any case"))
+        default=3600.0, metadata=doc("close after this long in any case"))
 
     @property
     def key_label(self) -> str:
@@ -118,7 +118,7 @@ class Wakeup(StrictModel):
     rate_per_s: Annotated[int, Ge(1), Le(1000)] = field(
         default=10, metadata=doc("datagrams per second the firewall lets in"))
     window_s: Annotated[float, Ge(1), Le(600)] = field(
-        default=60, metadata=doc("accepted clock difference of issued_at"))
+        default=60.0, metadata=doc("accepted clock difference of issued_at"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,7 +127,7 @@ class Time(StrictModel):
     max_deviation_s: Annotated[float, Gt(0), Le(3600)] = field(
         default=3.0, metadata=doc("clock deviation from the server beyond which readings are flagged"))
     check_interval_s: Annotated[float, Ge(5), Le(86400)] = field(
-        default=600, metadata=doc("how often the core asks the server"))
+        default=600.0, metadata=doc("how often the core asks the server"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,12 +230,12 @@ class Retention(StrictModel):
     """How long the gateway keeps what; expired rows are deleted with secure_delete, the WAL truncated."""
 
     readings_days: Annotated[float, Gt(0), Le(3650)] = field(
-        default=400, metadata=doc("readouts, readings, load profile, logbook"))
-    system_log_days: Annotated[float, Gt(0), Le(3650)] = 365
-    calibration_log_days: Annotated[float, Gt(0), Le(3650)] = 3650
-    consumer_log_days: Annotated[float, Gt(0), Le(3650)] = 730
+        default=400.0, metadata=doc("readouts, readings, load profile, logbook"))
+    system_log_days: Annotated[float, Gt(0), Le(3650)] = 365.0
+    calibration_log_days: Annotated[float, Gt(0), Le(3650)] = 3650.0
+    consumer_log_days: Annotated[float, Gt(0), Le(3650)] = 730.0
     interval_s: Annotated[float, Ge(1), Le(86400)] = field(
-        default=3600, metadata=doc("how often the core applies retention"))
+        default=3600.0, metadata=doc("how often the core applies retention"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,7 +243,7 @@ class SelfTest(StrictModel):
     """Self-tests at start and periodically; a critical failure stops processing and sending."""
 
     interval_s: Annotated[float, Ge(5), Le(86400)] = field(
-        default=900, metadata=doc("how often the core runs them"))
+        default=900.0, metadata=doc("how often the core runs them"))
     min_free_mb: Annotated[int, Ge(1), Le(1_000_000)] = field(
         default=64, metadata=doc("free space under the store below this is a warning"))
 

@@ -55,7 +55,7 @@ class Portal(StrictModel):
     max_streams: Annotated[int, Ge(0), Le(32)] = field(
         default=4, metadata=doc("live streams (SSE) at once; each holds a thread"))
     session_hours: Annotated[float, Gt(0), Le(720)] = field(
-        default=12, metadata=doc("a login lasts this long"))
+        default=12.0, metadata=doc("a login lasts this long"))
     consumers: Annotated[list[Consumer], MaxLen(64)] = field(default_factory=list)
 
     def _verify(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import subprocess
 import sys
 import types
@@ -21,8 +22,9 @@ from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
-from appliance.config import GatewayConfig, load
+from appliance.config import GatewayConfig, ProfileVerdict, load, verify_profiles
 from appliance.errors import ConfigError
+from appliance.profiles import AccessProfile
 
 T = TypeVar("T")
 
@@ -38,8 +40,7 @@ def to_data(obj: Any) -> Any:
     """A config (or any part of it) as JSON data: dataclasses as objects in field order, paths
     and addresses as text, lists as lists."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        hints = _hints(type(obj))
-        return {f.name: _number(hints[f.name], to_data(getattr(obj, f.name))) for f in dataclasses.fields(obj)}
+        return {f.name: to_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, list | tuple):
         return [to_data(item) for item in obj]
     if isinstance(obj, tuple(_FROM_TEXT)):
@@ -52,11 +53,6 @@ def to_data(obj: Any) -> Any:
 def to_json(obj: Any) -> str:
     """``to_data`` as compact JSON, the text a config digest is taken of."""
     return json.dumps(to_data(obj), separators=(",", ":"), ensure_ascii=False)
-
-
-def _number(hint: Any, value: Any) -> Any:
-    """A float field's value as a float: a default written ``60`` is ``60.0`` as when read."""
-    return float(value) if hint is float and type(value) is int else value
 
 
 def from_data(cls: type[T], data: Any) -> T:
@@ -77,18 +73,24 @@ def _at(where: str, key: str | int) -> str:
 
 
 def _build(tp: Any, value: Any, where: str) -> Any:
+    """Messages name the key and the types, never the value: it may be a consumer's setup code."""
     origin = typing.get_origin(tp)
     if origin is Union or origin is types.UnionType:
-        for option in typing.get_args(tp):
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None and len(options) < len(typing.get_args(tp)):
+            return None
+        if len(options) == 1:  # X | None: X's own error, with its inner key
+            return _build(options[0], value, where)
+        for option in options:
             try:
                 return _build(option, value, where)
             except SnapshotError:
                 continue
-        raise SnapshotError(f"{where or '(top level)'}: {value!r} is none of {tp}")
+        raise SnapshotError(f"{where or '(top level)'}: a {type(value).__name__} fits none of {tp}")
     if origin is Literal:
         if value in typing.get_args(tp) and type(value) in {type(a) for a in typing.get_args(tp)}:
             return value
-        raise SnapshotError(f"{where}: {value!r} is not one of {typing.get_args(tp)}")
+        raise SnapshotError(f"{where}: not one of {typing.get_args(tp)}")
     if origin is list:
         (item,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -103,8 +105,8 @@ def _build(tp: Any, value: Any, where: str) -> Any:
         if isinstance(value, str):
             try:
                 return _FROM_TEXT[tp](value)
-            except ValueError as exc:
-                raise SnapshotError(f"{where}: {exc}") from None
+            except ValueError:
+                raise SnapshotError(f"{where}: not a valid {tp.__name__}") from None
     elif tp is bool or tp is str:
         if type(value) is tp:
             return value
@@ -116,7 +118,7 @@ def _build(tp: Any, value: Any, where: str) -> Any:
             return float(value)
     else:
         raise SnapshotError(f"{where}: a config has no {tp}")
-    raise SnapshotError(f"{where or '(top level)'}: {value!r} is not {getattr(tp, '__name__', tp)}")
+    raise SnapshotError(f"{where or '(top level)'}: a {type(value).__name__} is not {getattr(tp, '__name__', tp)}")
 
 
 def _dataclass(cls: type, value: Any, where: str) -> Any:
@@ -133,13 +135,16 @@ def _dataclass(cls: type, value: Any, where: str) -> Any:
 
 
 CHILD_TIMEOUT_S = 60.0
+MAX_FORWARDED = 20  #: lines of the child's log repeated in this process's log
+log = logging.getLogger("smgw.config")
 
 
 def load_in_child(path: Path, timeout: float = CHILD_TIMEOUT_S) -> GatewayConfig:
     """``config.load(path)`` done by a child ``smgw check --snapshot``, so that this process,
     a long-running one, never loads pydantic. The same errors as ``config.load``: a
-    ``ConfigError`` with every problem and its key path, or one saying why the child failed."""
-    argv = [sys.executable, "-m", "appliance.cli", "check", "--config", str(path), "--snapshot"]
+    ``ConfigError`` with every problem and its key path, or one saying why the child failed.
+    What the child logged (an installed profile it skipped) is logged here again."""
+    argv = [sys.executable, "-m", "appliance.cli", "check", "--config", str(path.absolute()), "--snapshot"]
     try:  # cwd /: "python -m" would import first from the folder this process was started in
         done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False, cwd="/",
                               stdin=subprocess.DEVNULL)
@@ -147,18 +152,60 @@ def load_in_child(path: Path, timeout: float = CHILD_TIMEOUT_S) -> GatewayConfig
         raise ConfigError(str(path), [("(check)", f"the config check took more than {timeout:.0f} s")]) from None
     except OSError as exc:
         raise ConfigError(str(path), [("(check)", f"cannot start the config check: {exc.strerror or exc}")]) from None
+    said = done.stderr.decode(errors="replace").strip().splitlines()
     try:
         answer = json.loads(done.stdout)
         if done.returncode == 0 and isinstance(answer, dict) and set(answer) == {"config"}:
-            return from_data(GatewayConfig, answer["config"])
+            cfg = from_data(GatewayConfig, answer["config"])
+            for line in said[:MAX_FORWARDED]:
+                log.warning("config check: %s", line[:300])
+            return cfg
         error = answer["error"]
+        source = str(error["source"])
         problems = [(str(key), str(message)) for key, message in error["problems"]]
         if done.returncode == 0 or not problems:
             raise ValueError("an error without problems")
     except (ValueError, TypeError, KeyError) as exc:
-        why = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [str(exc)]
+        why = said[-1:] or [str(exc)]
         raise ConfigError(str(path), [("(check)", f"the config check failed: {why[0][:300]}")]) from None
-    raise ConfigError(str(error["source"]), problems)
+    raise ConfigError(source, problems)
+
+
+def profiles_in_child(raws: list[Any], timeout: float = CHILD_TIMEOUT_S) -> list[ProfileVerdict]:
+    """``config.verify_profiles(raws)`` done by a child ``smgw check --profiles`` (the admin
+    API's, which runs in the GateWatcher or the core). ``ConfigError`` if the child fails."""
+    argv = [sys.executable, "-m", "appliance.cli", "check", "--profiles"]
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False, cwd="/",
+                              input=json.dumps(raws).encode())
+    except subprocess.TimeoutExpired:
+        raise ConfigError("profiles", [("(check)", f"the profile check took more than {timeout:.0f} s")]) from None
+    except (OSError, TypeError, ValueError) as exc:
+        raise ConfigError("profiles", [("(check)", f"cannot run the profile check: {exc}")]) from None
+    try:
+        answer = json.loads(done.stdout)
+        if done.returncode != 0 or not isinstance(answer, list) or len(answer) != len(raws):
+            raise ValueError(f"exit status {done.returncode}, {type(answer).__name__}")
+        out: list[ProfileVerdict] = []
+        for item in answer:
+            if set(item) == {"profile"}:
+                out.append(from_data(AccessProfile, item["profile"]))
+            else:
+                where, message = item["problem"]
+                out.append((str(where), str(message)))
+        return out
+    except (ValueError, TypeError, KeyError) as exc:
+        why = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [str(exc)]
+        raise ConfigError("profiles", [("(check)", f"the profile check failed: {why[0][:300]}")]) from None
+
+
+def profiles_answer(text: str) -> str:
+    """What ``smgw check --profiles`` prints for the JSON list of raw profiles it was given."""
+    raws = json.loads(text)
+    if not isinstance(raws, list):
+        raise TypeError("not a list of profiles")
+    return json.dumps([{"profile": to_data(v)} if isinstance(v, AccessProfile) else {"problem": list(v)}
+                       for v in verify_profiles(raws)], ensure_ascii=False)
 
 
 def snapshot_answer(path: Path) -> tuple[int, str]:

@@ -51,7 +51,9 @@ class Pattern:
     def __get_pydantic_core_schema__(self, source: Any, handler: Callable[[Any], Any]) -> Any:
         from pydantic_core import core_schema
 
-        return core_schema.str_schema(pattern=self.regex)
+        # after whatever the type and the metadata before this one check (a chain, not a
+        # replacement: SafeText's own check must still run)
+        return core_schema.chain_schema([handler(source), core_schema.str_schema(pattern=self.regex)])
 
 
 def safe_path(value: Path) -> Path:

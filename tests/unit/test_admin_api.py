@@ -100,6 +100,8 @@ def test_refusals(world) -> None:  # type: ignore[no-untyped-def]
                       "interval_s"),
         "template not text": (_doc(world, profile={"name": "gwa-extra", "party": "dso", "template": {}}), 400,
                               "profile template: Input should be"),
+        "unknown key": (_doc(world, profile={"name": "gwa-extra", "party": "dso", "template": "taf1", "colour": 1}),
+                        400, "profile colour: unknown key"),
         "config's own": (_doc(world, profile={"name": "dso-taf1", "party": "dso", "template": "taf1"}), 409,
                          "config file"),
     }

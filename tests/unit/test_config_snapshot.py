@@ -76,6 +76,33 @@ def test_the_child_loads_the_config_and_reports_its_errors(tmp_path: Path) -> No
         load_in_child(tmp_path / "missing.toml")
 
 
+def test_an_error_names_the_inner_key_and_never_the_value() -> None:
+    data = json.loads(to_json(verify(_everything())))
+    data["portal"]["consumers"][0]["meters"] = "M1"  # beside the household's one-time code
+    with pytest.raises(SnapshotError) as caught:
+        from_data(GatewayConfig, data)
+    assert str(caught.value) == "portal.consumers[0].meters: not a list"
+    data["portal"]["consumers"][0]["meters"] = ["M1"]
+    data["interfaces"]["lmn"]["address"] = "10.1.1.1/99"
+    with pytest.raises(SnapshotError) as caught:
+        from_data(GatewayConfig, data)
+    assert str(caught.value) == "interfaces.lmn.address: not a valid IPv4Interface"
+    assert "abcdefghijkl" not in str(caught.value)
+
+
+def test_a_relative_path_and_what_the_child_logged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    state = tmp_path / "state"
+    (state / "profiles.d").mkdir(parents=True)
+    (state / "profiles.d" / "gwa-x.json").write_text("{not json")
+    (tmp_path / "gw.toml").write_text(f'[paths]\nstate = "{state}"\nrun = "{tmp_path}/run"\n')
+    monkeypatch.chdir(tmp_path)  # the child runs in /, the path is this folder's
+    with caplog.at_level("WARNING", logger="smgw.config"):
+        cfg = load_in_child(Path("gw.toml"))
+    assert cfg.paths.state == state and cfg.profiles == []
+    assert any("gwa-x.json: skipped, not a valid access profile" in r.getMessage() for r in caplog.records)
+
+
 def test_a_child_that_fails_is_a_config_error_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\necho '{\"config\": {\"meter\": 1}}'\n")
@@ -86,16 +113,22 @@ def test_a_child_that_fails_is_a_config_error_not_a_crash(tmp_path: Path, monkey
     fake.write_text("#!/bin/sh\necho 'Traceback: boom' >&2\nexit 1\n")
     with pytest.raises(ConfigError, match="the config check failed: Traceback: boom"):
         load_in_child(EXAMPLE)
+    fake.write_text("#!/bin/sh\necho '{\"error\": {\"problems\": [[\"a\", \"b\"]]}}'\nexit 2\n")
+    with pytest.raises(ConfigError, match="the config check failed"):  # no source: its answer is not believed
+        load_in_child(EXAMPLE)
     fake.write_text("#!/bin/sh\nsleep 5\n")
     with pytest.raises(ConfigError, match="took more than 1 s"):
         load_in_child(EXAMPLE, timeout=1)
 
 
 def test_the_core_side_never_imports_pydantic() -> None:
+    # nor when the admin API (a GateWatcher thread of the core, with --in-process) checks profiles
     code = ("import sys; from pathlib import Path; from appliance.config_snapshot import load_in_child;"
             f"load_in_child(Path({str(EXAMPLE)!r}));"
             "import appliance.cli, appliance.gateway, appliance.delivery_service, appliance.parts, appliance.selftest;"
             "import appliance.tunnel_service, appliance.gatewatcher_service, appliance.admin_api;"
+            "from appliance.config_snapshot import profiles_in_child;"
+            "assert profiles_in_child([{'name': 'a', 'party': 'dso', 'template': 'taf1'}, {}])[1][0] == 'name';"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'pydantic_core')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
