@@ -273,7 +273,7 @@ def gateway_run_cmd(config_path: Path, readouts: int | None, core_only: bool, in
         parts.start()
     try:
         stats = run_reader_loop(cfg, stop, max_readouts=readouts, after_readout=after, parts=parts, reload=reload,
-                                rendering=rendering_in_child(cfg, config_path.absolute()) if can_list_firewall() else None)
+                                rendering=rendering_in_child(config_path.absolute()) if can_list_firewall() else None)
     finally:
         if parts is not None:
             parts.stop()

@@ -231,8 +231,10 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
     @click.option("--rendering-only", is_flag=True, hidden=True,
                   help="Only the checks that render the config again, printed as JSON and not published: "
                        "for a core running as root, which publishes them itself.")
+    @click.option("--expect-digest", default=None, hidden=True,
+                  help="With --rendering-only: the digest of the config the asking core runs.")
     @wrap
-    def selftest_cmd(config_path: Path, as_json: bool, rendering_only: bool) -> None:
+    def selftest_cmd(config_path: Path, as_json: bool, rendering_only: bool, expect_digest: str | None) -> None:
         """Run every self-test now (the firewall ones need root) and publish the results; exit 1
         if a critical one fails. Run from a timer beside the unprivileged core."""
         from appliance.audit import Auditor
@@ -240,7 +242,7 @@ def register(main: click.Group, clean_errors: Callable[[Any], Any]) -> None:
 
         cfg = config_mod.load(config_path)
         if rendering_only:
-            click.echo(json.dumps([asdict(c) for c in rendering_checks(cfg)]))
+            click.echo(json.dumps([asdict(c) for c in rendering_checks(cfg, expect_digest)]))
             return
         with Store.open(cfg.store.path) as store:
             checks = run_checks(cfg, store, firewall=True)  # this command is the one meant to run them

@@ -148,7 +148,7 @@ class CoreLoop:
     next_clock: float = 0.0
     clock: ClockReading | None = None
     checks: list[Check] = field(default_factory=list)
-    rendering: Callable[[], list[Check]] | None = None  #: the rendering checks, when this core may have them run
+    rendering: Callable[[GatewayConfig], list[Check]] | None = None  #: the rendering checks, when this core may have them run
 
     def check_time(self) -> None:
         """Ask the time source when due; log each change of the clock's state."""
@@ -258,7 +258,7 @@ def run_reader_loop(
     after_readout: Callable[[Store, str], None] | None = None,
     parts: PartSupervisor | ThreadParts | None = None,
     reload: Callable[[], tuple[GatewayConfig, Callable[[Store, str], None] | None]] | None = None,
-    rendering: Callable[[], list[Check]] | None = None,
+    rendering: Callable[[GatewayConfig], list[Check]] | None = None,
 ) -> LoopStats:
     """Poll until ``stop`` is set (or ``max_readouts`` readouts are stored); with ``parts``,
     their restarts go into the system log on each pass. With ``reload``, access profiles the
@@ -351,7 +351,7 @@ def _retention(store: Store, config: GatewayConfig, auditor: Auditor) -> None:
 
 
 def self_test(config: GatewayConfig, store: Store, auditor: Auditor,
-              rendering: Callable[[], list[Check]] | None = None) -> list[Check]:
+              rendering: Callable[[GatewayConfig], list[Check]] | None = None) -> list[Check]:
     """Run the checks this process runs (and ``rendering``'s, from a child: see
     ``selftest.rendering_in_child``), publish them, and log each change of outcome."""
     before = read_results(config)

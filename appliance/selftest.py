@@ -15,7 +15,10 @@ again (Jinja2, the templates, the firewall renderers: about 2 MB), which a proce
 runs for years should not hold for a check every quarter of an hour. So a core running as
 root (``smgw gateway run`` on a board without systemd, the demo, the tests) does not run
 them itself either: it runs ``smgw selftest --rendering-only`` as a child each time
-(``rendering_in_child``), which renders, checks, prints and exits.
+(``rendering_in_child``), which renders, checks, prints and exits. The child reads
+gateway.toml, so the core hands it the digest of the config it runs: if the file was edited
+(and applied) since the core started, the rendered files are not the core's and both fail,
+as they did when the core rendered them itself.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -37,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from appliance.config import GatewayConfig
+from appliance.config_snapshot import to_json
 from appliance.errors import SmgwError
 from appliance.files import write_atomic
 from appliance.gateway_token import gateway_token
@@ -177,13 +181,25 @@ def rendering_names(cfg: GatewayConfig) -> list[str]:
     return (["tunnel_configs"] if cfg.parties or cfg.admin is not None else []) + ["ruleset"]
 
 
-def rendering_checks(cfg: GatewayConfig) -> list[Check]:
+def rendering_digest(cfg: GatewayConfig) -> str:
+    """The config the rendering checks render, as a digest: all of it but the access profiles,
+    which render nothing and which the GWA installs while the core runs."""
+    return hashlib.sha256(to_json(replace(cfg, profiles=[])).encode()).hexdigest()
+
+
+def rendering_checks(cfg: GatewayConfig, expect: str | None = None) -> list[Check]:
+    """``expect``: the digest of the config the asking core runs. The files on disk are
+    rendered from gateway.toml; if that is no longer what the core runs (edited and applied
+    without a restart), the rendered tunnels and ruleset are not the core's: both fail."""
+    if expect is not None and expect != rendering_digest(cfg):
+        return _failed_all(cfg, "gateway.toml is not the config the core runs (changed since it started): "
+                                "restart the core")
     runs = {"tunnel_configs": lambda: tunnel_configs(cfg), "ruleset": lambda: ruleset(cfg)}
     return [_check(name, True, runs[name]) for name in rendering_names(cfg)]
 
 
 def run_checks(cfg: GatewayConfig, store: Store, *, firewall: bool,
-               rendering: Callable[[], list[Check]] | None = None) -> list[Check]:
+               rendering: Callable[[GatewayConfig], list[Check]] | None = None) -> list[Check]:
     """Every check this process runs: with ``firewall``, the rendering ones in this process
     (``smgw selftest``, as root); else those ``rendering`` gets from elsewhere, if given."""
     checks = [_check("database", True, lambda: database(store)),
@@ -194,21 +210,21 @@ def run_checks(cfg: GatewayConfig, store: Store, *, firewall: bool,
     if firewall:
         checks += rendering_checks(cfg)
     elif rendering is not None:
-        checks += rendering()
+        checks += rendering(cfg)
     return checks
 
 
 CHILD_TIMEOUT_S = 60.0  #: a rendering self-test child that takes longer has failed (a Pi renders in ~2 s)
 
 
-def rendering_in_child(cfg: GatewayConfig, config_path: Path,
-                       timeout: float = CHILD_TIMEOUT_S) -> Callable[[], list[Check]]:
-    """The rendering checks, each time run by a child ``smgw selftest --rendering-only``
-    (see the module's docstring). Whatever goes wrong with the child fails them, critical:
-    an unchecked firewall must stop sending as a changed one does."""
-    argv = [sys.executable, "-m", "appliance.cli", "selftest", "--config", str(config_path), "--rendering-only"]
+def rendering_in_child(config_path: Path, timeout: float = CHILD_TIMEOUT_S) -> Callable[[GatewayConfig], list[Check]]:
+    """The rendering checks, each time run by a child ``smgw selftest --rendering-only`` for
+    the config the core runs then (see the module's docstring). Whatever goes wrong with the
+    child fails them, critical: an unchecked firewall must stop sending as a changed one does."""
 
-    def run() -> list[Check]:
+    def run(cfg: GatewayConfig) -> list[Check]:
+        argv = [sys.executable, "-m", "appliance.cli", "selftest", "--config", str(config_path), "--rendering-only",
+                "--expect-digest", rendering_digest(cfg)]
         try:  # cwd /: "python -m" would import first from the folder the core was started in
             done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False, cwd="/",
                                   stdin=subprocess.DEVNULL)

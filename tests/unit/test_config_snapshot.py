@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from appliance.config import GatewayConfig, load, verify
-from appliance.config_snapshot import SnapshotError, from_data, load_in_child, to_data, to_json
+from appliance.config_snapshot import SnapshotError, from_data, load_in_child, to_json
 from appliance.errors import ConfigError
 from appliance.portal_settings import render_portal_settings
 

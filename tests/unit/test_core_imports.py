@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from appliance.config import load
+from appliance.config import load, validate
+from appliance.profiles import AccessProfile
 from appliance.selftest import rendering_in_child, run_checks
 from appliance.store import Store
 
@@ -59,15 +61,31 @@ def test_the_unprivileged_core_leaves_the_rendering_checks_to_root(tmp_path: Pat
 
 def test_a_rendering_check_child_that_fails_or_hangs_fails_the_checks_critically(tmp_path: Path) -> None:
     cfg = load(_example(tmp_path))
-    missing = rendering_in_child(cfg, tmp_path / "nowhere.toml")()  # the child cannot load its config
+    missing = rendering_in_child(tmp_path / "nowhere.toml")(cfg)  # the child cannot load its config
     assert [(c.name, c.ok, c.critical) for c in missing] == [("tunnel_configs", False, True), ("ruleset", False, True)]
     assert "nowhere.toml" in missing[0].detail, missing[0].detail
-    hung = rendering_in_child(cfg, tmp_path / "gateway.toml", timeout=0.01)()
+    hung = rendering_in_child(tmp_path / "gateway.toml", timeout=0.01)(cfg)
     assert {c.name for c in hung if not c.ok and c.critical} == {"tunnel_configs", "ruleset"}
     assert "more than" in hung[0].detail
     with Store.open(cfg.store.path) as store:  # and the core's own checks carry them
-        checks = run_checks(cfg, store, firewall=False, rendering=lambda: missing)
+        checks = run_checks(cfg, store, firewall=False, rendering=lambda _cfg: missing)
     assert {"tunnel_configs", "ruleset", "database"} <= {c.name for c in checks}
+
+
+def test_the_rendering_checks_fail_when_gateway_toml_is_not_what_the_core_runs(tmp_path: Path) -> None:
+    path = _example(tmp_path)
+    cfg = load(path)
+    checks = rendering_in_child(path)
+    changed = "not the config the core runs"
+    assert [c.name for c in checks(cfg)] == ["tunnel_configs", "ruleset"]
+    assert not any(changed in c.detail for c in checks(cfg))
+    # the GWA installs profiles while the core runs: they render nothing, so they change nothing here
+    with_profile = replace(cfg, profiles=[validate(AccessProfile, {"name": "dso-x", "party": "dso", "template": "taf1"})])
+    assert not any(changed in c.detail for c in checks(with_profile))
+    # edited (and applied) without a restart: the rendered files are no longer the core's
+    path.write_text(path.read_text().replace("log_rate_per_min = 10", "log_rate_per_min = 11"))
+    assert [(c.name, c.ok, c.critical, changed in c.detail) for c in checks(cfg)] == [
+        ("tunnel_configs", False, True, True), ("ruleset", False, True, True)]
 
 
 def test_a_rendering_check_child_is_believed_only_for_its_own_checks(tmp_path: Path) -> None:
