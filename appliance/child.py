@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 
@@ -45,3 +46,31 @@ def end_all(procs: Sequence[subprocess.Popen[bytes]], grace_s: float) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+
+
+class ChildFailed(Exception):
+    """An ``smgw`` child that could not be started or did not end in time; the message says
+    which and why, in words for a log or a self-test detail."""
+
+
+def run_smgw(args: Sequence[str], what: str, timeout: float, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """``smgw ARGS`` run to its end by this interpreter, for the checks that a long-running
+    process hands to a short-lived one (pydantic, root-only listings). The caller reads the
+    answer; this only says if there is none: ``ChildFailed("<what> took more than N s")``.
+    cwd /: ``python -m`` would import first from the folder the caller was started in."""
+    argv = [sys.executable, "-m", "appliance.cli", *args]
+    try:
+        if stdin is None:
+            return subprocess.run(argv, capture_output=True, timeout=timeout, check=False, cwd="/",
+                                  stdin=subprocess.DEVNULL)
+        return subprocess.run(argv, capture_output=True, timeout=timeout, check=False, cwd="/", input=stdin)
+    except subprocess.TimeoutExpired:
+        raise ChildFailed(f"{what} took more than {timeout:.0f} s") from None
+    except OSError as exc:
+        raise ChildFailed(f"cannot start {what}: {exc.strerror or exc}") from None
+
+
+def last_said(done: subprocess.CompletedProcess[bytes], otherwise: str, limit: int = 300) -> str:
+    """The child's last line on stderr (its error, or a traceback's last line), else ``otherwise``."""
+    lines = done.stderr.decode(errors="replace").strip().splitlines()
+    return (lines[-1] if lines else otherwise)[:limit]

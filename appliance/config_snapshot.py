@@ -11,10 +11,9 @@ literals), so a child that printed something else is an error, never a half-read
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
-import subprocess
-import sys
 import types
 import typing
 from functools import cache
@@ -22,6 +21,7 @@ from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
+from appliance.child import ChildFailed, last_said, run_smgw
 from appliance.config import GatewayConfig, ProfileVerdict, load, verify_profiles
 from appliance.errors import ConfigError
 from appliance.profiles import AccessProfile
@@ -134,6 +134,12 @@ def _dataclass(cls: type, value: Any, where: str) -> Any:
     return cls(**{name: _build(hints[name], value[name], _at(where, name)) for name in names})
 
 
+def digest(cfg: GatewayConfig) -> str:
+    """The config as one sha256: of the JSON text ``to_json`` writes, which is stable (the
+    same config, the same text) and the same in a child as in its parent."""
+    return hashlib.sha256(to_json(cfg).encode()).hexdigest()
+
+
 CHILD_TIMEOUT_S = 60.0
 MAX_FORWARDED = 20  #: lines of the child's log repeated in this process's log
 log = logging.getLogger("smgw.config")
@@ -144,20 +150,15 @@ def load_in_child(path: Path, timeout: float = CHILD_TIMEOUT_S) -> GatewayConfig
     a long-running one, never loads pydantic. The same errors as ``config.load``: a
     ``ConfigError`` with every problem and its key path, or one saying why the child failed.
     What the child logged (an installed profile it skipped) is logged here again."""
-    argv = [sys.executable, "-m", "appliance.cli", "check", "--config", str(path.absolute()), "--snapshot"]
-    try:  # cwd /: "python -m" would import first from the folder this process was started in
-        done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False, cwd="/",
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise ConfigError(str(path), [("(check)", f"the config check took more than {timeout:.0f} s")]) from None
-    except OSError as exc:
-        raise ConfigError(str(path), [("(check)", f"cannot start the config check: {exc.strerror or exc}")]) from None
-    said = done.stderr.decode(errors="replace").strip().splitlines()
+    try:
+        done = run_smgw(["check", "--config", str(path.absolute()), "--snapshot"], "the config check", timeout)
+    except ChildFailed as exc:
+        raise ConfigError(str(path), [("(check)", str(exc))]) from None
     try:
         answer = json.loads(done.stdout)
         if done.returncode == 0 and isinstance(answer, dict) and set(answer) == {"config"}:
             cfg = from_data(GatewayConfig, answer["config"])
-            for line in said[:MAX_FORWARDED]:
+            for line in done.stderr.decode(errors="replace").strip().splitlines()[:MAX_FORWARDED]:
                 log.warning("config check: %s", line[:300])
             return cfg
         error = answer["error"]
@@ -166,21 +167,18 @@ def load_in_child(path: Path, timeout: float = CHILD_TIMEOUT_S) -> GatewayConfig
         if done.returncode == 0 or not problems:
             raise ValueError("an error without problems")
     except (ValueError, TypeError, KeyError) as exc:
-        why = said[-1:] or [str(exc)]
-        raise ConfigError(str(path), [("(check)", f"the config check failed: {why[0][:300]}")]) from None
+        raise ConfigError(str(path), [("(check)", f"the config check failed: {last_said(done, str(exc))}")]) from None
     raise ConfigError(source, problems)
 
 
 def profiles_in_child(raws: list[Any], timeout: float = CHILD_TIMEOUT_S) -> list[ProfileVerdict]:
     """``config.verify_profiles(raws)`` done by a child ``smgw check --profiles`` (the admin
     API's, which runs in the GateWatcher or the core). ``ConfigError`` if the child fails."""
-    argv = [sys.executable, "-m", "appliance.cli", "check", "--profiles"]
     try:
-        done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False, cwd="/",
-                              input=json.dumps(raws).encode())
-    except subprocess.TimeoutExpired:
-        raise ConfigError("profiles", [("(check)", f"the profile check took more than {timeout:.0f} s")]) from None
-    except (OSError, TypeError, ValueError) as exc:
+        done = run_smgw(["check", "--profiles"], "the profile check", timeout, stdin=json.dumps(raws).encode())
+    except ChildFailed as exc:
+        raise ConfigError("profiles", [("(check)", str(exc))]) from None
+    except (TypeError, ValueError) as exc:  # raws that are not JSON
         raise ConfigError("profiles", [("(check)", f"cannot run the profile check: {exc}")]) from None
     try:
         answer = json.loads(done.stdout)
@@ -195,8 +193,7 @@ def profiles_in_child(raws: list[Any], timeout: float = CHILD_TIMEOUT_S) -> list
                 out.append((str(where), str(message)))
         return out
     except (ValueError, TypeError, KeyError) as exc:
-        why = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [str(exc)]
-        raise ConfigError("profiles", [("(check)", f"the profile check failed: {why[0][:300]}")]) from None
+        raise ConfigError("profiles", [("(check)", f"the profile check failed: {last_said(done, str(exc))}")]) from None
 
 
 def profiles_answer(text: str) -> str:

@@ -7,7 +7,6 @@ read again soon. Storage is one transaction per readout (``Store.save_readout``)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -23,7 +22,7 @@ from appliance.audit import Auditor
 from appliance.audit_chain import LogName
 from appliance.backoff import doubling, jittered
 from appliance.config import INSTALLED_DIR, GatewayConfig, MeterConfig
-from appliance.config_snapshot import to_json
+from appliance.config_snapshot import digest as snapshot_digest
 from appliance.errors import ConfigError, SmgwError
 from appliance.parts import PartSupervisor, ThreadParts
 from appliance.profiles import describe
@@ -392,14 +391,10 @@ class SendGate:
         return not names
 
 
-def config_digest(config: GatewayConfig) -> str:
-    return hashlib.sha256(to_json(config).encode()).hexdigest()
-
-
 def record_start(auditor: Auditor, store: Store, config: GatewayConfig) -> None:
     """``core.started`` with the config's digest, and ``config.changed`` when it differs
     from the one the last start recorded: the GWA sees every configuration change."""
-    digest = config_digest(config)
+    digest = snapshot_digest(config)
     previous = last_detail(store, "system", "core.started")
     if previous is not None and previous.get("config_sha256") != digest:
         auditor.record("system", "config.changed", {"from": previous.get("config_sha256"), "to": digest})

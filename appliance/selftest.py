@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -39,8 +38,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+from appliance.child import ChildFailed, last_said, run_smgw
 from appliance.config import GatewayConfig
-from appliance.config_snapshot import to_json
+from appliance.config_snapshot import digest as config_digest
 from appliance.errors import SmgwError
 from appliance.files import write_atomic
 from appliance.gateway_token import gateway_token
@@ -184,7 +184,7 @@ def rendering_names(cfg: GatewayConfig) -> list[str]:
 def rendering_digest(cfg: GatewayConfig) -> str:
     """The config the rendering checks render, as a digest: all of it but the access profiles,
     which render nothing and which the GWA installs while the core runs."""
-    return hashlib.sha256(to_json(replace(cfg, profiles=[])).encode()).hexdigest()
+    return config_digest(replace(cfg, profiles=[]))
 
 
 def rendering_checks(cfg: GatewayConfig, expect: str | None = None) -> list[Check]:
@@ -223,20 +223,15 @@ def rendering_in_child(config_path: Path, timeout: float = CHILD_TIMEOUT_S) -> C
     child fails them, critical: an unchecked firewall must stop sending as a changed one does."""
 
     def run(cfg: GatewayConfig) -> list[Check]:
-        argv = [sys.executable, "-m", "appliance.cli", "selftest", "--config", str(config_path), "--rendering-only",
-                "--expect-digest", rendering_digest(cfg)]
-        try:  # cwd /: "python -m" would import first from the folder the core was started in
-            done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False, cwd="/",
-                                  stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            return _failed_all(cfg, f"the self-test process took more than {timeout:.0f} s")
-        except OSError as exc:
-            return _failed_all(cfg, f"cannot start the self-test process: {exc.strerror or exc}")
+        args = ["selftest", "--config", str(config_path), "--rendering-only", "--expect-digest", rendering_digest(cfg)]
+        try:
+            done = run_smgw(args, "the self-test process", timeout)
+        except ChildFailed as exc:
+            return _failed_all(cfg, str(exc))
         try:
             return _child_checks(cfg, done)
         except Exception as exc:  # noqa: BLE001 - whatever it printed, the checks fail; the core goes on
-            why = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"{type(exc).__name__}"]
-            return _failed_all(cfg, f"the self-test process failed: {why[0][:200]}")
+            return _failed_all(cfg, f"the self-test process failed: {last_said(done, type(exc).__name__, 200)}")
 
     return run
 

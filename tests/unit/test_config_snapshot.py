@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 
 from appliance.config import GatewayConfig, load, verify
-from appliance.config_snapshot import SnapshotError, from_data, load_in_child, to_json
+from appliance.config_snapshot import (
+    SnapshotError,
+    from_data,
+    load_in_child,
+    profiles_in_child,
+    to_json,
+)
 from appliance.errors import ConfigError
 from appliance.portal_settings import render_portal_settings
 
@@ -123,6 +129,24 @@ def test_a_child_that_fails_is_a_config_error_not_a_crash(tmp_path: Path, monkey
     fake.write_text("#!/bin/sh\nsleep 5\n")
     with pytest.raises(ConfigError, match="took more than 1 s"):
         load_in_child(EXAMPLE, timeout=1)
+
+
+def test_a_profile_check_child_that_fails_or_cannot_start_is_a_config_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho '[]'\necho 'short answer' >&2\n")  # one verdict short
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    with pytest.raises(ConfigError, match="the profile check failed: short answer"):
+        profiles_in_child([{"name": "a"}])
+    fake.write_text("#!/bin/sh\nsleep 5\n")
+    with pytest.raises(ConfigError, match="the profile check took more than 1 s"):
+        profiles_in_child([], timeout=1)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    with pytest.raises(ConfigError, match="cannot start the profile check: No such file"):
+        profiles_in_child([])
+    with pytest.raises(ConfigError, match="cannot start the config check: No such file"):
+        load_in_child(EXAMPLE)
 
 
 def test_the_core_side_never_imports_pydantic() -> None:
