@@ -97,7 +97,7 @@ class MeterConfig(StrictModel):
         default="Europe/Berlin", metadata=doc("zone of the meter's clock"))
     load_profile: bool = field(default=False, metadata=doc("also read P.01 (programming mode)"))
     logbook: bool = field(default=False, metadata=doc("also read P.98 (programming mode)"))
-    password_file: Path | None = field(
+    password_file: SafePath | None = field(
         default=None, metadata=doc("file holding the P1 password (default: factory 00000000)"))
 
 

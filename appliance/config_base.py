@@ -16,7 +16,10 @@ from typing import Annotated, Any, ClassVar
 
 from headend.config_types import Check
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: C0, DEL and C1 controls, and the two Unicode line separators: Python's splitlines() breaks
+#: a line at U+0085, U+2028 and U+2029 as at LF, so any of them could forge a line in a log
+#: or a rendered file that Python reads back
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def no_control(value: str) -> str:

@@ -46,6 +46,12 @@ def test_example_config_is_accepted() -> None:
         ({"meter": {"port": "/dev/tty\nS0"}}, "meter.port", "control character"),
         ({"meter": {"port": "dev/ttyS0"}}, "meter.port", "absolute"),
         ({"meter": {"id": "x\x00"}}, "meter.id", "control character"),
+        # C1 controls and the Unicode line separators: str.splitlines() breaks a line at them
+        ({"meter": {"address": "1\x85"}}, "meter.address", "control character"),
+        ({"gateway": {"sig_key": "key\u2028x"}}, "gateway.sig_key", "1-32 of letters"),
+        ({"meter": {"timezone": "Europe/Berlin\u2029"}}, "meter.timezone", "control character"),
+        ({"meter": {"password_file": "meter-password"}}, "meter.password_file", "absolute path"),
+        ({"meter": {"password_file": "/etc/smgw/pw\nx"}}, "meter.password_file", "absolute path"),
         ({"meter": {"id": "a b"}}, "meter.id", "meter id"),
         ({"meter": {"baud": 1234}}, "meter.baud", "9600"),
         ({"meter": {"mode": "E"}}, "meter.mode", "HDLC"),
