@@ -11,7 +11,6 @@ time starts at the current window: nothing from before its activation is sent.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ from cryptography import x509
 from appliance.aggregate import Sample, aggregate, by_period, period_start, periods, truncate
 from appliance.profiles import AccessProfile
 from appliance.store import Store
-from headend.document import Delivery, Value, build
+from headend.document import Delivery, Value, build, new_delivery_id
 from pki.cms import Signer, sign
 from pki.cms_envelope import encrypt
 
@@ -74,7 +73,7 @@ def process(profiles: list[AccessProfile], store: Store, kit: SealKit, meter_id:
             values = window_values(store, profile, meter_id, window)
             identity = profile.identity
             subject = meter_id if identity == "meter_id" else kit.pseudonym(profile.party, meter_id)
-            delivery = Delivery(delivery_id=uuid.uuid4().hex, gateway=kit.gateway_id, subject=subject,
+            delivery = Delivery(delivery_id=new_delivery_id(), gateway=kit.gateway_id, subject=subject,
                                 identity=identity, party=profile.party, profile=profile.name,
                                 resolution=profile.resolution, window_from=window[0], window_to=window[1],
                                 created_at=now, values=tuple(values))

@@ -39,7 +39,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from decimal import Decimal
@@ -48,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from headend.document import Delivery, Value, build
+from headend.document import Delivery, Value, build, new_delivery_id
 from headend.ingest import IngestContext
 from headend.ingest_server import serve
 from headend.store import HeadendStore
@@ -70,7 +69,7 @@ def _document(n: int, count: int) -> bytes:
                          Decimal("0.412") + i) for i in range(4)) + tuple(
         Value("1.8.0", "kWh", start + dt.timedelta(minutes=i), start + dt.timedelta(minutes=i + 1),
               Decimal("4417.218") + i) for i in range(max(0, count - 4)))
-    return build(Delivery(delivery_id=uuid.uuid4().hex, gateway="gw-0001", subject="37155794", identity="meter_id",
+    return build(Delivery(delivery_id=new_delivery_id(), gateway="gw-0001", subject="37155794", identity="meter_id",
                           party="dso", profile="dso-taf7", resolution=3, window_from=start,
                           window_to=start + dt.timedelta(hours=1), created_at=start, values=values[:count]))
 

@@ -26,6 +26,7 @@ import stat
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -54,7 +55,9 @@ class IngestContext:
     store: HeadendStore
 
 
+@lru_cache(maxsize=1024)
 def _cn(cert: x509.Certificate) -> str:
+    """Cached by the certificate (it hashes by its DER): the same few signers all day."""
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(names[0].value) if names else ""
 

@@ -39,6 +39,7 @@ import selectors
 import socket
 import threading
 import time
+from functools import lru_cache
 
 import h11
 
@@ -123,6 +124,22 @@ def _request_problem(request: h11.Request) -> tuple[int, str] | None:
     if not 0 < int(lengths[0]) <= MAX_BODY:  # h11 admits only digits, and one value
         return 413, f"body must be 1..{MAX_BODY} bytes"
     return None
+
+
+@lru_cache(maxsize=256)
+def _response(status: int, length: int, close: bool) -> h11.Response:
+    """The answer's head, made (and its headers validated by h11) once per kind: an
+    acknowledgement is the same head every time, and making it cost more than sending it.
+    h11 only reads an event it sends, so one serves every connection."""
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(length))]
+    if status == 405:
+        headers.append(("Allow", "POST"))
+    if close:  # say so: the client must not send its next request on this connection
+        headers.append(("Connection", "close"))
+    return h11.Response(status_code=status, headers=headers, reason=http.HTTPStatus(status).phrase)
+
+
+_END = h11.EndOfMessage()
 
 
 class IngestServer:
@@ -450,17 +467,11 @@ class IngestServer:
         if client.sock.fileno() < 0:
             return  # closed meanwhile (reset by the peer): its sender tries again
         data = dumps(doc)
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
-        if status == 405:
-            headers.append(("Allow", "POST"))
-        if close:  # say so: the client must not send its next request on this connection
-            headers.append(("Connection", "close"))
         try:
-            client.out += client.http.send(h11.Response(status_code=status, headers=headers,
-                                                        reason=http.HTTPStatus(status).phrase))
+            client.out += client.http.send(_response(status, len(data), close))
             if not client.head:
                 client.out += client.http.send(h11.Data(data=data))
-            client.out += client.http.send(h11.EndOfMessage())
+            client.out += client.http.send(_END)
         except h11.LocalProtocolError:  # the connection is past answering
             self._close(client)
             return

@@ -120,6 +120,7 @@ class HeadendStore:
             self._url = url
             self._con = self._connect()
             self._p = "%s"
+        self._insert_delivery, self._insert_value = INSERT_DELIVERY.format(p=self._p), INSERT_VALUE.format(p=self._p)
         with self._transaction() as cur:
             if self.engine == "postgresql":  # workers starting together must not race on CREATE TABLE
                 cur.execute("SELECT pg_advisory_xact_lock(62056)")
@@ -225,13 +226,13 @@ class HeadendStore:
             return [self._insert(cur, delivery, received_at) for delivery, received_at in batch]
 
     def _insert(self, cur: Any, delivery: Delivery, received_at: str) -> bool:
-        cur.execute(INSERT_DELIVERY.format(p=self._p), (
+        cur.execute(self._insert_delivery, (
             delivery.delivery_id, delivery.gateway, delivery.subject, delivery.identity, delivery.party,
             delivery.profile, delivery.resolution, _utc(delivery.window_from), _utc(delivery.window_to),
             _utc(delivery.created_at), received_at))
         fresh = bool(cur.rowcount == 1)
         if fresh:  # a second copy of the same id (a retry racing the first) in one batch stores nothing
-            cur.executemany(INSERT_VALUE.format(p=self._p), [
+            cur.executemany(self._insert_value, [
                 (delivery.delivery_id, delivery.subject, v.address, v.unit, _utc(v.start), _utc(v.end),
                  None if v.value is None else str(v.value)) for v in delivery.values])
         return fresh

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from pki import der
-from pki.errors import PkiError
+from pki.errors import PkiError, RoleError
 from pki.profiles import Role, require_role
 
 
@@ -98,22 +98,71 @@ def check_certificate(cert: x509.Certificate, *, root: x509.Certificate, role: R
                       crl: x509.CertificateRevocationList | None = None, require_crl: bool = False,
                       now: dt.datetime | None = None, what: str = "certificate") -> None:
     """Issued by the pinned root, valid now, of ``role``, not revoked by a CRL of the root."""
-    if not _issued_by(cert, root):
+    facts = _facts(cert, root, role, crl)
+    if not facts.issued:
         raise UnknownSignerError(f"{what} {cert.subject.rfc4514_string()} is not issued by the pinned root")
     moment = now or dt.datetime.now(dt.UTC)
-    if not cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc:
-        raise ValidityError(f"{what} certificate valid {cert.not_valid_before_utc} to {cert.not_valid_after_utc}")
-    if role is not None:
-        require_role(cert, role)
+    if not facts.not_before <= moment <= facts.not_after:
+        raise ValidityError(f"{what} certificate valid {facts.not_before} to {facts.not_after}")
+    if facts.role_problem is not None:
+        raise RoleError(facts.role_problem)
     if crl is None and require_crl:
         raise CrlError(f"a CRL is required to accept this {what} and none was given")
     if crl is not None:
-        if not _crl_signed_by(crl.public_bytes(serialization.Encoding.DER), _der(root)):
+        if not facts.crl_signed:
             raise CrlError("CRL is not signed by the pinned root")
-        if crl.next_update_utc is not None and crl.next_update_utc < moment:
-            raise CrlError(f"CRL expired at {crl.next_update_utc}")
-        if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+        if facts.crl_next_update is not None and facts.crl_next_update < moment:
+            raise CrlError(f"CRL expired at {facts.crl_next_update}")
+        if facts.revoked:
             raise RevokedError(f"{what} certificate {cert.serial_number:x} is revoked")
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    """What ``check_certificate`` decides from its inputs alone, not from the time: the same
+    for every message a signer sends, and (crl-signature, role, revocation) a third of the
+    headend's verification on its own. ``crl`` is held so that its ``id`` in the cache key
+    stays its own for as long as the entry lives."""
+
+    crl: x509.CertificateRevocationList | None
+    issued: bool
+    not_before: dt.datetime
+    not_after: dt.datetime
+    role_problem: str | None
+    crl_signed: bool
+    crl_next_update: dt.datetime | None
+    revoked: bool
+
+
+_FACTS: dict[tuple[x509.Certificate, x509.Certificate, str | None, int], _Facts] = {}
+_FACTS_MAX = 1024
+
+
+def _facts(cert: x509.Certificate, root: x509.Certificate, role: Role | None,
+           crl: x509.CertificateRevocationList | None) -> _Facts:
+    """Cached by the certificates (they hash and compare by their DER) and the CRL object's
+    identity (a CRL does not hash; a reloaded one is a new object, so a new entry)."""
+    key = (cert, root, role, id(crl))
+    found = _FACTS.get(key)
+    if found is not None and found.crl is crl:
+        return found
+    role_problem = None
+    if role is not None:
+        try:
+            require_role(cert, role)
+        except RoleError as exc:
+            role_problem = str(exc)
+    crl_signed, revoked = False, False
+    if crl is not None:
+        crl_signed = _crl_signed_by(crl.public_bytes(serialization.Encoding.DER), _der(root))
+        revoked = crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
+    facts = _Facts(crl=crl, issued=_issued_by(cert, root), not_before=cert.not_valid_before_utc,
+                   not_after=cert.not_valid_after_utc, role_problem=role_problem, crl_signed=crl_signed,
+                   crl_next_update=None if crl is None else crl.next_update_utc, revoked=revoked)
+    if len(_FACTS) >= _FACTS_MAX:
+        _FACTS.clear()
+    _FACTS[key] = facts
+    return facts
 
 
 @lru_cache(maxsize=1024)

@@ -109,6 +109,9 @@ def require_role(cert: x509.Certificate, role: Role) -> None:
     if actual != role:
         raise RoleError(f"certificate of role {actual} offered as {role}")
     profile = PROFILES[role]
-    usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        raise RoleError(f"certificate of role {role} carries no key usage") from None
     if usage.digital_signature != profile.digital_signature or usage.key_agreement != profile.key_agreement:
         raise RoleError(f"certificate's key usage does not match role {role}")

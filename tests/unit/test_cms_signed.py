@@ -85,6 +85,27 @@ def test_refusals_each_have_their_type(ca: CertificateAuthority, tmp_path: Path)
         verify(sign(b"x", cert, software_signer(pkey)), root=ca.cert)
 
 
+def test_what_is_remembered_of_a_signer_never_outlives_its_crl_or_the_clock(ca: CertificateAuthority) -> None:
+    # the headend checks the same signer all day: its verdict is kept per CRL object, the
+    # validity times are judged anew each time
+    cert, key = ca.issue_generated("gateway-sig", "gw-0004")
+    good = sign(b"payload", cert, software_signer(key))
+    before = ca.crl()
+    for _ in range(2):
+        verify(good, root=ca.cert, crl=before, require_crl=True)
+    with pytest.raises(ValidityError):
+        verify(good, root=ca.cert, crl=before, now=cert.not_valid_after_utc + dt.timedelta(seconds=1))
+    with pytest.raises(CrlError, match="expired"):
+        verify(good, root=ca.cert, crl=before, now=before.next_update_utc + dt.timedelta(seconds=1))
+    ca.revoke(f"{cert.serial_number:x}", "key-compromise")
+    with pytest.raises(RevokedError):
+        verify(good, root=ca.cert, crl=ca.crl(), require_crl=True)  # a new CRL object: decided again
+    verify(good, root=ca.cert, crl=before, require_crl=True)  # the old one still says not revoked
+    for _ in range(2):  # a role problem is remembered as a problem, not as a pass
+        with pytest.raises(RoleError):
+            verify(good, root=ca.cert, role="party-enc", crl=before)
+
+
 _GOOD: dict[str, bytes] = {}
 
 
