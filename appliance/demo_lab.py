@@ -203,8 +203,12 @@ class Demo:
         up = self._wait(lambda: _last_event(db, "gatewatcher.admin-api-up", before), 60)
         if up is None:
             said = "; ".join(_events_since(db, "gatewatcher.", before)[-5:]) or "nothing"
+            listening = _last_event(db, "gatewatcher.listening") is not None
             click.echo(f"  admin tunnel did not come up (admin state {self.admin_state()}); "
-                       f"the GateWatcher logged: {said}")
+                       f"the GateWatcher logged: {said}"
+                       + ("" if listening else " (it never said it was listening)"))
+            for line in _last_lines(root / "gateway.log", 8):  # what the gateway said last, for why
+                click.echo(f"    gateway.log: {line}")
             return
         click.echo(f"  admin tunnel CONNECTED; admin API on {up['address']}:{up['port']} (inside the tunnel only)")
         done = self.lab.run("gwa", *SMGW, "admin", "status", "--gateway", GATEWAY_ID, "--to",
@@ -266,13 +270,19 @@ def _scalar(db: Path, sql: str) -> int:
 
 
 def _last_line(log: Path) -> str:
+    lines = _last_lines(log, 1)
+    return lines[0] if lines else ""
+
+
+def _last_lines(log: Path, count: int) -> list[str]:
+    """The last ``count`` non-empty lines of ``log`` (each cut to 300 characters); none if unreadable."""
     try:
         with log.open("rb") as f:
-            f.seek(max(0, log.stat().st_size - 4096))
+            f.seek(max(0, log.stat().st_size - 8192))
             lines = [line.strip() for line in f.read().decode("utf-8", "replace").splitlines() if line.strip()]
     except OSError:
-        return ""
-    return lines[-1][-300:] if lines else ""
+        return []
+    return [line[-300:] for line in lines[-count:]]
 
 
 def _last_id(db: Path) -> int:
