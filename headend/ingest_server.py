@@ -126,20 +126,22 @@ def _request_problem(request: h11.Request) -> tuple[int, str] | None:
     return None
 
 
+_PHRASES = {status.value: status.phrase for status in http.HTTPStatus}
+
+
 @lru_cache(maxsize=256)
-def _response(status: int, length: int, close: bool) -> h11.Response:
-    """The answer's head, made (and its headers validated by h11) once per kind: an
-    acknowledgement is the same head every time, and making it cost more than sending it.
-    h11 only reads an event it sends, so one serves every connection."""
-    headers = [("Content-Type", "application/json"), ("Content-Length", str(length))]
+def _head(status: int, length: int, close: bool) -> bytes:
+    """An answer's status line and headers. Written here, not by h11: h11 reads what the
+    gateways send (the hostile side), but sending our own fixed head through its state
+    machine cost as much as parsing the request (about 50 us of ~600 per delivery). All of
+    it is ours: a status code, its standard phrase, a length, constant headers."""
+    lines = [f"HTTP/1.1 {status} {_PHRASES.get(status, '')}".rstrip(), "Content-Type: application/json",
+             f"Content-Length: {length}"]
     if status == 405:
-        headers.append(("Allow", "POST"))
+        lines.append("Allow: POST")
     if close:  # say so: the client must not send its next request on this connection
-        headers.append(("Connection", "close"))
-    return h11.Response(status_code=status, headers=headers, reason=http.HTTPStatus(status).phrase)
-
-
-_END = h11.EndOfMessage()
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
 
 
 class IngestServer:
@@ -467,18 +469,21 @@ class IngestServer:
         if client.sock.fileno() < 0:
             return  # closed meanwhile (reset by the peer): its sender tries again
         data = dumps(doc)
-        try:
-            client.out += client.http.send(_response(status, len(data), close))
-            if not client.head:
-                client.out += client.http.send(h11.Data(data=data))
-            client.out += client.http.send(_END)
-        except h11.LocalProtocolError:  # the connection is past answering
-            self._close(client)
-            return
-        if close or client.eof or client.http.our_state is h11.MUST_CLOSE:
+        # another request may follow only after a whole one that allows it: h11 has the client
+        # in DONE then, in MUST_CLOSE after "Connection: close" or HTTP/1.0, and a request
+        # refused half read is neither (its unread bytes must not become the next request)
+        close = close or client.eof or client.http.their_state is not h11.DONE
+        client.out += _head(status, len(data), close)
+        if not client.head:
+            client.out += data
+        if close:
             client.closing = True
-        elif client.http.our_state is h11.DONE and client.http.their_state is h11.DONE:
-            client.http.start_next_cycle()
+        else:  # a new h11 connection for the next request, holding what has arrived of it
+            rest, _closed = client.http.trailing_data  # (closed: client.eof is set, so not here)
+            client.http = h11.Connection(h11.SERVER, max_incomplete_event_size=HEADER_LIMIT)
+            if rest:  # (b"" would tell h11 the peer closed)
+                client.http.receive_data(bytes(rest))
+            client.head = False
             self._again.append(client)  # its next request may be in h11's buffer already
         self._flush(client)
 

@@ -153,6 +153,28 @@ def test_a_pipelined_connection_is_answered_in_order_and_a_copy_is_not_stored_tw
     assert world.store.count() == 2
 
 
+def test_an_answer_closes_the_connection_when_the_request_asks_or_is_http_1_0(world: World) -> None:
+    world.start()
+    first, second, third = world.seal(11), world.seal(12), world.seal(13)  # type: ignore[operator]
+    with socket.create_connection(("127.0.0.1", world.port)) as sock:
+        # "close" among other tokens: answered, said, closed; what was pipelined behind it is not read
+        sock.sendall(_post(first, b"Connection: keep-alive, Close\r\n") + _post(second))
+        [(status, doc, close)] = _answers(sock, 1)
+        assert (status, doc["stored"], close) == (200, True, True)
+        assert _closed(sock)
+    with socket.create_connection(("127.0.0.1", world.port)) as sock:
+        sock.sendall(_post(third).replace(b"HTTP/1.1", b"HTTP/1.0", 1))
+        [(status, _, close)] = _answers(sock, 1)
+        assert (status, close) == (200, True) and _closed(sock)
+    with socket.create_connection(("127.0.0.1", world.port)) as sock:  # a plain HTTP/1.1 one stays open
+        sock.sendall(_post(second))
+        [(status, doc, close)] = _answers(sock, 1)
+        assert (status, doc["stored"], close) == (200, True, False)
+        sock.sendall(_post(second))
+        assert _answers(sock, 1)[0][1]["stored"] is False
+    assert world.store.count() == 3
+
+
 @pytest.mark.parametrize(("request_bytes", "status", "error"), [
     (b"POST /v1/deliveries HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
      411, "Content-Length required"),
