@@ -136,6 +136,7 @@ class _Facts:
 
 _FACTS: dict[tuple[x509.Certificate, x509.Certificate, str | None, int], _Facts] = {}
 _FACTS_MAX = 1024
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def _facts(cert: x509.Certificate, root: x509.Certificate, role: Role | None,
@@ -146,17 +147,22 @@ def _facts(cert: x509.Certificate, root: x509.Certificate, role: Role | None,
     found = _FACTS.get(key)
     if found is not None and found.crl is crl:
         return found
+    if not _issued_by(cert, root):  # refused before anything else of it is read (as uncached)
+        return _Facts(crl=crl, issued=False, not_before=_EPOCH, not_after=_EPOCH, role_problem=None,
+                      crl_signed=False, crl_next_update=None, revoked=False)
     role_problem = None
     if role is not None:
         try:
             require_role(cert, role)
         except RoleError as exc:
             role_problem = str(exc)
+        except (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
+            role_problem = "the certificate's extensions cannot be read"
     crl_signed, revoked = False, False
     if crl is not None:
         crl_signed = _crl_signed_by(crl.public_bytes(serialization.Encoding.DER), _der(root))
         revoked = crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
-    facts = _Facts(crl=crl, issued=_issued_by(cert, root), not_before=cert.not_valid_before_utc,
+    facts = _Facts(crl=crl, issued=True, not_before=cert.not_valid_before_utc,
                    not_after=cert.not_valid_after_utc, role_problem=role_problem, crl_signed=crl_signed,
                    crl_next_update=None if crl is None else crl.next_update_utc, revoked=revoked)
     if len(_FACTS) >= _FACTS_MAX:

@@ -7,6 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,6 +22,7 @@ from pki.cms import (
     RevokedError,
     UnknownSignerError,
     ValidityError,
+    check_certificate,
     sign,
     software_signer,
     verify,
@@ -104,6 +107,20 @@ def test_what_is_remembered_of_a_signer_never_outlives_its_crl_or_the_clock(ca: 
     for _ in range(2):  # a role problem is remembered as a problem, not as a pass
         with pytest.raises(RoleError):
             verify(good, root=ca.cert, role="party-enc", crl=before)
+
+
+def test_a_certificate_not_of_the_root_is_refused_before_its_extensions_are_read(ca: CertificateAuthority) -> None:
+    # an unreadable extension (here: one twice) in a certificate the root never signed is an
+    # UnknownSignerError, as always, not the parser's own exception escaping the caller
+    cert, _key = ca.issue_generated("gateway-sig", "gw-0005")
+    parsed = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+    extensions = parsed["tbs_certificate"]["extensions"]
+    extensions.append(extensions[0].copy())
+    forged = x509.load_der_x509_certificate(parsed.dump(force=True))
+    with pytest.raises(x509.DuplicateExtension):
+        _ = forged.extensions
+    with pytest.raises(UnknownSignerError):
+        check_certificate(forged, root=ca.cert, role="gateway-sig", crl=ca.crl())
 
 
 _GOOD: dict[str, bytes] = {}

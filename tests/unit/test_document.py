@@ -83,3 +83,13 @@ def test_delivery_ids_are_uuid7_in_time_order_and_unique() -> None:
                          profile="p", resolution=0, window_from=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
                          window_to=dt.datetime(2026, 1, 1, 1, tzinfo=dt.UTC),
                          created_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), values=())))
+
+
+def test_a_huge_time_is_refused_and_not_remembered() -> None:
+    from headend.document import _time_of
+
+    before = _time_of.cache_info().currsize
+    for n in range(3):
+        with pytest.raises(DocumentError, match="window.from"):
+            parse(_with({"window": {"from": str(n) * 100_000, "to": "2026-11-25T08:30:00Z"}}))
+    assert _time_of.cache_info().currsize == before
