@@ -233,9 +233,21 @@ class _Parsed:
     certs: tuple[x509.Certificate, ...]
 
 
-@lru_cache(maxsize=1024)
+MAX_CERTIFICATES_BYTES = 8192  #: a signer's certificate takes under 1 kB
+
+
 def _load_certs(set_der: bytes) -> tuple[x509.Certificate, ...]:
-    """The message's CertificateSet, keyed by its DER: a headend sees the same few signers all day."""
+    """The message's CertificateSet. Bounded: the caches here keep what a sender put in a
+    message (1024 entries each), which must not be 1024 certificates of a megabyte."""
+    if len(set_der) > MAX_CERTIFICATES_BYTES:
+        raise MalformedError(f"the message's certificates take {len(set_der)} bytes, "
+                             f"more than {MAX_CERTIFICATES_BYTES}")
+    return _load_certs_cached(set_der)
+
+
+@lru_cache(maxsize=1024)
+def _load_certs_cached(set_der: bytes) -> tuple[x509.Certificate, ...]:
+    """Keyed by the set's DER: a headend sees the same few signers all day."""
     return tuple(_load_cert(c.chosen.dump()) for c in asn1_cms.CertificateSet.load(set_der, strict=True, implicit=0))
 
 

@@ -59,9 +59,24 @@ def _wrap_alg() -> asn1_cms.KeyEncryptionAlgorithm:
     return asn1_cms.KeyEncryptionAlgorithm({"algorithm": "aes256_wrap"})
 
 
-@lru_cache(maxsize=256)
 def _shared_info(ukm: bytes | None) -> bytes:
-    """Pure in the UKM, which we never send: cached, as building it costs more than the KDF."""
+    """Pure in the UKM, which we never send: cached, as building it costs more than the KDF.
+    Only a short one: the UKM is the sender's to choose (read before anything is verified),
+    and 256 of a megabyte each must not stay in memory."""
+    if ukm is not None and len(ukm) > _CACHED_UKM_BYTES:
+        return _shared_info_of(ukm)
+    return _shared_info_cached(ukm)
+
+
+_CACHED_UKM_BYTES = 64
+
+
+@lru_cache(maxsize=256)
+def _shared_info_cached(ukm: bytes | None) -> bytes:
+    return _shared_info_of(ukm)
+
+
+def _shared_info_of(ukm: bytes | None) -> bytes:
     info = {"key_info": _wrap_alg(), "supp_pub_info": (256).to_bytes(4, "big")}
     if ukm is not None:
         info["entity_u_info"] = ukm

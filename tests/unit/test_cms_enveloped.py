@@ -137,3 +137,16 @@ def test_mutated_envelopes_raise_only_cms_errors(data: st.DataObject) -> None:
                 software_agreement(_CTX["key"]))  # type: ignore[arg-type]
     except CmsError:
         pass
+
+
+def test_a_long_ukm_gives_the_same_shared_info_and_is_not_remembered() -> None:
+    # the UKM is the sender's choice, read before anything is verified: only short ones are cached
+    from pki import cms_envelope
+
+    before = cms_envelope._shared_info_cached.cache_info().currsize
+    long = os.urandom(100_000)
+    assert cms_envelope._shared_info(long) == cms_envelope._shared_info_of(long)
+    assert long in cms_envelope._shared_info(long)  # the UKM is in it (entity_u_info)
+    assert cms_envelope._shared_info_cached.cache_info().currsize == before
+    short = os.urandom(16)
+    assert cms_envelope._shared_info(short) == cms_envelope._shared_info_of(short) != cms_envelope._shared_info(None)

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from asn1crypto import cms as asn1_cms
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -121,6 +122,21 @@ def test_a_certificate_not_of_the_root_is_refused_before_its_extensions_are_read
         _ = forged.extensions
     with pytest.raises(UnknownSignerError):
         check_certificate(forged, root=ca.cert, role="gateway-sig", crl=ca.crl())
+
+
+def test_a_message_carrying_more_than_a_few_certificates_is_refused(ca: CertificateAuthority) -> None:
+    # the certificates are kept in caches keyed by what the sender wrote: bounded in size
+    cert, key = ca.issue_generated("gateway-sig", "gw-0006")
+    message = sign(b"payload", cert, software_signer(key))
+    info = asn1_cms.ContentInfo.load(message)
+    certificates = info["content"]["certificates"]
+    for _ in range(20):  # the signer's own certificate, again and again (the signature still holds)
+        certificates.append(certificates[0].copy())
+    padded = info.dump(force=True)
+    assert len(padded) > 8192
+    with pytest.raises(MalformedError, match="certificates take"):
+        verify(padded, root=ca.cert, role="gateway-sig")
+    assert verify(message, root=ca.cert, role="gateway-sig")[0] == b"payload"
 
 
 _GOOD: dict[str, bytes] = {}
