@@ -99,7 +99,7 @@ def check_certificate(cert: x509.Certificate, *, root: x509.Certificate, role: R
                       now: dt.datetime | None = None, what: str = "certificate") -> None:
     """Issued by the pinned root, valid now, of ``role``, not revoked by a CRL of the root."""
     facts = _facts(cert, root, role, crl)
-    if not facts.issued:
+    if facts is None:
         raise UnknownSignerError(f"{what} {cert.subject.rfc4514_string()} is not issued by the pinned root")
     moment = now or dt.datetime.now(dt.UTC)
     if not facts.not_before <= moment <= facts.not_after:
@@ -125,7 +125,6 @@ class _Facts:
     stays its own for as long as the entry lives."""
 
     crl: x509.CertificateRevocationList | None
-    issued: bool
     not_before: dt.datetime
     not_after: dt.datetime
     role_problem: str | None
@@ -136,20 +135,19 @@ class _Facts:
 
 _FACTS: dict[tuple[x509.Certificate, x509.Certificate, str | None, int], _Facts] = {}
 _FACTS_MAX = 1024
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def _facts(cert: x509.Certificate, root: x509.Certificate, role: Role | None,
-           crl: x509.CertificateRevocationList | None) -> _Facts:
-    """Cached by the certificates (they hash and compare by their DER) and the CRL object's
-    identity (a CRL does not hash; a reloaded one is a new object, so a new entry)."""
+           crl: x509.CertificateRevocationList | None) -> _Facts | None:
+    """None if the root did not issue ``cert`` (nothing else of it is read then). Cached by
+    the certificates (they hash and compare by their DER) and the CRL object's identity (a
+    CRL does not hash; a reloaded one is a new object, so a new entry)."""
     key = (cert, root, role, id(crl))
     found = _FACTS.get(key)
     if found is not None and found.crl is crl:
         return found
-    if not _issued_by(cert, root):  # refused before anything else of it is read (as uncached)
-        return _Facts(crl=crl, issued=False, not_before=_EPOCH, not_after=_EPOCH, role_problem=None,
-                      crl_signed=False, crl_next_update=None, revoked=False)
+    if not _issued_by(cert, root):  # (not kept here: _issued_by keeps that verdict)
+        return None
     role_problem = None
     if role is not None:
         try:
@@ -162,7 +160,7 @@ def _facts(cert: x509.Certificate, root: x509.Certificate, role: Role | None,
     if crl is not None:
         crl_signed = _crl_signed_by(crl.public_bytes(serialization.Encoding.DER), _der(root))
         revoked = crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
-    facts = _Facts(crl=crl, issued=True, not_before=cert.not_valid_before_utc,
+    facts = _Facts(crl=crl, not_before=cert.not_valid_before_utc,
                    not_after=cert.not_valid_after_utc, role_problem=role_problem, crl_signed=crl_signed,
                    crl_next_update=None if crl is None else crl.next_update_utc, revoked=revoked)
     if len(_FACTS) >= _FACTS_MAX:

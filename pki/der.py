@@ -15,7 +15,6 @@ test_cms_fast_path.py and tests/fuzz/fuzz_cms.py check exactly that.
 from __future__ import annotations
 
 from functools import cache
-from operator import itemgetter
 
 from asn1crypto import core as asn1_core
 
@@ -35,12 +34,6 @@ class Node(tuple[bytes, int, int, int, int]):
     a third of the walk."""
 
     __slots__ = ()
-
-    data = property(itemgetter(0))
-    ident = property(itemgetter(1))
-    start = property(itemgetter(2))
-    body_start = property(itemgetter(3))
-    end = property(itemgetter(4))
 
     @property
     def cls(self) -> int:
@@ -110,22 +103,23 @@ def expect(node: Node, cls: int, tag: int, constructed: bool) -> Node:
     return node
 
 
-_INTEGER_IDENT, _OCTETS_IDENT, _OID_IDENT = INTEGER, OCTET_STRING, OID  # universal, primitive
+def _primitive_body(node: Node, tag: int) -> bytes:
+    """The body of a universal primitive element of ``tag`` (its identifier octet is the tag itself)."""
+    data, ident, _start, body, end = node
+    if ident != tag:
+        raise NotTheShape(f"expected class {UNIVERSAL} tag {tag}")
+    return data[body:end]
 
 
 def integer(node: Node) -> int:
-    data, ident, _start, body, end = node
-    if ident != _INTEGER_IDENT:
-        raise NotTheShape(f"expected class {UNIVERSAL} tag {INTEGER}")
-    if end == body:
+    body = _primitive_body(node, INTEGER)
+    if not body:
         raise NotTheShape("empty INTEGER")
-    return int.from_bytes(data[body:end], "big", signed=True)
+    return int.from_bytes(body, "big", signed=True)
 
 
 def octets(node: Node) -> bytes:
-    if node[1] != _OCTETS_IDENT:
-        raise NotTheShape(f"expected class {UNIVERSAL} tag {OCTET_STRING}")
-    return node[0][node[3]:node[4]]
+    return _primitive_body(node, OCTET_STRING)
 
 
 @cache
@@ -135,6 +129,4 @@ def oid_body(dotted: str) -> bytes:
 
 
 def oid(node: Node) -> bytes:
-    if node[1] != _OID_IDENT:
-        raise NotTheShape(f"expected class {UNIVERSAL} tag {OID}")
-    return node[0][node[3]:node[4]]
+    return _primitive_body(node, OID)
