@@ -1,7 +1,7 @@
 """The admin API's HTTP/1.1 server on its Unix socket (0600, in ``<paths.run>``).
 
-h11 turns the bytes into requests (the sans-I/O state machine the headend's ingest and the
-sender use too); ``AdminApi.handle`` answers them. Not ``http.server``: that would bring
+h11 turns the bytes into requests (the sans-I/O state machine the delivery sender uses
+too); ``AdminApi.handle`` answers them. Not ``http.server``: that would bring
 ``http.client``, ``email`` and ``ssl`` into the core, a few megabytes of a 512 MB board for
 a socket only stunnel ever connects to. Whatever arrives that is not HTTP, or is larger than
 the API takes, gets its 4xx and the connection closes; the server goes on.

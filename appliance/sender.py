@@ -49,7 +49,7 @@ def backoff(attempts: int, rng: random.Random) -> float:
 def post(route: Route, payload: bytes, timeout: float) -> tuple[int, dict[str, object]]:
     """POST one delivery; the headend's status and JSON answer.
 
-    h11 (the headend's HTTP state machine too) and not http.client: it is the smaller
+    h11 (the admin API's HTTP state machine too) and not http.client: it is the smaller
     import in a process that runs for years on 512 MB, and whatever the far end sends it
     answers with one error type, which becomes an ``OSError`` here like every other failure
     of the way (the outbox then retries later; nothing escapes ``send_due``).

@@ -1,7 +1,9 @@
 """The ingest's HTTP server on the tunnel address: one event loop per worker process.
 
-HTTP/1.1 is h11's (a sans-I/O state machine: bytes in, events out); this module only moves
-bytes between sockets and h11 and hands complete requests to ``headend.ingest``. Each turn
+A request's head is read by llhttp (``headend.http_head``: the request line and headers, strict);
+this module moves bytes between sockets and buffers, frames each request (its head ends at
+the blank line, its body is Content-Length bytes) and hands complete requests to
+``headend.ingest``. Each turn
 of the loop reads whatever the connections have sent, then works through every delivery
 that arrived in that turn: each one verified and decrypted (``admit``), all admitted ones
 stored in one transaction (``store_all``: one commit, one fsync, one turn on SQLite's write
@@ -17,8 +19,8 @@ workers 1,545 us of CPU there, of which the thread hand-offs (GIL, events, locks
 about 1,000 us (bench/headend.py). The deliveries are CPU-bound, so threads bought no overlap.
 
 Every gateway of the fleet reaches this port, so one connection must not hold up the others
-or the worker's memory. A connection is read from only while h11 needs bytes for the
-request in hand (so h11 buffers at most one read beyond it); not while its request waits for
+or the worker's memory. A connection is read from only while the request in hand is not all
+there (so its buffer holds at most one read beyond it); not while its request waits for
 an answer, nor while its answers wait to be sent (they wait in the peer's socket buffer, not
 in ours). A request must be complete within ``REQUEST_S`` of its first byte; a connection
 that neither sends nor takes a byte for ``IDLE_S`` is closed; one address holds at most
@@ -41,9 +43,8 @@ import threading
 import time
 from functools import lru_cache
 
-import h11
-
 from headend.document import Delivery
+from headend.http_head import HeadRefused, RequestHead, head_end, parse_head
 from headend.ingest import MAX_BODY, IngestContext, Verdict, admit, printable, store_all
 from headend.store import LOCK_WAIT_S, WriteLockBusy, dumps
 
@@ -76,15 +77,18 @@ def _tally(counts: dict[str, int], key: str, change: int) -> int:
 
 
 class _Client:
-    """One connection: its h11 state, the request body so far and the answer not yet sent."""
+    """One connection: what it sent that is not taken yet, the request in hand and the
+    answer not yet sent."""
 
     __slots__ = (
         "address",
-        "body",
         "closing",
         "eof",
         "head",
-        "http",
+        "held",
+        "inbuf",
+        "keep_alive",
+        "need",
         "out",
         "parked",
         "seen",
@@ -96,8 +100,10 @@ class _Client:
 
     def __init__(self, sock: socket.socket, address: str) -> None:
         self.sock, self.address = sock, address
-        self.http = h11.Connection(h11.SERVER, max_incomplete_event_size=HEADER_LIMIT)
-        self.body = bytearray()
+        self.inbuf = bytearray()  #: received, not yet taken: the request in hand and at most one read more
+        self.need: int | None = None  #: the body's length once its head is read; None: reading a head
+        self.held = 0  #: of the body in hand, the bytes counted against the budgets
+        self.keep_alive = True  #: the request in hand allows another one after it
         self.out = bytearray()
         self.seen = time.monotonic()  #: the last byte received or sent
         self.started: float | None = None  #: when the request in hand began to arrive
@@ -105,11 +111,11 @@ class _Client:
         self.eof = False  #: the peer has closed its side: nothing more to read
         self.head = False  #: the request is a HEAD: its answer has headers only
         self.parked = False  #: its delivery waits for the store
-        self.wants_data = True  #: h11 needs bytes for the request in hand
+        self.wants_data = True  #: the request in hand is not all there
         self.watched = 0  #: the events it is registered for (0: not registered)
 
 
-def _request_problem(request: h11.Request) -> tuple[int, str] | None:
+def _request_problem(request: RequestHead) -> tuple[int, str] | None:
     """Why a request line and its headers are refused before the body is read, or None."""
     if request.method == b"GET":
         return 404, "nothing is read inside the tunnels: the read API listens on the headend host"
@@ -117,11 +123,10 @@ def _request_problem(request: h11.Request) -> tuple[int, str] | None:
         return 405, "POST /v1/deliveries only"
     if request.target != b"/v1/deliveries":
         return 404, "POST /v1/deliveries only"
-    lengths = [value for name, value in request.headers if name == b"content-length"]
-    chunked = any(name == b"transfer-encoding" for name, _ in request.headers)
-    if not lengths or chunked:  # the size must be known, and bounded, before the body is read
+    length = request.length  # llhttp admits only digits, and one value
+    if length is None or request.chunked:  # the size must be known, and bounded, before the body is read
         return 411, "Content-Length required (and no Transfer-Encoding)"
-    if not 0 < int(lengths[0]) <= MAX_BODY:  # h11 admits only digits, and one value
+    if not 0 < length <= MAX_BODY:
         return 413, f"body must be 1..{MAX_BODY} bytes"
     return None
 
@@ -131,10 +136,10 @@ _PHRASES = {status.value: status.phrase for status in http.HTTPStatus}
 
 @lru_cache(maxsize=256)
 def _head(status: int, length: int, close: bool) -> bytes:
-    """An answer's status line and headers. Written here, not by h11: h11 reads what the
-    gateways send (the hostile side), but sending our own fixed head through its state
-    machine cost as much as parsing the request (about 50 us of ~600 per delivery). All of
-    it is ours: a status code, its standard phrase, a length, constant headers."""
+    """An answer's status line and headers. Written here, not by an HTTP library: all of it
+    is ours (a status code, its standard phrase, a length, constant headers), and sending
+    it through h11's state machine cost as much as parsing the request did (about 50 us of
+    ~600 per delivery)."""
     lines = [f"HTTP/1.1 {status} {_PHRASES.get(status, '')}".rstrip(), "Content-Type: application/json",
              f"Content-Length: {length}"]
     if status == 405:
@@ -198,7 +203,7 @@ class IngestServer:
                         self._again.extend(again[i:])
                         break
                     if client.sock.fileno() >= 0 and not client.out:
-                        self._events(client, requests)
+                        self._take(client, requests)
                 wait = 0 if requests or self._again else RETRY_S if self._pending else poll_interval
                 events = self._selector.select(wait)
                 now = time.monotonic()  # the timeouts' clock: what arrived by now is in events
@@ -336,65 +341,83 @@ class IngestServer:
             self._close(client)
             return
         client.seen = time.monotonic()
-        if client.started is None and data:
-            client.started = client.seen
-        client.http.receive_data(data)  # b"": the peer closed its side
-        self._events(client, requests)
+        if data:
+            if client.started is None:
+                client.started = client.seen
+            client.inbuf += data
+        else:  # the peer closed its side: what it sent is all there will be
+            client.eof = True
+        self._take(client, requests)
 
-    def _events(self, client: _Client, requests: list[tuple[_Client, bytes]]) -> None:
-        """Feed h11's events until it needs more bytes or a request is complete."""
+    def _take(self, client: _Client, requests: list[tuple[_Client, bytes]]) -> None:
+        """Take the request in hand off the client's buffer if it is all there: its head
+        read (and judged) once the blank line has arrived, then its body once whole."""
         client.wants_data = False
-        while True:
-            try:
-                event = client.http.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._refuse(client, exc.error_status_hint, f"malformed HTTP: {exc}")
-                return
-            if event is h11.NEED_DATA:
-                client.wants_data = True
-                break
-            if event is h11.PAUSED:  # a pipelined request: read once this one is answered
-                break
-            if isinstance(event, h11.ConnectionClosed):
-                client.eof = True
-                if client.http.our_state is not h11.SEND_RESPONSE:  # no answer owed: done with it
+        if client.need is None:  # its head
+            if client.inbuf and client.started is None:  # (pipelined: arrived with the one before)
+                client.started = time.monotonic()
+            end = head_end(client.inbuf, HEADER_LIMIT + 3)  # (+3: the blank line may end past it)
+            if end < 0:
+                if len(client.inbuf) > HEADER_LIMIT:
+                    self._refuse(client, 431, f"malformed HTTP: request head over {HEADER_LIMIT} bytes")
+                elif client.eof and client.inbuf:
+                    self._refuse(client, 400, "malformed HTTP: the connection ended inside a request head")
+                elif client.eof:  # between requests, and no answer owed (it would be in ``out``): done
                     self._close(client)
-                    return
-                break  # its request is being answered; closed once the answer is sent
-            if isinstance(event, h11.Request):
-                client.head = event.method == b"HEAD"
-                if client.started is None:
-                    client.started = time.monotonic()
-                problem = _request_problem(event)
-                if problem is not None:
-                    self._refuse(client, *problem, path=event.target)
-                    return
-            elif isinstance(event, h11.Data):
-                client.body += event.data  # h11 holds the body to its Content-Length, checked above
-                self._buffered += len(event.data)
-                held = _tally(self._buffered_by, client.address, len(event.data))
-                if len(client.body) > MAX_BODY:  # and so does this, should the framing ever differ
-                    self._refuse(client, 413, f"body must be 1..{MAX_BODY} bytes")
-                    return
-                if held > ADDRESS_BODY_LIMIT:  # one address may not take the budget from the others
-                    self._refuse(client, 503, "too much arriving from this address at once; try again")
-                    return
-                if self._buffered > self.body_budget:
-                    self._refuse(client, 503, "too many deliveries arriving at once; try again")
-                    return
-            elif isinstance(event, h11.EndOfMessage):
-                requests.append((client, bytes(client.body)))
-                self._release(client)
-                client.started = None
-                break
+                else:
+                    client.wants_data = True
+                    self._watch(client)
+                return
+            head = bytes(client.inbuf[:end])
+            del client.inbuf[:end]
+            try:
+                request = parse_head(head)
+            except HeadRefused as exc:  # logged with its request line (escaped, cut short)
+                self._refuse(client, exc.status, f"malformed HTTP: {exc.reason}", path=head.split(b"\n", 1)[0])
+                return
+            client.head = request.method == b"HEAD"
+            problem = _request_problem(request)
+            if problem is not None:
+                self._refuse(client, *problem, path=request.target)
+                return
+            client.need, client.keep_alive = request.length, request.keep_alive
+        need = client.need
+        assert need is not None  # (set just above, or by the turn that read the head)
+        if not self._hold(client, min(len(client.inbuf), need)):
+            return
+        if len(client.inbuf) < need:
+            if client.eof:
+                self._refuse(client, 400, "malformed HTTP: the connection ended inside a request body")
+            else:
+                client.wants_data = True
+                self._watch(client)
+            return
+        requests.append((client, bytes(client.inbuf[:need])))
+        del client.inbuf[:need]
+        self._release(client)
+        client.need = client.started = None
         self._watch(client)
+
+    def _hold(self, client: _Client, held: int) -> bool:
+        """``held`` bytes of the client's body counted against the budgets; False (and the
+        request refused) if that is more than its address or this worker may hold."""
+        change, client.held = held - client.held, held
+        self._buffered += change
+        by_address = _tally(self._buffered_by, client.address, change)
+        if by_address > ADDRESS_BODY_LIMIT:  # one address may not take the budget from the others
+            self._refuse(client, 503, "too much arriving from this address at once; try again")
+            return False
+        if self._buffered > self.body_budget:
+            self._refuse(client, 503, "too many deliveries arriving at once; try again")
+            return False
+        return True
 
     def _release(self, client: _Client) -> None:
         """The client's body no longer held (handed on, refused or closed)."""
-        if client.body:
-            self._buffered -= len(client.body)
-            _tally(self._buffered_by, client.address, -len(client.body))
-            client.body.clear()
+        if client.held:
+            self._buffered -= client.held
+            _tally(self._buffered_by, client.address, -client.held)
+            client.held = 0
 
     def _refuse(self, client: _Client, status: int, error: str, path: bytes = b"") -> None:
         """Answer a request refused before its body was read, and close: the unread bytes
@@ -469,22 +492,18 @@ class IngestServer:
         if client.sock.fileno() < 0:
             return  # closed meanwhile (reset by the peer): its sender tries again
         data = dumps(doc)
-        # another request may follow only after a whole one that allows it: h11 has the client
-        # in DONE then, in MUST_CLOSE after "Connection: close" or HTTP/1.0, and a request
-        # refused half read is neither (its unread bytes must not become the next request)
-        close = close or client.eof or client.http.their_state is not h11.DONE
+        # another request may follow only after a whole one that allows it (HTTP/1.1 without
+        # "Connection: close", ...); a request refused half read sets ``close`` (its unread
+        # bytes must not become the next request)
+        close = close or client.eof or not client.keep_alive
         client.out += _head(status, len(data), close)
         if not client.head:
             client.out += data
         if close:
             client.closing = True
-        else:  # a new h11 connection for the next request, holding what has arrived of it
-            rest, _closed = client.http.trailing_data  # (closed: client.eof is set, so not here)
-            client.http = h11.Connection(h11.SERVER, max_incomplete_event_size=HEADER_LIMIT)
-            if rest:  # (b"" would tell h11 the peer closed)
-                client.http.receive_data(bytes(rest))
+        else:  # its next request may be in the buffer already
             client.head = False
-            self._again.append(client)  # its next request may be in h11's buffer already
+            self._again.append(client)
         self._flush(client)
 
     def _flush(self, client: _Client) -> None:
@@ -502,7 +521,7 @@ class IngestServer:
             self._close(client)
             return
         if not client.out and client.watched == _WRITE:
-            self._again.append(client)  # drained: a pipelined request may wait in h11's buffer
+            self._again.append(client)  # drained: a pipelined request may wait in its buffer
         self._watch(client)
 
 

@@ -268,7 +268,7 @@ def test_a_client_that_does_not_read_its_answers_holds_up_nobody_and_no_memory(w
         [client] = world.server._clients.values()
         assert client.watched == selectors.EVENT_WRITE  # waiting for the peer to take its answers
         assert len(client.out) < 1024  # one answer at most, not the backlog
-        assert len(client.http.trailing_data[0]) <= ingest_server.RECV_BYTES + ingest_server.HEADER_LIMIT
+        assert len(client.inbuf) <= ingest_server.RECV_BYTES + ingest_server.HEADER_LIMIT
         assert sender.is_alive()  # the rest of its requests wait in its own socket
         with socket.create_connection(("127.0.0.1", world.port)) as other:
             other.sendall(_post(world.seal(6)))  # type: ignore[operator]
@@ -278,7 +278,7 @@ def test_a_client_that_does_not_read_its_answers_holds_up_nobody_and_no_memory(w
 
 
 def test_a_pipelining_client_that_reads_its_answers_is_read_no_faster_than_answered(world: World) -> None:
-    """The loop reads a connection only while h11 needs bytes for the request in hand, so
+    """The loop reads a connection only while the request in hand is not all there, so
     a client streaming requests faster than they are answered fills its own socket, not
     the worker's memory."""
     world.start()
@@ -292,7 +292,7 @@ def test_a_pipelining_client_that_reads_its_answers_is_read_no_faster_than_answe
         largest = 0
         while reader.is_alive():
             for client in list(world.server._clients.values()):
-                largest = max(largest, len(client.http.trailing_data[0]))
+                largest = max(largest, len(client.inbuf))
             time.sleep(0.01)
         reader.join()
     assert got == [400] * 3000
@@ -598,3 +598,42 @@ def test_a_kept_alive_connection_gets_a_fresh_request_deadline(
         time.sleep(1.5)  # longer than REQUEST_S, shorter than IDLE_S: a gateway between deliveries
         sock.sendall(_post(world.seal(91)))  # type: ignore[operator]
         assert _answers(sock, 1)[0][0] == 200
+
+
+def test_a_request_split_anywhere_across_reads_is_framed_whole(world: World) -> None:
+    """The ingest frames requests itself (a head to its blank line, a body to its length):
+    cut in three at points inside the head's blank line and the body, and with the next
+    request arriving with the end of the first, each is taken whole."""
+    world.start()
+    first, second = _post(world.seal(100)), _post(world.seal(101))  # type: ignore[operator]
+    blank = first.index(b"\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", world.port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for piece in (first[:blank + 2], first[blank + 2:blank + 300], first[blank + 300:] + second[:10]):
+            sock.sendall(piece)
+            time.sleep(0.1)  # each arrives as a read of its own
+        sock.sendall(second[10:])
+        assert [(status, doc["stored"]) for status, doc, _ in _answers(sock, 2)] == [(200, True), (200, True)]
+    assert world.store.count() == 2
+
+
+def test_a_connection_that_ends_inside_a_request_is_answered_400_and_closed(world: World) -> None:
+    world.start()
+    request = _post(world.seal(102))  # type: ignore[operator]
+    for cut in (request[:20], request[:len(request) - 5]):  # in the head, in the body
+        with socket.create_connection(("127.0.0.1", world.port)) as sock:
+            sock.sendall(cut)
+            sock.shutdown(socket.SHUT_WR)
+            [(status, doc, close)] = _answers(sock, 1)
+            assert (status, close) == (400, True) and "connection ended inside" in str(doc["error"])
+            assert _closed(sock)
+    assert world.store.count() == 0 and world.server._buffered == 0
+
+
+def test_a_head_over_the_limit_is_refused_even_when_its_end_has_arrived(world: World) -> None:
+    world.start()
+    with socket.create_connection(("127.0.0.1", world.port)) as sock:
+        sock.sendall(b"POST /v1/deliveries HTTP/1.1\r\nHost: h\r\nX: " + b"a" * ingest_server.HEADER_LIMIT
+                     + b"\r\nContent-Length: 1\r\n\r\nx")
+        [(status, doc, close)] = _answers(sock, 1)
+        assert (status, close) == (431, True) and "over" in str(doc["error"])
