@@ -1,7 +1,7 @@
 """An HTTP/1.1 request head (the request line and its headers), read by llhttp through httptools.
 
 The ingest frames a request itself, which takes two rules: the head ends at the first blank
-line (``head_end``), the body is Content-Length bytes after it (the ingest refuses every
+line, CRLF CRLF (``head_end``), the body is Content-Length bytes after it (the ingest refuses every
 request without one, and every one with Transfer-Encoding). Everything between, the
 grammar of the request line and of each header, is llhttp's (Node.js's parser, in C, fuzzed
 by that project), run strict: no bare LF, no obs-fold, no space before a colon, no control
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import httptools
 
-#: the blank line that ends a head (a bare LF included, so that such a head is refused at
-#: once by llhttp, not waited on until the request's deadline)
-_BLANK_LINE = re.compile(rb"\n\r?\n")
+#: the blank line that ends a head, or a bare LF (which llhttp refuses: refused at once, not
+#: waited on until the head's size or the request's deadline)
+_END_OR_BARE_LF = re.compile(rb"\r\n\r\n|(?<!\r)\n")
 
 
 class HeadRefused(Exception):
@@ -49,11 +49,18 @@ class RequestHead:
         return int(self.lengths[0]) if self.lengths else None
 
 
-def head_end(buffer: bytes | bytearray, limit: int) -> int:
+def head_end(buffer: bytes | bytearray, start: int, limit: int) -> int:
     """The index just past the blank line ending the head at the start of ``buffer``; -1 if
-    it is not there yet. Only the first ``limit`` bytes are searched (the head's bound)."""
-    found = _BLANK_LINE.search(buffer, 0, limit)
-    return -1 if found is None else found.end()
+    it is not there yet; ``HeadRefused`` at a bare LF. The search begins at ``start``, where
+    the last one ended less the 3 bytes a blank line may reach back (so a head trickled a
+    byte at a time costs its length, not its length squared), and ends at ``limit`` (the
+    head's bound)."""
+    found = _END_OR_BARE_LF.search(buffer, start, limit)
+    if found is None:
+        return -1
+    if found.end() - found.start() == 1:
+        raise HeadRefused(400, "a line ends in a bare LF (HTTP/1.1 lines end in CRLF)")
+    return found.end()
 
 
 class _Seen:
@@ -98,8 +105,14 @@ def parse_head(head: bytes) -> RequestHead:
         raise HeadRefused(400, "the request head does not end at its blank line")
     version = parser.get_http_version()
     if version not in ("1.0", "1.1"):
-        raise HeadRefused(505, f"HTTP/1.1 only, not HTTP/{version}")
+        raise HeadRefused(505, f"HTTP/1.1 only, not {version}")
+    # llhttp reads RTSP and ICE request lines too, and names only their version's numbers
+    if not head.lstrip(b"\r\n").split(b"\r\n", 1)[0].endswith(b" HTTP/" + version.encode()):
+        raise HeadRefused(400, "not an HTTP request line")
     if version == "1.1" and seen.hosts != 1:  # RFC 9112 3.2: exactly one Host in HTTP/1.1
         raise HeadRefused(400, "an HTTP/1.1 request names its Host exactly once")
+    # HTTP/1.0 closes after its answer, "Connection: keep-alive" or not: that keep-alive wants
+    # the answer to say so, and no gateway speaks 1.0
+    keep_alive = version == "1.1" and parser.should_keep_alive()
     return RequestHead(method=parser.get_method(), target=seen.url, lengths=tuple(seen.lengths),
-                       chunked=seen.chunked, keep_alive=parser.should_keep_alive())
+                       chunked=seen.chunked, keep_alive=keep_alive)

@@ -91,6 +91,7 @@ class _Client:
         "need",
         "out",
         "parked",
+        "scanned",
         "seen",
         "sock",
         "started",
@@ -102,6 +103,7 @@ class _Client:
         self.sock, self.address = sock, address
         self.inbuf = bytearray()  #: received, not yet taken: the request in hand and at most one read more
         self.need: int | None = None  #: the body's length once its head is read; None: reading a head
+        self.scanned = 0  #: how far the head in hand has been searched for its end
         self.held = 0  #: of the body in hand, the bytes counted against the budgets
         self.keep_alive = True  #: the request in hand allows another one after it
         self.out = bytearray()
@@ -354,31 +356,8 @@ class IngestServer:
         read (and judged) once the blank line has arrived, then its body once whole."""
         client.wants_data = False
         if client.need is None:  # its head
-            if client.inbuf and client.started is None:  # (pipelined: arrived with the one before)
-                client.started = time.monotonic()
-            end = head_end(client.inbuf, HEADER_LIMIT + 3)  # (+3: the blank line may end past it)
-            if end < 0:
-                if len(client.inbuf) > HEADER_LIMIT:
-                    self._refuse(client, 431, f"malformed HTTP: request head over {HEADER_LIMIT} bytes")
-                elif client.eof and client.inbuf:
-                    self._refuse(client, 400, "malformed HTTP: the connection ended inside a request head")
-                elif client.eof:  # between requests, and no answer owed (it would be in ``out``): done
-                    self._close(client)
-                else:
-                    client.wants_data = True
-                    self._watch(client)
-                return
-            head = bytes(client.inbuf[:end])
-            del client.inbuf[:end]
-            try:
-                request = parse_head(head)
-            except HeadRefused as exc:  # logged with its request line (escaped, cut short)
-                self._refuse(client, exc.status, f"malformed HTTP: {exc.reason}", path=head.split(b"\n", 1)[0])
-                return
-            client.head = request.method == b"HEAD"
-            problem = _request_problem(request)
-            if problem is not None:
-                self._refuse(client, *problem, path=request.target)
+            request = self._head(client)
+            if request is None:
                 return
             client.need, client.keep_alive = request.length, request.keep_alive
         need = client.need
@@ -397,6 +376,44 @@ class IngestServer:
         self._release(client)
         client.need = client.started = None
         self._watch(client)
+
+    def _head(self, client: _Client) -> RequestHead | None:
+        """The head of the request in hand, read and judged, if it has all arrived; else
+        None, and the client waits for more, is refused or is closed."""
+        if client.inbuf and client.started is None:  # (pipelined: arrived with the one before)
+            client.started = time.monotonic()
+        try:
+            end = head_end(client.inbuf, max(0, client.scanned - 3), HEADER_LIMIT + 4)
+        except HeadRefused as exc:  # (a bare LF) logged with its request line, escaped and cut short
+            self._refuse(client, exc.status, f"malformed HTTP: {exc.reason}",
+                         path=bytes(client.inbuf[:80]).split(b"\n", 1)[0])
+            return None
+        if end < 0:
+            client.scanned = min(len(client.inbuf), HEADER_LIMIT + 4)
+            if len(client.inbuf) > HEADER_LIMIT:
+                self._refuse(client, 431, f"malformed HTTP: request head over {HEADER_LIMIT} bytes")
+            elif client.eof and client.inbuf:
+                self._refuse(client, 400, "malformed HTTP: the connection ended inside a request head")
+            elif client.eof:  # between requests, and no answer owed (it would be in ``out``): done
+                self._close(client)
+            else:
+                client.wants_data = True
+                self._watch(client)
+            return None
+        head = bytes(client.inbuf[:end])
+        del client.inbuf[:end]
+        client.scanned = 0
+        try:
+            request = parse_head(head)
+        except HeadRefused as exc:
+            self._refuse(client, exc.status, f"malformed HTTP: {exc.reason}", path=head[:80].split(b"\r\n", 1)[0])
+            return None
+        client.head = request.method == b"HEAD"
+        problem = _request_problem(request)
+        if problem is not None:
+            self._refuse(client, *problem, path=request.target)
+            return None
+        return request
 
     def _hold(self, client: _Client, held: int) -> bool:
         """``held`` bytes of the client's body counted against the budgets; False (and the

@@ -18,10 +18,19 @@ def test_a_delivery_head_is_read() -> None:
 
 def test_the_head_ends_at_the_first_blank_line_and_only_within_the_limit() -> None:
     body = b"\r\n\r\nnot a head"
-    assert head_end(GOOD + body, 1000) == len(GOOD)
-    assert head_end(GOOD[:-2], 1000) == -1  # not there yet
-    assert head_end(GOOD, len(GOOD) - 1) == -1  # past the limit: not looked for
-    assert head_end(b"GET / HTTP/1.1\nHost: h\n\n", 100) == 24  # a bare-LF head is found (and refused below)
+    assert head_end(GOOD + body, 0, 1000) == len(GOOD)
+    assert head_end(GOOD[:-2], 0, 1000) == -1  # not there yet
+    assert head_end(GOOD, 0, len(GOOD) - 1) == -1  # past the limit: not looked for
+    # searched on from where the last search ended, less the 3 bytes a blank line reaches back
+    assert head_end(GOOD, len(GOOD) - 2 - 3, 1000) == len(GOOD)
+
+
+@pytest.mark.parametrize("start", [0, 12, 15])
+def test_a_bare_lf_is_refused_as_soon_as_it_arrives(start: int) -> None:
+    with pytest.raises(HeadRefused) as refused:
+        head_end(b"POST / HTTP/1.1\nHost", start, 1000)  # (its LF is at 15)
+    assert (refused.value.status, "bare LF" in refused.value.reason) == (400, True)
+    assert head_end(b"POST / HTTP/1.1\r\nHost", 16, 1000) == -1  # a CRLF split by the start is no bare LF
 
 
 @pytest.mark.parametrize(("extra", "keep_alive"), [
@@ -33,10 +42,10 @@ def test_keep_alive_follows_the_connection_header(extra: bytes, keep_alive: bool
     assert parse_head(GOOD.replace(b"\r\n\r\n", b"\r\n" + extra + b"\r\n")).keep_alive is keep_alive
 
 
-def test_http_1_0_closes_unless_it_asks_to_keep_alive() -> None:
+def test_http_1_0_closes_even_when_it_asks_to_keep_alive() -> None:
     old = GOOD.replace(b"HTTP/1.1", b"HTTP/1.0")
     assert parse_head(old).keep_alive is False
-    assert parse_head(old.replace(b"\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n")).keep_alive is True
+    assert parse_head(old.replace(b"\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n")).keep_alive is False
     assert parse_head(old.replace(b"Host: headend\r\n", b"")).method == b"POST"  # Host is 1.1's rule
 
 
@@ -58,6 +67,7 @@ def test_transfer_encoding_is_seen_and_no_content_length_is_none() -> None:
     (GOOD.replace(b"\r\n\r\n", b"\r\nTransfer-Encoding: chunked\r\n\r\n"), 400, "Transfer-Encoding"),
     (GOOD.replace(b"\r\n\r\n", b"\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"), 400, "upgrades"),
     (GOOD.replace(b"HTTP/1.1", b"HTTP/2.0"), 505, "HTTP/1.1 only"),
+    (GOOD.replace(b"HTTP/1.1", b"RTSP/1.0"), 400, "not an HTTP request line"),  # llhttp reads RTSP too
     (GOOD.replace(b"HTTP/1.1", b"HTTP/1.2"), 400, ""),
     (GOOD.replace(b"HTTP/1.1", b"HTTP/1.1 "), 400, ""),
     (GOOD.replace(b"FOO", b"").replace(b"POST", b"FOO"), 400, ""),  # no such method

@@ -637,3 +637,36 @@ def test_a_head_over_the_limit_is_refused_even_when_its_end_has_arrived(world: W
                      + b"\r\nContent-Length: 1\r\n\r\nx")
         [(status, doc, close)] = _answers(sock, 1)
         assert (status, close) == (431, True) and "over" in str(doc["error"])
+
+
+def test_a_head_trickled_a_byte_at_a_time_costs_the_loop_its_length_not_its_square(world: World) -> None:
+    """Each read searches on from where the last search ended: 8 kB of a head sent in 128
+    pieces is searched about 8 kB far in all, not 8 kB times 64 (a bare LF is
+    refused at once, so the worst case is a head of ordinary lines that never ends)."""
+    searched: list[int] = []
+    real = ingest_server.head_end
+
+    def counting(buffer: bytearray, start: int, limit: int) -> int:
+        searched.append(min(len(buffer), limit) - start)
+        return real(buffer, start, limit)
+
+    world.start()
+    head = b"POST /v1/deliveries HTTP/1.1\r\nHost: h\r\n" + b"X-Long: 1\r\n" * 740  # ~8 kB, no blank line
+    with pytest.MonkeyPatch.context() as patch, socket.create_connection(("127.0.0.1", world.port)) as sock:
+        patch.setattr(ingest_server, "head_end", counting)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for n in range(0, len(head), 64):
+            sock.sendall(head[n:n + 64])
+            time.sleep(0.004)  # each piece a read of its own
+        sock.sendall(b"Content-Length: 1\r\n\r\nx")
+        [(status, _, _)] = _answers(sock, 1)
+    assert status == 400  # (b"x" is no delivery) the head was read whole
+    assert len(searched) > 20 and sum(searched) < 4 * len(head)
+
+
+def test_a_bare_lf_is_refused_at_once_not_at_the_deadline(world: World) -> None:
+    world.start()
+    with socket.create_connection(("127.0.0.1", world.port)) as sock:
+        sock.sendall(b"POST /v1/deliveries HTTP/1.1\nHost: h")  # no blank line: h11 would have waited
+        [(status, doc, close)] = _answers(sock, 1, timeout=2)
+        assert (status, close) == (400, True) and "bare LF" in str(doc["error"])
