@@ -1,17 +1,17 @@
 """The ingest's HTTP server on the tunnel address: one event loop per worker process.
 
-A request's head is read by llhttp (``headend.http_head``: the request line and headers, strict);
-this module moves bytes between sockets and buffers, frames each request (its head ends at
-the blank line, its body is Content-Length bytes) and hands complete requests to
-``headend.ingest``. Each turn
-of the loop reads whatever the connections have sent, then works through every delivery
-that arrived in that turn: each one verified and decrypted (``admit``), all admitted ones
-stored in one transaction (``store_all``: one commit, one fsync, one turn on SQLite's write
-lock), and only then each sender answered. That is the group commit, without threads.
-While another ingest process holds SQLite's write lock, the admitted deliveries wait (their
-senders are not read from) and the loop goes on verifying what else arrives; the next try
-takes them all. (A thread that commits while the loop verifies the next turn's deliveries
-measured slower: the two contend for the GIL, bench/headend.py median 1,097/s against 1,345/s.)
+A request's head is read by llhttp (``headend.http_head``: the request line and headers,
+strict); this module moves bytes between sockets and buffers, frames each request (its head
+ends at the blank line, its body is Content-Length bytes) and hands complete requests to
+``headend.ingest``. Each turn of the loop reads whatever the connections have sent, then
+works through every delivery that arrived in that turn: each one verified and decrypted
+(``admit``), all admitted ones stored in one transaction (``store_all``: one commit, one
+fsync, one turn on SQLite's write lock), and only then each sender answered. That is the
+group commit, without threads. While another ingest process holds SQLite's write lock, the
+admitted deliveries wait (their senders are not read from) and the loop goes on verifying
+what else arrives; the next try takes them all. (A thread that commits while the loop
+verifies the next turn's deliveries measured slower: the two contend for the GIL,
+bench/headend.py median 1,097/s against 1,345/s.)
 
 Why not ``http.server`` with a thread per connection, as before: a delivery cost the
 workers 1,545 us of CPU there, of which the thread hand-offs (GIL, events, locks) and
@@ -25,9 +25,11 @@ an answer, nor while its answers wait to be sent (they wait in the peer's socket
 in ours). A request must be complete within ``REQUEST_S`` of its first byte; a connection
 that neither sends nor takes a byte for ``IDLE_S`` is closed; one address holds at most
 ``per_address`` connections and ``ADDRESS_BODY_LIMIT`` bytes of unfinished bodies, and all
-of them together at most ``body_budget`` bytes. A turn takes at most ``MAX_PER_TURN`` requests,
-so answers never wait behind thousands of others; the timeouts are judged by the clock of the
-turn's ``select``, so bytes that arrived while the loop was busy count as arrived in time. A refusal before the body is read closes the connection, as does malformed HTTP.
+of them together at most ``body_budget`` bytes. A turn takes at most ``MAX_PER_TURN``
+requests, so answers never wait behind thousands of others; the timeouts are judged by the
+clock of the turn's ``select``, so bytes that arrived while the loop was busy count as
+arrived in time. A refusal before the body is read closes the connection, as does
+malformed HTTP.
 """
 
 from __future__ import annotations
