@@ -233,6 +233,7 @@ def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> N
         import socketserver
 
         from appliance.render_server import status_file
+        from headend.balance import Seat
         from headend.config import HeadendConfig
         from headend.ingest import (
             IngestContext,
@@ -258,14 +259,15 @@ def register_headend(main: click.Group, clean_errors: Callable[[Any], Any]) -> N
         # one listening Unix socket for all workers, made before they are forked (see ReadSocket)
         read_socket = ReadSocket.listen(cfg.ingest.read_socket) if cfg.ingest.read_api and cfg.ingest.read_socket else None
 
-        def serve_one(stop: threading.Event, ready: Callable[[], None]) -> None:
-            """One ingest: its own store connection and server (after a fork, nothing is shared)."""
+        def serve_one(stop: threading.Event, ready: Callable[[], None], seat: Seat | None) -> None:
+            """One ingest: its own store connection and server (after a fork, nothing is shared
+            but the ``seat`` that evens out the workers' connections)."""
             store = HeadendStore(cfg.ingest.database)
             ctx = IngestContext(party=cfg.headend.name, root=root, crl=crl, enc_cert=enc_cert,
                                 agree=software_agreement(key), peer_cn=status_file_peers(status_file(cfg)),
                                 store=store)
             servers: list[socketserver.BaseServer | IngestServer] = [
-                serve(ctx, address, cfg.ingest.port, per_address=cfg.ingest.connections_per_gateway)]
+                serve(ctx, address, cfg.ingest.port, per_address=cfg.ingest.connections_per_gateway, seat=seat)]
             if read_socket is not None:
                 servers.append(serve_reads_unix(store, read_socket))
             elif cfg.ingest.read_api:

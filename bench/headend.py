@@ -11,7 +11,9 @@ few senders in flight it waits for the disk between turns and the figure measure
 clients' patience, not the ingest. The same run at 8 in flight (8 threads taking 32
 connections in turn, the earlier sessions' load) is reported beside it,
 ``deliveries_per_s_sqlite_8_in_flight``. The kernel hands each connection to one worker by a
-hash of its addresses (``SO_REUSEPORT``), as it does in the field. The client shares the
+hash of its addresses (``SO_REUSEPORT``), as it does in the field, and a worker that holds
+more connections than the other hands the new one over (``headend.balance``: without that,
+how the hash split the 32 connections moved the rate by up to a tenth). The client shares the
 machine's two cores with the workers, so the figure is what one 2-core box does as client
 and server at once (a lower bound for the ingest alone).
 
@@ -22,8 +24,7 @@ Debian's server in a throwaway cluster (needs root and the postgresql package; n
 
 The SQLite figure is the median of ``--repeat`` runs (3), each run's rate beside it in
 ``deliveries_per_s_sqlite_runs``: on this 2-core virtual machine one run's rate moves by a
-fifth from run to run (the CPU a delivery costs moves as much, and which worker the kernel
-hands each of the 32 connections decides how evenly the two workers are loaded).
+fifth from run to run (the CPU a delivery costs moves as much).
 
 Also ``cpu_us_per_delivery_sqlite``: CPU time per delivery of the ingest workers and of the
 client, which, unlike the rate, does not depend on what else the machine is doing.
@@ -52,6 +53,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from headend.balance import Seat
 from headend.document import Delivery, Value, build, new_delivery_id
 from headend.ingest import IngestContext
 from headend.ingest_server import serve
@@ -127,11 +129,11 @@ def measure(sealed: Sealed, database: str, clients: int | None = None,
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
 
-    def serve_one(stop: threading.Event, ready: Callable[[], None]) -> None:
+    def serve_one(stop: threading.Event, ready: Callable[[], None], seat: Seat | None) -> None:
         store = HeadendStore(database)
         ctx = IngestContext(party="dso", root=sealed.root, crl=sealed.crl, enc_cert=sealed.enc,
                             agree=software_agreement(sealed.enc_key), peer_cn=lambda ip: "gw-0001", store=store)
-        server = serve(ctx, "127.0.0.1", port, per_address=4096)  # the whole fleet comes from 127.0.0.1 here
+        server = serve(ctx, "127.0.0.1", port, per_address=4096, seat=seat)  # the whole fleet comes from 127.0.0.1 here
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
         ready()
         stop.wait()

@@ -45,6 +45,7 @@ import threading
 import time
 from functools import lru_cache
 
+from headend.balance import Seat
 from headend.document import Delivery
 from headend.http_head import HeadRefused, RequestHead, head_end, parse_head
 from headend.ingest import MAX_BODY, IngestContext, Verdict, admit, printable, store_all
@@ -66,6 +67,7 @@ BODY_BUDGET = 64 << 20  #: request bodies buffered at once by one worker, all co
 ADDRESS_BODY_LIMIT = 2 * MAX_BODY  #: of which one address may hold (a gateway sends one ~2 kB delivery at a time)
 MAX_PER_TURN = 256  #: requests one turn takes; the rest wait in the kernel (a turn stays well under a second)
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+_INBOX = object()  #: the selector's mark of the inbox of connections handed over by other workers
 _FULL = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -158,7 +160,7 @@ class IngestServer:
     so the workers run it as they run the read API's."""
 
     def __init__(self, ctx: IngestContext, address: str, port: int, *, per_address: int = PER_ADDRESS,
-                 body_budget: int = BODY_BUDGET) -> None:
+                 body_budget: int = BODY_BUDGET, seat: Seat | None = None) -> None:
         self.ctx = ctx
         self.per_address, self.body_budget = per_address, body_budget
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -179,6 +181,9 @@ class IngestServer:
         self.server_address: tuple[str, int] = self.socket.getsockname()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self.socket, _READ, None)
+        self._seat = seat  #: this worker's place among the workers, to even out their connections
+        if seat is not None:
+            self._selector.register(seat.inbox, _READ, _INBOX)
         self._accepting = True
         self._accept_rest_until = 0.0
         self._clients: dict[int, _Client] = {}
@@ -215,6 +220,8 @@ class IngestServer:
                 for key, mask in events:
                     if key.data is None:
                         self._accept()
+                    elif key.data is _INBOX:
+                        self._handed_over()
                     elif mask & _WRITE:
                         self._flush(key.data)
                     elif len(requests) < MAX_PER_TURN:
@@ -254,22 +261,51 @@ class IngestServer:
                     log.warning("ingest: cannot accept connections (%s); resting %.1f s", exc, ACCEPT_PAUSE_S)
                     self._pause_accepting(time.monotonic() + ACCEPT_PAUSE_S)
                 return  # else the peer gave up already
-            address = str(peer[0])
-            if self._per_address.get(address, 0) >= self.per_address:
-                log.warning("ingest: %s has %d connections open, the most one address may; closed a new one",
-                            address, self.per_address)
-                sock.close()
+            if self._seat is not None and self._seat.hand_over(sock):
+                sock.close()  # (the other worker has its own descriptor of it now)
                 continue
-            sock.setblocking(False)
-            # an answer must leave now, not when Nagle's algorithm has the previous one's ACK
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            client = _Client(sock, address)
-            self._clients[sock.fileno()] = client
-            _tally(self._per_address, address, 1)
-            self._watch(client)
+            self._take_connection(sock, str(peer[0]), counted=False)
         log.warning("ingest: %d connections open, the most this process takes; new ones wait",
                     len(self._clients))
         self._pause_accepting(None)
+
+    def _take_connection(self, sock: socket.socket, address: str, *, counted: bool) -> None:
+        """A connection this worker accepted (``counted``: False) or was handed (True: the
+        sender counted it to this worker), unless its address holds too many already."""
+        if self._per_address.get(address, 0) >= self.per_address:
+            log.warning("ingest: %s has %d connections open, the most one address may; closed a new one",
+                        address, self.per_address)
+            sock.close()
+            if counted and self._seat is not None:
+                self._seat.count(-1)
+            return
+        sock.setblocking(False)
+        # an answer must leave now, not when Nagle's algorithm has the previous one's ACK
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client = _Client(sock, address)
+        self._clients[sock.fileno()] = client
+        _tally(self._per_address, address, 1)
+        if not counted and self._seat is not None:
+            self._seat.count(1)
+        self._watch(client)
+
+    def _handed_over(self) -> None:
+        """Connections another worker accepted and handed to this one (see ``headend.balance``)."""
+        assert self._seat is not None  # (the inbox is watched only with a seat)
+        for sock in self._seat.receive():
+            try:
+                address = str(sock.getpeername()[0])
+            except OSError:  # the peer is gone already
+                sock.close()
+                self._seat.count(-1)
+                continue
+            if len(self._clients) >= self.max_clients:
+                log.warning("ingest: %d connections open, the most this process takes; closed one handed over",
+                            len(self._clients))
+                sock.close()
+                self._seat.count(-1)
+                continue
+            self._take_connection(sock, address, counted=True)
 
     def _pause_accepting(self, until: float | None) -> None:
         """Stop watching the listener: until ``until``, or (None) until a client leaves.
@@ -315,6 +351,8 @@ class IngestServer:
             self._selector.unregister(client.sock)
             client.watched = 0
         del self._clients[fd]
+        if self._seat is not None:
+            self._seat.count(-1)
         self._release(client)
         _tally(self._per_address, client.address, -1)
         client.sock.close()
@@ -555,6 +593,7 @@ def raise_open_files(wanted: int = 65536) -> int:
     return int(soft)
 
 
-def serve(ctx: IngestContext, address: str, port: int, *, per_address: int = PER_ADDRESS) -> IngestServer:
-    """The ingest, on the tunnel server's address."""
-    return IngestServer(ctx, address, port, per_address=per_address)
+def serve(ctx: IngestContext, address: str, port: int, *, per_address: int = PER_ADDRESS,
+          seat: Seat | None = None) -> IngestServer:
+    """The ingest, on the tunnel server's address; ``seat``: one of several workers."""
+    return IngestServer(ctx, address, port, per_address=per_address, seat=seat)

@@ -1,7 +1,8 @@
 """Several ingest processes on one port: verification and decryption are CPU-bound, and one
 Python process uses one core. Each worker builds its own server (``SO_REUSEPORT``: the kernel
 spreads the connections) and its own database connection after the fork, so nothing is
-shared but the database itself. The parent only watches: a worker that dies is started again.
+shared but the database itself, and what evens out their connections (``headend.balance``,
+made before the fork). The parent only watches: a worker that dies is started again.
 """
 
 from __future__ import annotations
@@ -15,17 +16,20 @@ from collections.abc import Callable
 from multiprocessing.synchronize import Event as MpEvent
 from typing import Any
 
+from headend.balance import Balance, Seat
+
 log = logging.getLogger("smgw.headend")
 
-#: ``serve(stop, ready)``: build everything, set ``ready`` once listening, serve until ``stop``
-Serve = Callable[[threading.Event, Callable[[], None]], None]
+#: ``serve(stop, ready, seat)``: build everything, set ``ready`` once listening, serve until
+#: ``stop``; ``seat``: this worker's place among several (None: the only one)
+Serve = Callable[[threading.Event, Callable[[], None], Seat | None], None]
 
 
-def _child(serve: Serve, ready: MpEvent) -> None:
+def _child(serve: Serve, ready: MpEvent, balance: Balance, index: int) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us in order
-    serve(stop, ready.set)
+    serve(stop, ready.set, balance.seat(index))
 
 
 def run_in_process(serve: Serve, stop: threading.Event, seconds: float | None,
@@ -40,7 +44,7 @@ def run_in_process(serve: Serve, stop: threading.Event, seconds: float | None,
         watcher_stop.set()
 
     threading.Thread(target=watch, daemon=True).start()
-    serve(watcher_stop, on_ready)
+    serve(watcher_stop, on_ready, None)
 
 
 def run_workers(count: int, serve: Serve, stop: threading.Event, *, seconds: float | None = None,
@@ -49,14 +53,15 @@ def run_workers(count: int, serve: Serve, stop: threading.Event, *, seconds: flo
     deadline = None if seconds is None else time.monotonic() + seconds
     ctx = multiprocessing.get_context("fork")  # the parent holds no thread or connection yet
     workers: list[tuple[Any, MpEvent]] = []
+    balance = Balance(count)
 
-    def start() -> tuple[Any, MpEvent]:
+    def start(index: int) -> tuple[Any, MpEvent]:
         ready = ctx.Event()
-        proc = ctx.Process(target=_child, args=(serve, ready), daemon=True)
+        proc = ctx.Process(target=_child, args=(serve, ready, balance, index), daemon=True)
         proc.start()
         return proc, ready
 
-    workers = [start() for _ in range(count)]
+    workers = [start(i) for i in range(count)]
     started = time.monotonic()
     try:  # (whatever ends this, every worker started is ended with it)
         for proc, ready in workers:
@@ -72,7 +77,7 @@ def run_workers(count: int, serve: Serve, stop: threading.Event, *, seconds: flo
             for i, (proc, _) in enumerate(workers):
                 if not proc.is_alive():
                     log.error("ingest worker %d exited (code %s); starting another", proc.pid, proc.exitcode)
-                    workers[i] = start()
+                    workers[i] = start(i)
     finally:
         for proc, _ in workers:
             proc.terminate()
@@ -80,3 +85,4 @@ def run_workers(count: int, serve: Serve, stop: threading.Event, *, seconds: flo
             proc.join(timeout=10)
             if proc.is_alive():
                 proc.kill()
+        balance.close()

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from headend import ingest_server
+from headend.balance import Balance
 from headend.document import Delivery, Value, build
 from headend.ingest import MAX_BODY, IngestContext
 from headend.ingest_server import IngestServer
@@ -670,3 +671,61 @@ def test_a_bare_lf_is_refused_at_once_not_at_the_deadline(world: World) -> None:
         sock.sendall(b"POST /v1/deliveries HTTP/1.1\nHost: h")  # no blank line: h11 would have waited
         [(status, doc, close)] = _answers(sock, 1, timeout=2)
         assert (status, close) == (400, True) and "bare LF" in str(doc["error"])
+
+
+def test_two_workers_hold_an_even_share_of_the_connections_whichever_the_kernel_picks(world: World) -> None:
+    """Two servers on one port (SO_REUSEPORT, as the workers are), seated in one Balance:
+    however the kernel's hash splits 24 connections, each ends up holding 12, and a
+    delivery goes through every one of them, handed over or not."""
+    balance = Balance(2)
+    first = IngestServer(world.server.ctx, "127.0.0.1", 0, per_address=64, seat=balance.seat(0))
+    second = IngestServer(world.server.ctx, "127.0.0.1", first.server_address[1], per_address=64,
+                          seat=balance.seat(1))
+    servers = (first, second)
+    for server in servers:
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    socks = [socket.create_connection(("127.0.0.1", first.server_address[1])) for _ in range(24)]
+    try:
+        deadline = time.monotonic() + 5
+        while sum(len(s._clients) for s in servers) < 24 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [len(s._clients) for s in servers] == [12, 12]
+        assert first._seat.held() == [12, 12]  # type: ignore[union-attr]
+        for n, sock in enumerate(socks):
+            sock.sendall(_post(world.seal(200 + n)))  # type: ignore[operator]
+        assert [_answers(sock, 1)[0][0] for sock in socks] == [200] * 24
+    finally:
+        for sock in socks:
+            sock.close()
+        deadline = time.monotonic() + 5
+        while any(s._clients for s in servers) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert first._seat.held() == [0, 0]  # type: ignore[union-attr]  # every close counted
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        balance.close()
+    assert world.store.count() == 24
+
+
+def test_a_worker_that_does_not_read_its_inbox_gets_nothing_more_and_the_sender_keeps_it() -> None:
+    balance = Balance(2)
+    try:
+        giver = balance.seat(0)
+        giver.count(5)  # holds 5, the other none: the next connection would go over
+        taken = []
+        for _ in range(40):  # the other never reads its inbox: it fills, and the rest are kept
+            left, right = socket.socketpair()
+            taken.append(giver.hand_over(left))
+            left.close()
+            right.close()
+            giver.count(0 if taken[-1] else 1)
+        assert taken[0] is True and taken[-1] is False
+        held = giver.held()
+        assert held[1] == taken.count(True) and held[0] == 5 + taken.count(False)
+        received = balance.seat(1).receive()  # read at last: every one handed over is there
+        assert len(received) == taken.count(True)
+        for sock in received:
+            sock.close()
+    finally:
+        balance.close()
