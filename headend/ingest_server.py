@@ -264,20 +264,17 @@ class IngestServer:
             if self._seat is not None and self._seat.hand_over(sock):
                 sock.close()  # (the other worker has its own descriptor of it now)
                 continue
-            self._take_connection(sock, str(peer[0]), counted=False)
+            self._take_connection(sock, str(peer[0]))
         log.warning("ingest: %d connections open, the most this process takes; new ones wait",
                     len(self._clients))
         self._pause_accepting(None)
 
-    def _take_connection(self, sock: socket.socket, address: str, *, counted: bool) -> None:
-        """A connection this worker accepted (``counted``: False) or was handed (True: the
-        sender counted it to this worker), unless its address holds too many already."""
+    def _take_connection(self, sock: socket.socket, address: str) -> None:
+        """A connection this worker accepted or was handed, unless its address holds too many already."""
         if self._per_address.get(address, 0) >= self.per_address:
             log.warning("ingest: %s has %d connections open, the most one address may; closed a new one",
                         address, self.per_address)
             sock.close()
-            if counted and self._seat is not None:
-                self._seat.count(-1)
             return
         sock.setblocking(False)
         # an answer must leave now, not when Nagle's algorithm has the previous one's ACK
@@ -285,39 +282,40 @@ class IngestServer:
         client = _Client(sock, address)
         self._clients[sock.fileno()] = client
         _tally(self._per_address, address, 1)
-        if not counted and self._seat is not None:
+        if self._seat is not None:
             self._seat.count(1)
         self._watch(client)
 
     def _handed_over(self) -> None:
         """Connections another worker accepted and handed to this one (see ``headend.balance``)."""
         assert self._seat is not None  # (the inbox is watched only with a seat)
-        for sock in self._seat.receive():
+        for sock in self._seat.receive(self.max_clients - len(self._clients)):
             try:
                 address = str(sock.getpeername()[0])
             except OSError:  # the peer is gone already
                 sock.close()
-                self._seat.count(-1)
                 continue
-            if len(self._clients) >= self.max_clients:
-                log.warning("ingest: %d connections open, the most this process takes; closed one handed over",
-                            len(self._clients))
-                sock.close()
-                self._seat.count(-1)
-                continue
-            self._take_connection(sock, address, counted=True)
+            self._take_connection(sock, address)
+        if len(self._clients) >= self.max_clients:
+            log.warning("ingest: %d connections open, the most this process takes; new ones wait",
+                        len(self._clients))
+            self._pause_accepting(None)
 
     def _pause_accepting(self, until: float | None) -> None:
         """Stop watching the listener: until ``until``, or (None) until a client leaves.
         The kernel's backlog holds the connections meanwhile."""
         if self._accepting:
             self._selector.unregister(self.socket)
+            if self._seat is not None:  # (what other workers hand over waits in the inbox meanwhile)
+                self._selector.unregister(self._seat.inbox)
             self._accepting = False
         self._accept_rest_until = until or 0.0
 
     def _resume_accepting(self) -> None:
         if not self._accepting and len(self._clients) < self.max_clients:
             self._selector.register(self.socket, _READ, None)
+            if self._seat is not None:
+                self._selector.register(self._seat.inbox, _READ, _INBOX)
             self._accepting = True
 
     def _watch(self, client: _Client) -> None:

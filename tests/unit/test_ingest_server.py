@@ -690,7 +690,7 @@ def test_two_workers_hold_an_even_share_of_the_connections_whichever_the_kernel_
         while sum(len(s._clients) for s in servers) < 24 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert [len(s._clients) for s in servers] == [12, 12]
-        assert first._seat.held() == [12, 12]  # type: ignore[union-attr]
+        assert first._seat.loads() == [12, 12]  # type: ignore[union-attr]
         for n, sock in enumerate(socks):
             sock.sendall(_post(world.seal(200 + n)))  # type: ignore[operator]
         assert [_answers(sock, 1)[0][0] for sock in socks] == [200] * 24
@@ -700,7 +700,7 @@ def test_two_workers_hold_an_even_share_of_the_connections_whichever_the_kernel_
         deadline = time.monotonic() + 5
         while any(s._clients for s in servers) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert first._seat.held() == [0, 0]  # type: ignore[union-attr]  # every close counted
+        assert first._seat.loads() == [0, 0]  # type: ignore[union-attr]  # every close counted
         for server in servers:
             server.shutdown()
             server.server_close()
@@ -709,22 +709,28 @@ def test_two_workers_hold_an_even_share_of_the_connections_whichever_the_kernel_
 
 
 def test_a_worker_that_does_not_read_its_inbox_gets_nothing_more_and_the_sender_keeps_it() -> None:
+    """What is on its way to a worker counts as its own at once, and stays so across its
+    restart until the new worker takes it; a full inbox refuses, and the sender keeps it."""
     balance = Balance(2)
     try:
         giver = balance.seat(0)
-        giver.count(5)  # holds 5, the other none: the next connection would go over
+        giver.count(300)  # holds 300, the other none: every new connection would go over
         taken = []
-        for _ in range(40):  # the other never reads its inbox: it fills, and the rest are kept
+        for _ in range(400):  # the other never reads its inbox: it fills, and the rest are kept
             left, right = socket.socketpair()
             taken.append(giver.hand_over(left))
             left.close()
             right.close()
             giver.count(0 if taken[-1] else 1)
-        assert taken[0] is True and taken[-1] is False
-        held = giver.held()
-        assert held[1] == taken.count(True) and held[0] == 5 + taken.count(False)
-        received = balance.seat(1).receive()  # read at last: every one handed over is there
-        assert len(received) == taken.count(True)
+        sent = taken.count(True)
+        assert taken[0] is True and taken[-1] is False and 0 < sent < 400
+        assert giver.loads() == [300 + 400 - sent, sent]
+        restarted = balance.seat(1)  # the receiver dies and another takes its place: nothing forgotten
+        assert giver.loads() == [300 + 400 - sent, sent]
+        received = restarted.receive(10)  # at most what it asks for
+        assert len(received) == 10 and giver.loads()[1] == sent - 10
+        received += restarted.receive(1000)
+        assert len(received) == sent and giver.loads()[1] == 0  # (taken, then counted as held by its server)
         for sock in received:
             sock.close()
     finally:
