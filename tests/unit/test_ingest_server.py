@@ -476,7 +476,9 @@ def test_while_another_process_holds_the_write_lock_the_batch_waits_and_the_loop
     waiting = [socket.create_connection(("127.0.0.1", world.port)) for _ in range(2)]
     for n, sock in enumerate(waiting):
         sock.sendall(_post(world.seal(20 + n)))  # type: ignore[operator]
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10  # (both admitted: on a loaded machine that can take more than a moment)
+    while len(world.server._pending) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     for sock in waiting:  # admitted, not acknowledged: nothing is committed yet
         sock.settimeout(0.2)
         with pytest.raises(TimeoutError):
