@@ -83,7 +83,7 @@ class Seat:
     def hand_over(self, sock: socket.socket) -> bool:
         """``sock`` (just accepted, nothing read) sent to the worker with the least, if it has
         less than this one (which then closes its own descriptor); False: keep it."""
-        loads = [self.load(i) for i in range(self._n)]
+        loads = self.loads()
         target = min(range(self._n), key=loads.__getitem__)
         if target == self.index or loads[target] >= loads[self.index]:
             return False

@@ -137,6 +137,11 @@ def _request_problem(request: RequestHead) -> tuple[int, str] | None:
     return None
 
 
+def _request_line(head: bytes | bytearray) -> bytes:
+    """A refused head's first line, cut short, for the log (which escapes it)."""
+    return bytes(head[:80]).split(b"\n", 1)[0].removesuffix(b"\r")
+
+
 _PHRASES = {status.value: status.phrase for status in http.HTTPStatus}
 
 
@@ -265,9 +270,7 @@ class IngestServer:
                 sock.close()  # (the other worker has its own descriptor of it now)
                 continue
             self._take_connection(sock, str(peer[0]))
-        log.warning("ingest: %d connections open, the most this process takes; new ones wait",
-                    len(self._clients))
-        self._pause_accepting(None)
+        self._full()
 
     def _take_connection(self, sock: socket.socket, address: str) -> None:
         """A connection this worker accepted or was handed, unless its address holds too many already."""
@@ -297,9 +300,13 @@ class IngestServer:
                 continue
             self._take_connection(sock, address)
         if len(self._clients) >= self.max_clients:
-            log.warning("ingest: %d connections open, the most this process takes; new ones wait",
-                        len(self._clients))
-            self._pause_accepting(None)
+            self._full()
+
+    def _full(self) -> None:
+        """As many connections as this process takes: no more accepted or taken over until one leaves."""
+        log.warning("ingest: %d connections open, the most this process takes; new ones wait",
+                    len(self._clients))
+        self._pause_accepting(None)
 
     def _pause_accepting(self, until: float | None) -> None:
         """Stop watching the listener: until ``until``, or (None) until a client leaves.
@@ -422,9 +429,8 @@ class IngestServer:
             client.started = time.monotonic()
         try:
             end = head_end(client.inbuf, max(0, client.scanned - 3), HEADER_LIMIT + 4)
-        except HeadRefused as exc:  # (a bare LF) logged with its request line, escaped and cut short
-            self._refuse(client, exc.status, f"malformed HTTP: {exc.reason}",
-                         path=bytes(client.inbuf[:80]).split(b"\n", 1)[0])
+        except HeadRefused as exc:  # (a bare LF)
+            self._refuse(client, exc.status, f"malformed HTTP: {exc.reason}", path=_request_line(client.inbuf))
             return None
         if end < 0:
             client.scanned = min(len(client.inbuf), HEADER_LIMIT + 4)
@@ -444,7 +450,7 @@ class IngestServer:
         try:
             request = parse_head(head)
         except HeadRefused as exc:
-            self._refuse(client, exc.status, f"malformed HTTP: {exc.reason}", path=head[:80].split(b"\r\n", 1)[0])
+            self._refuse(client, exc.status, f"malformed HTTP: {exc.reason}", path=_request_line(head))
             return None
         client.head = request.method == b"HEAD"
         problem = _request_problem(request)
