@@ -10,16 +10,21 @@ command line, and is never logged or shown in a repr.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
+import functools
 import hashlib
+import hmac
 import os
+import random
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import pkcs11
 from asn1crypto import core as asn1_core
@@ -47,6 +52,33 @@ def _helper_escape(text: str) -> str:
 
 class TokenError(PkiError):
     """The token is missing, locked, or refused an operation."""
+
+
+class TokenBusy(TokenError):
+    """Another process was changing the token while this one read it: SoftHSM2 answers
+    CKR_GENERAL_ERROR when its file fails the integrity check halfway through a rewrite, and
+    an object being made or removed can be found and then be gone or not whole yet. Worth
+    trying again."""
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+#: seconds between attempts at an operation that only reads the token
+_REREAD_BACKOFF = (0.02, 0.05, 0.1)
+
+
+def _reread(operation: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run a read-only operation again while the token was busy: nothing changed, so
+    trying again is safe, and without it a CLI call meeting a key being made fails."""
+    @functools.wraps(operation)
+    def again(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        for delay in _REREAD_BACKOFF:
+            try:
+                return operation(*args, **kwargs)
+            except TokenBusy:
+                time.sleep(delay * random.uniform(0.5, 1.5))
+        return operation(*args, **kwargs)
+    return again
 
 
 def read_pin(pin_file: Path | None = None, env: str = "SMGW_TOKEN_PIN") -> str:
@@ -77,6 +109,45 @@ class TokenKey:
 
 
 _SESSION_LOCK = threading.RLock()
+#: seconds between attempts at logging in; None marks the last attempt (about 0.3 s in all)
+_OPEN_BACKOFF: tuple[float | None, ...] = (0.005, 0.01, 0.02, 0.04, 0.08, 0.15, None)
+#: answers after which this process's view of the token cannot heal without C_Initialize
+_STALE_VIEW = (pkcs11.NoSuchToken, pkcs11.UserPinNotInitialized)
+#: answers after which the kept session is gone (card pulled, session closed under us)
+_SESSION_LOST = (pkcs11.SessionHandleInvalid, pkcs11.SessionClosed, pkcs11.DeviceRemoved,
+                 pkcs11.TokenNotPresent, pkcs11.UserNotLoggedIn, pkcs11.DeviceError)
+
+
+@dataclass(slots=True)
+class _Login:
+    """This process's logged-in session on one token, kept between operations."""
+
+    pid: int
+    pin: str = field(repr=False)
+    session: Any
+
+
+#: ``(module, token label)`` → the kept login; only touched under _SESSION_LOCK
+_LOGINS: dict[tuple[str, str], _Login] = {}
+
+
+def _close(login: _Login) -> None:
+    if login.pid != os.getpid():
+        return  # a forked child's copy: the session is the parent's to close
+    try:
+        login.session.close()
+    except pkcs11.PKCS11Error:
+        pass  # already gone with the card or the library
+
+
+def _close_all() -> None:
+    with _SESSION_LOCK:
+        for login in _LOGINS.values():
+            _close(login)
+        _LOGINS.clear()
+
+
+atexit.register(_close_all)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,21 +160,68 @@ class Token:
 
     @contextmanager
     def session(self) -> Iterator[Any]:
-        """A logged-in session, one at a time per process: PKCS#11 login belongs to the
-        application, not the session, so a second thread logging in meanwhile gets
-        CKR_USER_ALREADY_LOGGED_IN, and the first one's logout would pull the login from
-        under the second (``gateway run --in-process`` has three threads using the token)."""
-        with _SESSION_LOCK:
-            yield from self._session()
+        """A logged-in session, one user at a time per process.
 
-    def _session(self) -> Iterator[Any]:
-        try:
-            lib = pkcs11.lib(str(self.module))
-            token = lib.get_token(token_label=self.label)
-            with token.open(rw=True, user_pin=self.pin) as session:
-                yield session
-        except (pkcs11.PKCS11Error, RuntimeError, OSError) as exc:
-            raise TokenError(f"token {self.label!r}: {type(exc).__name__} {exc}".rstrip()) from None
+        The login is kept for the process's life rather than made per operation. With
+        SoftHSM2 every login rewrites the token's file, and any process reading the token
+        meanwhile fails its integrity check with CKR_GENERAL_ERROR (two processes logging in
+        in a loop see it on a third of their calls; SoftHSMv2 #757); processes that stay
+        logged in only read, and see none. PKCS#11 login belongs to the application, not
+        the session, so one session serves every thread in turn (``gateway run
+        --in-process`` has three threads using the token).
+        """
+        with _SESSION_LOCK:
+            try:
+                session = self._login()
+                try:
+                    yield session
+                except _SESSION_LOST:
+                    self._forget()
+                    raise
+            except (pkcs11.GeneralError, pkcs11.ObjectHandleInvalid) as exc:
+                raise TokenBusy(f"token {self.label!r}: {type(exc).__name__} (another process was changing it)") from None
+            except (pkcs11.PKCS11Error, RuntimeError, OSError) as exc:
+                raise TokenError(f"token {self.label!r}: {type(exc).__name__} {exc}".rstrip()) from None
+
+    def _login(self) -> Any:
+        login = _LOGINS.get((str(self.module), self.label))
+        if login is not None and login.pid == os.getpid() and hmac.compare_digest(login.pin, self.pin):
+            return login.session
+        self._forget()  # another PIN logs in afresh: a kept login must not stand in for a wrong one
+        session = self._open()
+        _LOGINS[(str(self.module), self.label)] = _Login(os.getpid(), self.pin, session)
+        return session
+
+    def _forget(self) -> None:
+        login = _LOGINS.pop((str(self.module), self.label), None)
+        if login is not None:
+            _close(login)
+
+    def _open(self) -> Any:
+        """Log in, riding out another process rewriting SoftHSM2's files.
+
+        CKR_GENERAL_ERROR from C_GetTokenInfo or C_Login means the token's file was read
+        while being written. A process whose C_Initialize fell on such a moment keeps a
+        broken view of the token (NoSuchToken, or a user PIN "not initialised") until the
+        library is initialised again, which is done here with every kept session of that
+        module dropped first. Nothing was done yet, so each is retried; a wrong PIN fails at
+        once, a missing token after the retries (about 0.3 s).
+        """
+        lib = pkcs11.lib(str(self.module))
+        for delay in _OPEN_BACKOFF:
+            try:
+                return lib.get_token(token_label=self.label).open(rw=True, user_pin=self.pin)
+            except pkcs11.GeneralError:
+                if delay is None:
+                    raise
+            except _STALE_VIEW:
+                if delay is None:
+                    raise
+                for key in [k for k in _LOGINS if k[0] == str(self.module)]:
+                    _close(_LOGINS.pop(key))
+                lib.reinitialize()
+            time.sleep(delay * random.uniform(0.5, 1.5))
+        raise AssertionError("unreachable: the last backoff step re-raises")
 
     # ------------------------------------------------------------- keys
     def generate_key(self, label: str, profile: CryptoProfile) -> TokenKey:
@@ -123,6 +241,7 @@ class Token:
             )
         return TokenKey(label=label, key_id=key_id, profile=profile)
 
+    @_reread
     def public_key(self, label: str) -> ec.EllipticCurvePublicKey:
         with self.session() as s:
             pub = self._one(s, label, ObjectClass.PUBLIC_KEY)
@@ -131,6 +250,7 @@ class Token:
         profile: CryptoProfile = "bsi" if params == "brainpoolp256r1" else "modern"
         return ec.EllipticCurvePublicKey.from_encoded_point(curve(profile), point)
 
+    @_reread
     def sign_digest(self, label: str, digest: bytes) -> bytes:
         """DER ECDSA signature over a SHA-256 digest (SoftHSM2 wants plain CKM_ECDSA)."""
         with self.session() as s:
@@ -138,6 +258,7 @@ class Token:
         half = len(raw) // 2
         return encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
 
+    @_reread
     def agree(self, label: str, peer: ec.EllipticCurvePublicKey) -> bytes:
         """ECDH shared secret Z with the token key (CKM_ECDH1_DERIVE, null KDF).
 
@@ -150,8 +271,10 @@ class Token:
             secret = self._one(s, label, ObjectClass.PRIVATE_KEY).derive_key(
                 KeyType.GENERIC_SECRET, size * 8, mechanism_param=(pkcs11.KDF.NULL, None, point),
                 template={Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True, Attribute.TOKEN: False})
-            value = bytes(secret[Attribute.VALUE])
-            secret.destroy()
+            try:
+                value = bytes(secret[Attribute.VALUE])
+            finally:
+                secret.destroy()  # the session is kept: its objects would outlive this call
         return value
 
     def make_csr(self, label: str, name: str) -> x509.CertificateSigningRequest:
@@ -189,19 +312,25 @@ class Token:
                 Attribute.SUBJECT: cert.subject.public_bytes(),
             })
 
+    @_reread
     def certificate(self, label: str) -> x509.Certificate | None:
         with self.session() as s:
             for obj in s.get_objects({Attribute.LABEL: label, Attribute.CLASS: ObjectClass.CERTIFICATE}):
                 return x509.load_der_x509_certificate(obj[Attribute.VALUE])
         return None
 
+    @_reread
     def keys(self) -> list[TokenKey]:
         with self.session() as s:
             certs = {o[Attribute.LABEL]: x509.load_der_x509_certificate(o[Attribute.VALUE]).not_valid_after_utc
                      for o in s.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE})}
             out = []
             for key in s.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}):
-                params = asn1_keys.ECDomainParameters.load(key[Attribute.EC_PARAMS]).chosen.native
+                try:
+                    params = asn1_keys.ECDomainParameters.load(key[Attribute.EC_PARAMS]).chosen.native
+                except ValueError:  # a key another process is making, not whole yet
+                    raise TokenBusy(f"token {self.label!r}: a private key without curve parameters "
+                                    "(being made by another process, or damaged)") from None
                 out.append(TokenKey(label=key[Attribute.LABEL], key_id=key[Attribute.ID],
                                     profile="bsi" if params == "brainpoolp256r1" else "modern",
                                     not_after=certs.get(key[Attribute.LABEL])))
@@ -220,11 +349,14 @@ class Token:
                                                  Attribute.SIGN: True, Attribute.VERIFY: True,
                                                  Attribute.PRIVATE: True})
 
+    @_reread
     def hmac_sha256(self, label: str, data: bytes) -> bytes:
         with self.session() as s:
             key = self._one(s, label, ObjectClass.SECRET_KEY)
             try:
                 return bytes(key.sign(data, mechanism=Mechanism.SHA256_HMAC))
+            except _SESSION_LOST:
+                raise  # session() forgets the kept login
             except pkcs11.PKCS11Error as exc:
                 raise TokenError(f"token refused HMAC with {label!r}: {type(exc).__name__}") from None
 
@@ -244,11 +376,14 @@ class Token:
             def mac(data: bytes) -> bytes:
                 try:
                     return bytes(key.sign(data, mechanism=Mechanism.SHA256_HMAC))
+                except _SESSION_LOST:
+                    raise  # session() forgets the kept login
                 except pkcs11.PKCS11Error as exc:
                     raise TokenError(f"token refused HMAC with {label!r}: {type(exc).__name__}") from None
 
             yield mac
 
+    @_reread
     def openvpn_ids(self) -> dict[str, str]:
         """``{key label: pkcs11-id}`` for every certified key, in pkcs11-helper's serialized
         form (what ``openvpn --show-pkcs11-ids`` prints), so configs need no subprocess."""

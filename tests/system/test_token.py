@@ -226,3 +226,57 @@ def test_pseudonym_key_stays_in_the_token_and_gives_stable_distinct_pseudonyms(t
         assert key[Attribute.SENSITIVE] and not key[Attribute.EXTRACTABLE]
         with pytest.raises(pkcs11.PKCS11Error):
             key[Attribute.VALUE]
+
+
+_WORKER = """
+import hashlib, sys, time
+from pathlib import Path
+from pki.token import Token, TokenError
+token, stop = Token("shared", sys.argv[1]), Path(sys.argv[2])
+done = failed = 0
+while not stop.exists() or done < 50:
+    try:
+        token.sign_digest("gateway-sig", hashlib.sha256(str(done).encode()).digest())
+        token.hmac_sha256("pseudonym-dso", str(done).encode())
+        done += 1
+    except TokenError as exc:
+        failed += 1
+        print(exc, file=sys.stderr)
+print(done, failed)
+"""
+
+
+def test_processes_sharing_the_token_meet_no_errors(tmp_path: Path) -> None:
+    """The core and the gatewatcher sign and MAC while Ansible runs ``smgw token list``: with
+    SoftHSM2 each login rewrites the token's file and fails readers in other processes with
+    CKR_GENERAL_ERROR (a third of the calls when every operation logged in). Kept logins and
+    a login that rides out a rewrite leave no error on either side."""
+    import json
+
+    from tests.system.conftest import run_smgw
+
+    need_softhsm()
+    (tmp_path / "tokens").mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tmp_path}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n")
+    env = {**os.environ, "SOFTHSM2_CONF": str(conf), "SMGW_TOKEN_PIN": PIN, "SMGW_TOKEN_SO_PIN": "13579135"}
+    for step in (("token", "init", "--token", "shared"),
+                 ("token", "keygen", "--token", "shared", "--key", "gateway-sig")):
+        assert run_smgw(*step, env=env).returncode == 0, step
+    setup = "from pki.token import Token; import sys; Token('shared', sys.argv[1]).generate_secret('pseudonym-dso')"
+    subprocess.run([sys.executable, "-c", setup, PIN], env=env, check=True, cwd=Path(__file__).parents[2])
+    stop = tmp_path / "stop"
+    workers = [subprocess.Popen([sys.executable, "-c", _WORKER, PIN, str(stop)], env=env, text=True,
+                                cwd=Path(__file__).parents[2], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for _ in range(2)]
+    try:
+        listings = [run_smgw("token", "list", "--token", "shared", "--json", env=env) for _ in range(6)]
+    finally:
+        stop.touch()
+        results = [w.communicate(timeout=60) for w in workers]
+    for listing in listings:
+        assert listing.returncode == 0, listing.stderr
+        assert [k["label"] for k in json.loads(listing.stdout)] == ["gateway-sig"]
+    for out, err in results:
+        done, failed = map(int, out.split())
+        assert (failed, err) == (0, "") and done >= 50
