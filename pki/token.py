@@ -5,7 +5,9 @@ field): generate a key pair inside the token (sensitive, non-extractable), read 
 key, sign a digest with it, build a CSR whose signature the token makes (the request is
 assembled with asn1crypto), and store the issued certificate under the key's id. The PIN
 comes from a file only its owner can read or from the service's environment, never from a
-command line, and is never logged or shown in a repr.
+command line, and is never logged or shown in a repr. Each process logs in once and keeps
+that login (see ``Token.session``); a forked child and a library initialised again start
+afresh.
 """
 
 from __future__ import annotations
@@ -116,24 +118,30 @@ _STALE_VIEW = (pkcs11.NoSuchToken, pkcs11.UserPinNotInitialized)
 #: answers after which the kept session is gone (card pulled, session closed under us)
 _SESSION_LOST = (pkcs11.SessionHandleInvalid, pkcs11.SessionClosed, pkcs11.DeviceRemoved,
                  pkcs11.TokenNotPresent, pkcs11.UserNotLoggedIn, pkcs11.DeviceError)
+#: what an operation lets through to ``Token.session`` rather than naming it itself
+_PASS_ON = (*_SESSION_LOST, pkcs11.GeneralError, pkcs11.ObjectHandleInvalid)
 
 
 @dataclass(slots=True)
 class _Login:
     """This process's logged-in session on one token, kept between operations."""
 
-    pid: int
-    pin: str = field(repr=False)
+    pin: bytes = field(repr=False)
     session: Any
 
 
-#: ``(module, token label)`` → the kept login; only touched under _SESSION_LOCK
+#: ``(module, token label)`` → the kept login. Only touched under _SESSION_LOCK, as is
+#: _depth, the number of sessions lent out by ``Token.session`` and not yet given back.
 _LOGINS: dict[tuple[str, str], _Login] = {}
+_depth = 0
+_forked = False  #: a forked child: the library's state is the parent's until initialised again
+
+
+def _pin_bytes(pin: str) -> bytes:
+    return pin.encode("utf-8", "surrogatepass")  # compare_digest takes no non-ASCII str
 
 
 def _close(login: _Login) -> None:
-    if login.pid != os.getpid():
-        return  # a forked child's copy: the session is the parent's to close
     try:
         login.session.close()
     except pkcs11.PKCS11Error:
@@ -147,7 +155,39 @@ def _close_all() -> None:
         _LOGINS.clear()
 
 
+def _after_fork_in_child() -> None:
+    """The parent's logins, lock and library state are not the child's: SoftHSM2 would say
+    "already logged in" to every PIN, right or wrong, and a lock taken by another parent
+    thread at the fork would never be let go."""
+    global _SESSION_LOCK, _depth, _forked
+    _LOGINS.clear()  # not closed: the sessions are the parent's
+    _SESSION_LOCK = threading.RLock()
+    _depth = 0
+    _forked = True
+
+
 atexit.register(_close_all)
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def reinitialize(module: Path) -> None:
+    """C_Finalize and C_Initialize, so this process sees tokens made or healed since.
+
+    Every kept login of the module is closed first: after C_Initialize, SoftHSM2 numbers
+    sessions and objects from 1 again, and a kept handle could name another token's session.
+    Refused while a session of this thread is lent out (an ``hmac_session`` block) for the
+    same reason."""
+    global _forked
+    with _SESSION_LOCK:
+        if _depth:
+            raise TokenError("cannot initialise the PKCS#11 library again while a session is in use")
+        for key in [k for k in _LOGINS if k[0] == str(module)]:
+            _close(_LOGINS.pop(key))
+        try:
+            pkcs11.lib(str(module)).reinitialize()
+        except (pkcs11.PKCS11Error, RuntimeError, OSError) as exc:
+            raise TokenError(f"PKCS#11 module {module}: {type(exc).__name__} {exc}".rstrip()) from None
+        _forked = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,26 +210,31 @@ class Token:
         the session, so one session serves every thread in turn (``gateway run
         --in-process`` has three threads using the token).
         """
+        global _depth
         with _SESSION_LOCK:
             try:
                 session = self._login()
+                _depth += 1
                 try:
                     yield session
                 except _SESSION_LOST:
                     self._forget()
                     raise
+                finally:
+                    _depth -= 1
             except (pkcs11.GeneralError, pkcs11.ObjectHandleInvalid) as exc:
-                raise TokenBusy(f"token {self.label!r}: {type(exc).__name__} (another process was changing it)") from None
-            except (pkcs11.PKCS11Error, RuntimeError, OSError) as exc:
+                raise TokenBusy(f"token {self.label!r}: {type(exc).__name__} (the token failed; with SoftHSM2 "
+                                "most likely another process writing it)") from None
+            except (pkcs11.PKCS11Error, RuntimeError, OSError, ValueError) as exc:  # ValueError: a PIN
                 raise TokenError(f"token {self.label!r}: {type(exc).__name__} {exc}".rstrip()) from None
 
     def _login(self) -> Any:
         login = _LOGINS.get((str(self.module), self.label))
-        if login is not None and login.pid == os.getpid() and hmac.compare_digest(login.pin, self.pin):
+        if login is not None and hmac.compare_digest(login.pin, _pin_bytes(self.pin)):
             return login.session
         self._forget()  # another PIN logs in afresh: a kept login must not stand in for a wrong one
         session = self._open()
-        _LOGINS[(str(self.module), self.label)] = _Login(os.getpid(), self.pin, session)
+        _LOGINS[(str(self.module), self.label)] = _Login(_pin_bytes(self.pin), session)
         return session
 
     def _forget(self) -> None:
@@ -203,11 +248,14 @@ class Token:
         CKR_GENERAL_ERROR from C_GetTokenInfo or C_Login means the token's file was read
         while being written. A process whose C_Initialize fell on such a moment keeps a
         broken view of the token (NoSuchToken, or a user PIN "not initialised") until the
-        library is initialised again, which is done here with every kept session of that
-        module dropped first. Nothing was done yet, so each is retried; a wrong PIN fails at
+        library is initialised again (twice at most here, and never inside another session
+        of this thread). Nothing was done yet, so each is retried; a wrong PIN fails at
         once, a missing token after the retries (about 0.3 s).
         """
+        if _forked:
+            reinitialize(self.module)
         lib = pkcs11.lib(str(self.module))
+        fresh_views = 2
         for delay in _OPEN_BACKOFF:
             try:
                 return lib.get_token(token_label=self.label).open(rw=True, user_pin=self.pin)
@@ -215,11 +263,10 @@ class Token:
                 if delay is None:
                     raise
             except _STALE_VIEW:
-                if delay is None:
+                if delay is None or _depth or not fresh_views:
                     raise
-                for key in [k for k in _LOGINS if k[0] == str(self.module)]:
-                    _close(_LOGINS.pop(key))
-                lib.reinitialize()
+                reinitialize(self.module)
+                fresh_views -= 1
             time.sleep(delay * random.uniform(0.5, 1.5))
         raise AssertionError("unreachable: the last backoff step re-raises")
 
@@ -355,8 +402,8 @@ class Token:
             key = self._one(s, label, ObjectClass.SECRET_KEY)
             try:
                 return bytes(key.sign(data, mechanism=Mechanism.SHA256_HMAC))
-            except _SESSION_LOST:
-                raise  # session() forgets the kept login
+            except _PASS_ON:
+                raise  # session() forgets the kept login, or calls it busy
             except pkcs11.PKCS11Error as exc:
                 raise TokenError(f"token refused HMAC with {label!r}: {type(exc).__name__}") from None
 
@@ -376,8 +423,8 @@ class Token:
             def mac(data: bytes) -> bytes:
                 try:
                     return bytes(key.sign(data, mechanism=Mechanism.SHA256_HMAC))
-                except _SESSION_LOST:
-                    raise  # session() forgets the kept login
+                except _PASS_ON:
+                    raise  # session() forgets the kept login, or calls it busy
                 except pkcs11.PKCS11Error as exc:
                     raise TokenError(f"token refused HMAC with {label!r}: {type(exc).__name__}") from None
 

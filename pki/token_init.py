@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pkcs11
 
-from pki.token import DEFAULT_MODULE, TokenError
+from pki.token import DEFAULT_MODULE, TokenError, reinitialize
 
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
 _FAILED = re.compile(rb"ERROR[^\r\n]*")
@@ -102,9 +102,4 @@ def init_softhsm_token(label: str, so_pin: str, pin: str, *, module: Path = DEFA
 def _rescan(module: Path) -> None:
     """SoftHSM2 reads its token directory at C_Initialize: without this, the token made by
     the child stays invisible to this process (python-pkcs11 keeps one library per process)."""
-    try:
-        lib = pkcs11.lib(str(module))
-        lib.finalize()
-        lib.initialize()
-    except (pkcs11.PKCS11Error, RuntimeError, OSError) as exc:
-        raise TokenError(f"PKCS#11 module {module}: {type(exc).__name__} {exc}".rstrip()) from None
+    reinitialize(module)

@@ -280,3 +280,57 @@ def test_processes_sharing_the_token_meet_no_errors(tmp_path: Path) -> None:
     for out, err in results:
         done, failed = map(int, out.split())
         assert (failed, err) == (0, "") and done >= 50
+
+
+_KEPT_LOGIN_CHECKS = """
+import os, sys
+from pki.token import DEFAULT_MODULE, Token, TokenError, reinitialize
+a, b = Token("a", sys.argv[1]), Token("b", sys.argv[1])
+a.keys()  # a's login is kept from here on
+reinitialize(DEFAULT_MODULE)  # what token init does in-process after making a token
+b.generate_secret("only-in-b")
+try:
+    a.hmac_sha256("only-in-b", b"x")
+    print("a's kept handle reached token b")
+except TokenError:
+    print("separate")
+for pin in ("p\\u00efn-0000", "p\\u00efn-0000", "000000"):
+    try:
+        a.keys()
+        Token("a", pin).keys()
+        print("a wrong PIN was let in")
+    except TokenError as exc:
+        print(type(exc).__name__)
+pid = os.fork()
+if pid == 0:
+    try:
+        Token("a", "000000").keys()
+        os._exit(3)
+    except TokenError:
+        pass
+    os._exit(0 if [k.label for k in a.keys()] == ["gateway-sig"] else 4)
+print("child", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+print("parent", [k.label for k in a.keys()])
+"""
+
+
+def test_a_kept_login_never_stands_in_for_another_token_or_pin(tmp_path: Path) -> None:
+    """After the library is initialised again, SoftHSM2 numbers sessions from 1 again: a kept
+    handle must not reach another token. A wrong PIN (non-ASCII too) is refused with a kept
+    login present, and a forked child logs in itself: it would otherwise be told "already
+    logged in" whatever PIN it gave."""
+    from tests.system.conftest import run_smgw
+
+    need_softhsm()
+    (tmp_path / "tokens").mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tmp_path}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n")
+    env = {**os.environ, "SOFTHSM2_CONF": str(conf), "SMGW_TOKEN_PIN": PIN, "SMGW_TOKEN_SO_PIN": "13579135"}
+    for step in (("token", "init", "--token", "a"), ("token", "init", "--token", "b"),
+                 ("token", "keygen", "--token", "a", "--key", "gateway-sig")):
+        assert run_smgw(*step, env=env).returncode == 0, step
+    run = subprocess.run([sys.executable, "-c", _KEPT_LOGIN_CHECKS, PIN], env=env, cwd=Path(__file__).parents[2],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split("\n") == ["separate", "TokenError", "TokenError", "TokenError", "child 0",
+                                      "parent ['gateway-sig']", ""]
