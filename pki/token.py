@@ -56,6 +56,12 @@ class TokenError(PkiError):
     """The token is missing, locked, or refused an operation."""
 
 
+class _Unseen(TokenError):
+    """No private object where one was asked for, in a session logged in earlier: the object
+    is missing, or the login behind the kept session is gone (a card reset by another
+    application hides private objects without saying so). Told apart by logging in again."""
+
+
 class TokenBusy(TokenError):
     """Another process was changing the token while this one read it: SoftHSM2 answers
     CKR_GENERAL_ERROR when its file fails the integrity check halfway through a rewrite, and
@@ -134,6 +140,7 @@ class _Login:
 #: _depth, the number of sessions lent out by ``Token.session`` and not yet given back.
 _LOGINS: dict[tuple[str, str], _Login] = {}
 _depth = 0
+_kept = False  #: the session last lent out was logged in before that call, not by it
 _forked = False  #: a forked child: the library's state is the parent's until initialised again
 
 
@@ -220,6 +227,9 @@ class Token:
                 except _SESSION_LOST:
                     self._forget()
                     raise
+                except _Unseen as exc:
+                    self._forget()
+                    raise TokenBusy(f"token {self.label!r}: {exc}; logging in again") from None
                 finally:
                     _depth -= 1
             except (pkcs11.GeneralError, pkcs11.ObjectHandleInvalid) as exc:
@@ -229,8 +239,10 @@ class Token:
                 raise TokenError(f"token {self.label!r}: {type(exc).__name__} {exc}".rstrip()) from None
 
     def _login(self) -> Any:
+        global _kept
         login = _LOGINS.get((str(self.module), self.label))
-        if login is not None and hmac.compare_digest(login.pin, _pin_bytes(self.pin)):
+        _kept = login is not None and hmac.compare_digest(login.pin, _pin_bytes(self.pin))
+        if login is not None and _kept:
             return login.session
         self._forget()  # another PIN logs in afresh: a kept login must not stand in for a wrong one
         session = self._open()
@@ -381,6 +393,8 @@ class Token:
                 out.append(TokenKey(label=key[Attribute.LABEL], key_id=key[Attribute.ID],
                                     profile="bsi" if params == "brainpoolp256r1" else "modern",
                                     not_after=certs.get(key[Attribute.LABEL])))
+            if not out and _kept:
+                raise _Unseen("no private key seen")
         return sorted(out, key=lambda k: k.label)
 
     # ------------------------------------------------------------- secrets
@@ -415,6 +429,8 @@ class Token:
         if create:
             with self.session() as s:
                 missing = not list(s.get_objects({Attribute.LABEL: label, Attribute.CLASS: ObjectClass.SECRET_KEY}))
+                if missing and _kept:  # or hidden by a lost login: a second key of that label would follow
+                    raise _Unseen(f"no SECRET_KEY {label!r} seen")
             if missing:
                 self.generate_secret(label)
         with self.session() as s:
@@ -446,6 +462,8 @@ class Token:
     @staticmethod
     def _one(session: Any, label: str, cls: ObjectClass) -> Any:
         found = list(session.get_objects({Attribute.LABEL: label, Attribute.CLASS: cls}))
+        if not found and _kept and cls in (ObjectClass.PRIVATE_KEY, ObjectClass.SECRET_KEY):
+            raise _Unseen(f"no {cls.name} {label!r} seen")
         if len(found) != 1:
             raise TokenError(f"token holds {len(found)} objects {label!r} of class {cls.name}")
         return found[0]

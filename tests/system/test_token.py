@@ -311,14 +311,19 @@ if pid == 0:
     os._exit(0 if [k.label for k in a.keys()] == ["gateway-sig"] else 4)
 print("child", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 print("parent", [k.label for k in a.keys()])
+import ctypes
+from pki import token as module
+ctypes.CDLL(str(DEFAULT_MODULE)).C_Logout(ctypes.c_ulong(module._LOGINS[(str(DEFAULT_MODULE), "a")].session.handle))
+print("after a logout behind its back", [k.label for k in a.keys()], len(a.sign_digest("gateway-sig", bytes(32))) > 0)
 """
 
 
 def test_a_kept_login_never_stands_in_for_another_token_or_pin(tmp_path: Path) -> None:
     """After the library is initialised again, SoftHSM2 numbers sessions from 1 again: a kept
     handle must not reach another token. A wrong PIN (non-ASCII too) is refused with a kept
-    login present, and a forked child logs in itself: it would otherwise be told "already
-    logged in" whatever PIN it gave."""
+    login present, a forked child logs in itself (it would otherwise be told "already logged
+    in" whatever PIN it gave), and a login lost behind a kept session (which hides private
+    objects without an error) is made again."""
     from tests.system.conftest import run_smgw
 
     need_softhsm()
@@ -333,4 +338,5 @@ def test_a_kept_login_never_stands_in_for_another_token_or_pin(tmp_path: Path) -
                          capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split("\n") == ["separate", "TokenError", "TokenError", "TokenError", "child 0",
-                                      "parent ['gateway-sig']", ""]
+                                      "parent ['gateway-sig']",
+                                      "after a logout behind its back ['gateway-sig'] True", ""]
