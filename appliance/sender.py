@@ -105,13 +105,22 @@ def _recv_by(sock: socket.socket, deadline: float) -> bytes:
         raise TimeoutError("the headend did not answer in time") from None
 
 
+def _held(status: int, doc: dict[str, object], delivery_id: str) -> bool:
+    """The headend holds this delivery: stored now (200), or refused as a copy of one it
+    stored before (409 naming this id, ``stored`` false: a resend after a lost answer)."""
+    if doc.get("delivery_id") != delivery_id:
+        return False
+    return status == 200 or (status == 409 and doc.get("stored") is False)
+
+
 def send_due(store: Store, route: Route, now: dt.datetime, rng: random.Random, *, limit: int = 100,
              timeout: float = 10.0, macs: MacSource | None = None) -> int:
     """Send the party's due deliveries in order; stop at the first failure. Returns how many were acknowledged.
 
     With ``macs`` each acknowledgement and its consumer-log row commit together; if the row
     cannot be sealed (token gone), the delivery stays in the outbox and goes again later
-    (the headend stores by delivery id, so the second copy is only acknowledged).
+    (the headend stores by delivery id: the second copy is refused naming it, which is the
+    acknowledgement).
     """
     sent = 0
     while sent < limit:
@@ -122,7 +131,7 @@ def send_due(store: Store, route: Route, now: dt.datetime, rng: random.Random, *
             status, doc = post(route, item.payload, timeout)
         except OSError as exc:
             status, doc = 0, {"error": f"{type(exc).__name__}: {exc}"}
-        if status == 200 and doc.get("delivery_id") == item.delivery_id:
+        if _held(status, doc, item.delivery_id):
             try:
                 with macs() if macs is not None else nullcontext() as mac:
                     store.delivery_acked(item.delivery_id, now, mac)

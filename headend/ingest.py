@@ -108,8 +108,8 @@ def admit(ctx: IngestContext, body: bytes, source_ip: str) -> Delivery | Verdict
 def store_all(store: HeadendStore, deliveries: Sequence[Delivery], now: dt.datetime, *,
               wait: bool = True) -> list[Verdict]:
     """Admitted deliveries stored in one transaction (see ``HeadendStore.store_many``), and
-    each one's answer: its id acknowledged only once committed, a 503 for all of them if
-    the commit failed (not the senders' fault: each keeps its delivery and tries again).
+    each one's answer: its id acknowledged only once committed (409 if it was stored before,
+    see ``_replay``), a 503 for all of them if the commit failed (not the senders' fault: each keeps its delivery and tries again).
     With ``wait=False``, ``WriteLockBusy`` if SQLite's write lock is taken (nothing done)."""
     received_at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
@@ -118,8 +118,18 @@ def store_all(store: HeadendStore, deliveries: Sequence[Delivery], now: dt.datet
         raise
     except HeadendStoreError as exc:
         return [(503, {"error": f"cannot store now: {exc}"})] * len(deliveries)
-    return [(200, {"delivery_id": delivery.delivery_id, "stored": stored})
+    return [(200, {"delivery_id": delivery.delivery_id, "stored": True}) if stored else _replay(delivery)
             for delivery, stored in zip(deliveries, fresh, strict=True)]
+
+
+def _replay(delivery: Delivery) -> Verdict:
+    """A delivery whose id is stored already is refused, 409, not stored again: a replay, or
+    a copy sent again because the first answer never reached the gateway. The two look alike
+    (the same signed bytes from the same gateway's tunnel), so the answer names the id and
+    says it is held: the gateway's outbox takes that as the acknowledgement it missed."""
+    return 409, {"delivery_id": delivery.delivery_id, "stored": False,
+                 "error": f"delivery {delivery.delivery_id} is stored already (a replay, or a copy sent again); "
+                          "not stored twice"}
 
 
 def ingest(ctx: IngestContext, body: bytes, source_ip: str, now: dt.datetime) -> Verdict:

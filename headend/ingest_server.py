@@ -544,9 +544,6 @@ class IngestServer:
         status, doc = verdict
         if status != 200:
             log.warning("refused delivery from %s: %s", client.address, printable(str(doc["error"])))
-        elif not doc["stored"]:
-            log.info("delivery %s again from %s: acknowledged, not stored twice", doc["delivery_id"],
-                     client.address)
         self._send(client, status, doc)
 
     def _send(self, client: _Client, status: int, doc: dict[str, object], *, close: bool = False) -> None:

@@ -4,7 +4,8 @@ One class, two engines chosen by URL: SQLite (``sqlite:////path``, the default: 
 several ingest processes take turns on the write lock) and PostgreSQL (``postgresql://...``
 through psycopg 3, for a data center where several headends share one database). The SQL is
 the same for both except the placeholder. A delivery and its values go in one transaction;
-a second copy of the same delivery id is acknowledged again and stores nothing. The ingest
+a second copy of the same delivery id stores nothing (the ingest refuses it naming the id,
+which the gateway takes as its acknowledgement). The ingest
 keeps no state of its own beyond this, which is what lets several instances share one
 PostgreSQL.
 """

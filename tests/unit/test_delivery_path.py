@@ -66,9 +66,10 @@ def test_deliveries_arrive_once_in_order_and_are_refused_when_forged(world: dict
     assert first is not None
     assert send_due(store, route, START + dt.timedelta(minutes=10), rng) == 5
     assert store.pending_count("dso") == 0 and headend.count() == 5
-    # a re-sent delivery (its ack was lost): acknowledged again, stored once
+    # a replayed delivery (or one sent again after its answer was lost): refused naming its id, stored once
     status, doc = post(route, first.payload, 5)
-    assert (status, doc) == (200, {"delivery_id": first.delivery_id, "stored": False}) and headend.count() == 5
+    assert (status, doc["delivery_id"], doc["stored"]) == (409, first.delivery_id, False) and headend.count() == 5
+    assert "stored already" in str(doc["error"])
     values = headend.readings("37155794", "2026-11-25T08:00:00Z", "2026-11-25T08:10:00Z")
     assert [v["value"] for v in values][:2] == ["4417.218", "4417.231"]  # last of each minute, truncated
     # the same document signed by a key outside the PKI
@@ -225,6 +226,54 @@ def test_a_headend_answering_nonsense_keeps_the_delivery_with_the_reason(world: 
     error = store._db().execute("SELECT last_error FROM outbox WHERE id = ?", (item.id,)).fetchone()[0]
     assert reason in error, error
     assert send_due(store, world["route"], item.next_attempt_at, random.Random(4)) == 2  # type: ignore[arg-type]
+
+
+def test_a_copy_of_a_stored_delivery_is_refused_and_logged_and_that_answer_acknowledges_it(
+        world: dict[str, object], caplog: pytest.LogCaptureFixture) -> None:
+    """The headend cannot tell a replay from a copy sent again because the first answer was
+    lost: it refuses both (409, logged, nothing stored), naming the id, and the gateway's
+    outbox takes that as the acknowledgement it missed."""
+    from contextlib import contextmanager
+
+    from appliance.audit_chain import sha256_mac
+
+    @contextmanager
+    def unkeyed():  # type: ignore[no-untyped-def]
+        yield sha256_mac
+
+    store: Store = world["store"]  # type: ignore[assignment]
+    route: Route = world["route"]  # type: ignore[assignment]
+    headend: HeadendStore = world["headend"]  # type: ignore[assignment]
+    profile = AccessProfile(name="dso-rt", party="dso", values=["1.8.0"], interval_s=60, send_every_s=120)
+    process([profile], store, world["kit"], "37155794", START)  # type: ignore[arg-type]
+    assert process([profile], store, world["kit"], "37155794", START + dt.timedelta(minutes=4)) == 2  # type: ignore[arg-type]
+    first = store.next_pending("dso")
+    assert first is not None
+    assert post(route, first.payload, 5)[0] == 200  # stored, but the gateway never heard the answer
+    with caplog.at_level(logging.WARNING, logger="smgw.headend"):
+        replayed = post(route, first.payload, 5)
+        assert send_due(store, route, START + dt.timedelta(minutes=4), random.Random(5), macs=unkeyed) == 2
+    assert replayed[0] == 409 and replayed[1]["delivery_id"] == first.delivery_id
+    assert headend.count() == 2 and store.pending_count("dso") == 0 and store.refused_count("dso") == 0
+    refusals = [r.getMessage() for r in caplog.records if "stored already" in r.getMessage()]
+    assert len(refusals) == 2 and all(first.delivery_id in m and "refused delivery" in m for m in refusals)
+    sent = [r for r in store.audit_rows("consumer") if r.event == "delivery.sent"]
+    assert len(sent) == 2 and first.delivery_id in sent[0].detail
+
+
+@pytest.mark.parametrize(("status", "doc", "held"), [
+    (200, {"delivery_id": "a" * 32, "stored": True}, True),
+    (409, {"delivery_id": "a" * 32, "stored": False, "error": "stored already"}, True),
+    (409, {"delivery_id": "b" * 32, "stored": False}, False),  # another delivery's answer
+    (409, {"delivery_id": "a" * 32}, False),  # a conflict that does not say the copy is held
+    (409, {"error": "conflict"}, False),
+    (200, {"delivery_id": "b" * 32, "stored": True}, False),
+])
+def test_only_an_answer_naming_the_delivery_as_held_acknowledges_it(status: int, doc: dict[str, object],
+                                                                    held: bool) -> None:
+    from appliance.sender import _held
+
+    assert _held(status, doc, "a" * 32) is held
 
 
 def test_a_delivery_refused_for_good_is_set_aside_and_the_queue_goes_on(world: dict[str, object]) -> None:
