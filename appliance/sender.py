@@ -2,8 +2,9 @@
 
 The connection is bound to the tunnel's own address, so the kernel can route it nowhere
 but into the tunnel (and the firewall allows the ingest port only on that tunnel's
-interface). A delivery leaves the outbox only when the headend answered 200 with its id;
-a 4xx that means "never" (a document or signer the headend will not take) sets it aside,
+interface). A delivery leaves the outbox only when the headend answered 200 with its id, or
+409 with its id and ``stored`` false (a copy of one it holds: see ``_held``); any other 4xx
+that means "never" (a document or signer the headend will not take) sets it aside,
 logged in the system log, so it cannot block the party's queue for ever; anything else is
 retried with exponential backoff and jitter, and the next delivery of that party waits:
 deliveries arrive in order.

@@ -109,8 +109,9 @@ def store_all(store: HeadendStore, deliveries: Sequence[Delivery], now: dt.datet
               wait: bool = True) -> list[Verdict]:
     """Admitted deliveries stored in one transaction (see ``HeadendStore.store_many``), and
     each one's answer: its id acknowledged only once committed (409 if it was stored before,
-    see ``_replay``), a 503 for all of them if the commit failed (not the senders' fault: each keeps its delivery and tries again).
-    With ``wait=False``, ``WriteLockBusy`` if SQLite's write lock is taken (nothing done)."""
+    see ``_copy``), a 503 for all of them if the commit failed (not the senders' fault: each
+    keeps its delivery and tries again). With ``wait=False``, ``WriteLockBusy`` if SQLite's
+    write lock is taken (nothing done)."""
     received_at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
         fresh = store.store_many([(delivery, received_at) for delivery in deliveries], wait=wait)
@@ -118,18 +119,28 @@ def store_all(store: HeadendStore, deliveries: Sequence[Delivery], now: dt.datet
         raise
     except HeadendStoreError as exc:
         return [(503, {"error": f"cannot store now: {exc}"})] * len(deliveries)
-    return [(200, {"delivery_id": delivery.delivery_id, "stored": True}) if stored else _replay(delivery)
+    return [(200, {"delivery_id": delivery.delivery_id, "stored": True}) if stored else _copy(store, delivery)
             for delivery, stored in zip(deliveries, fresh, strict=True)]
 
 
-def _replay(delivery: Delivery) -> Verdict:
+def _copy(store: HeadendStore, delivery: Delivery) -> Verdict:
     """A delivery whose id is stored already is refused, 409, not stored again: a replay, or
     a copy sent again because the first answer never reached the gateway. The two look alike
     (the same signed bytes from the same gateway's tunnel), so the answer names the id and
-    says it is held: the gateway's outbox takes that as the acknowledgement it missed."""
+    says it is held: the gateway's outbox takes that as the acknowledgement it missed.
+
+    Only if the stored one is this gateway's: another gateway's delivery under the same id
+    (ids are random; one that collides or was chosen to) is refused without saying it is
+    held, so its sender sets it aside, logged, rather than take it as delivered."""
+    try:
+        holder = store.gateway_of(delivery.delivery_id)
+    except HeadendStoreError as exc:
+        return 503, {"error": f"cannot check the stored copy now: {exc}"}
+    if holder != delivery.gateway:
+        return 409, {"error": f"delivery id {delivery.delivery_id} is another gateway's delivery; not stored"}
     return 409, {"delivery_id": delivery.delivery_id, "stored": False,
-                 "error": f"delivery {delivery.delivery_id} is stored already (a replay, or a copy sent again); "
-                          "not stored twice"}
+                 "error": f"delivery {delivery.delivery_id} of {delivery.gateway} is stored already (a replay, "
+                          "or a copy sent again); not stored twice"}
 
 
 def ingest(ctx: IngestContext, body: bytes, source_ip: str, now: dt.datetime) -> Verdict:

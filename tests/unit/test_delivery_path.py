@@ -236,6 +236,7 @@ def test_a_copy_of_a_stored_delivery_is_refused_and_logged_and_that_answer_ackno
     from contextlib import contextmanager
 
     from appliance.audit_chain import sha256_mac
+    from appliance.sender import _held
 
     @contextmanager
     def unkeyed():  # type: ignore[no-untyped-def]
@@ -259,6 +260,18 @@ def test_a_copy_of_a_stored_delivery_is_refused_and_logged_and_that_answer_ackno
     assert len(refusals) == 2 and all(first.delivery_id in m and "refused delivery" in m for m in refusals)
     sent = [r for r in store.audit_rows("consumer") if r.event == "delivery.sent"]
     assert len(sent) == 2 and first.delivery_id in sent[0].detail
+    # another gateway's delivery under that id is refused without being called held: its sender sets it aside
+    import dataclasses
+
+    from headend.document import build, parse
+
+    other_sig, other_key = world["ca"].issue_generated("gateway-sig", "gw-0002")  # type: ignore[attr-defined]
+    content = parse(verify(decrypt(first.payload, world["enc"], world["agree"]), root=world["ca"].cert)[0])  # type: ignore[arg-type, attr-defined]
+    theirs = dataclasses.replace(content, gateway="gw-0002")
+    world["peers"]["127.0.0.1"] = "gw-0002"  # type: ignore[index]
+    status, doc = post(route, encrypt(sign(build(theirs), other_sig, software_signer(other_key)), world["enc"]), 5)  # type: ignore[arg-type]
+    assert status == 409 and "another gateway's delivery" in str(doc["error"]) and "stored" not in doc
+    assert not _held(status, doc, first.delivery_id) and headend.count() == 2
 
 
 @pytest.mark.parametrize(("status", "doc", "held"), [
