@@ -10,11 +10,13 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from appliance.audit_chain import sha256_mac
 from appliance.processor import SealKit, process
 from appliance.profiles import AccessProfile
 from appliance.sender import Route, post, send_due
@@ -54,13 +56,26 @@ def world(tmp_path: Path) -> Iterator[dict[str, object]]:
     store.close()
 
 
+
+def _queued(world: dict[str, object], minutes: int) -> int:
+    """Readouts from START processed for the DSO's one-minute profile, sent every 2 minutes, up
+    to ``minutes`` later; how many deliveries that queued in the outbox."""
+    store: Store = world["store"]  # type: ignore[assignment]
+    profile = AccessProfile(name="dso-rt", party="dso", values=["1.8.0"], interval_s=60, send_every_s=120)
+    process([profile], store, world["kit"], "37155794", START)  # type: ignore[arg-type]
+    return process([profile], store, world["kit"], "37155794", START + dt.timedelta(minutes=minutes))  # type: ignore[arg-type]
+
+
+@contextmanager
+def _unkeyed() -> Iterator[Callable[[bytes], bytes]]:
+    """Consumer-log rows sealed with plain SHA-256 (no token in these tests)."""
+    yield sha256_mac
+
 def test_deliveries_arrive_once_in_order_and_are_refused_when_forged(world: dict[str, object]) -> None:
     store: Store = world["store"]  # type: ignore[assignment]
     route: Route = world["route"]  # type: ignore[assignment]
     headend: HeadendStore = world["headend"]  # type: ignore[assignment]
-    profile = AccessProfile(name="dso-rt", party="dso", values=["1.8.0"], interval_s=60, send_every_s=120)
-    process([profile], store, world["kit"], "37155794", START)  # type: ignore[arg-type]
-    assert process([profile], store, world["kit"], "37155794", START + dt.timedelta(minutes=10)) == 5  # type: ignore[arg-type]
+    assert _queued(world, 10) == 5
     rng = random.Random(1)
     first = store.next_pending("dso")
     assert first is not None
@@ -130,9 +145,7 @@ def test_readings_are_read_beside_the_tunnels_never_through_them(world: dict[str
     store: Store = world["store"]  # type: ignore[assignment]
     route: Route = world["route"]  # type: ignore[assignment]
     headend: HeadendStore = world["headend"]  # type: ignore[assignment]
-    profile = AccessProfile(name="dso-rt", party="dso", values=["1.8.0"], interval_s=60, send_every_s=120)
-    process([profile], store, world["kit"], "37155794", START)  # type: ignore[arg-type]
-    process([profile], store, world["kit"], "37155794", START + dt.timedelta(minutes=4))  # type: ignore[arg-type]
+    _queued(world, 4)
     assert send_due(store, route, START + dt.timedelta(minutes=4), random.Random(4)) == 2
     delivery_id = headend.delivery_ids()[0]
     readings = "/v1/meters/37155794/readings?from=2026-11-25T08:00:00Z"
@@ -167,9 +180,7 @@ def test_readings_are_read_beside_the_tunnels_never_through_them(world: dict[str
 
 def test_an_unreachable_headend_keeps_the_delivery_and_backs_off(world: dict[str, object]) -> None:
     store: Store = world["store"]  # type: ignore[assignment]
-    profile = AccessProfile(name="dso-rt", party="dso", values=["1.8.0"], interval_s=60, send_every_s=120)
-    process([profile], store, world["kit"], "37155794", START)  # type: ignore[arg-type]
-    process([profile], store, world["kit"], "37155794", START + dt.timedelta(minutes=4))  # type: ignore[arg-type]
+    _queued(world, 4)
     dead = Route("dso", "127.0.0.1", 9, None)  # discard port: connection refused
     now = START + dt.timedelta(minutes=4)
     assert send_due(store, dead, now, random.Random(2)) == 0
@@ -190,9 +201,7 @@ def test_an_unreachable_headend_keeps_the_delivery_and_backs_off(world: dict[str
 def test_a_headend_answering_nonsense_keeps_the_delivery_with_the_reason(world: dict[str, object],
                                                                           answer: bytes | str, reason: str) -> None:
     store: Store = world["store"]  # type: ignore[assignment]
-    profile = AccessProfile(name="dso-rt", party="dso", values=["1.8.0"], interval_s=60, send_every_s=120)
-    process([profile], store, world["kit"], "37155794", START)  # type: ignore[arg-type]
-    process([profile], store, world["kit"], "37155794", START + dt.timedelta(minutes=4))  # type: ignore[arg-type]
+    _queued(world, 4)
     impostor = socket.create_server(("127.0.0.1", 0))
 
     def answer_once() -> None:
@@ -233,27 +242,18 @@ def test_a_copy_of_a_stored_delivery_is_refused_and_logged_and_that_answer_ackno
     """The headend cannot tell a replay from a copy sent again because the first answer was
     lost: it refuses both (409, logged, nothing stored), naming the id, and the gateway's
     outbox takes that as the acknowledgement it missed."""
-    from contextlib import contextmanager
-
-    from appliance.audit_chain import sha256_mac
     from appliance.sender import _held
-
-    @contextmanager
-    def unkeyed():  # type: ignore[no-untyped-def]
-        yield sha256_mac
 
     store: Store = world["store"]  # type: ignore[assignment]
     route: Route = world["route"]  # type: ignore[assignment]
     headend: HeadendStore = world["headend"]  # type: ignore[assignment]
-    profile = AccessProfile(name="dso-rt", party="dso", values=["1.8.0"], interval_s=60, send_every_s=120)
-    process([profile], store, world["kit"], "37155794", START)  # type: ignore[arg-type]
-    assert process([profile], store, world["kit"], "37155794", START + dt.timedelta(minutes=4)) == 2  # type: ignore[arg-type]
+    assert _queued(world, 4) == 2
     first = store.next_pending("dso")
     assert first is not None
     assert post(route, first.payload, 5)[0] == 200  # stored, but the gateway never heard the answer
     with caplog.at_level(logging.WARNING, logger="smgw.headend"):
         replayed = post(route, first.payload, 5)
-        assert send_due(store, route, START + dt.timedelta(minutes=4), random.Random(5), macs=unkeyed) == 2
+        assert send_due(store, route, START + dt.timedelta(minutes=4), random.Random(5), macs=_unkeyed) == 2
     assert replayed[0] == 409 and replayed[1]["delivery_id"] == first.delivery_id
     assert headend.count() == 2 and store.pending_count("dso") == 0 and store.refused_count("dso") == 0
     refusals = [r.getMessage() for r in caplog.records if "stored already" in r.getMessage()]
@@ -290,18 +290,9 @@ def test_only_an_answer_naming_the_delivery_as_held_acknowledges_it(status: int,
 
 
 def test_a_delivery_refused_for_good_is_set_aside_and_the_queue_goes_on(world: dict[str, object]) -> None:
-    from contextlib import contextmanager
-
-    from appliance.audit_chain import sha256_mac
-
-    @contextmanager
-    def unkeyed():  # type: ignore[no-untyped-def]
-        yield sha256_mac
 
     store: Store = world["store"]  # type: ignore[assignment]
-    profile = AccessProfile(name="dso-rt", party="dso", values=["1.8.0"], interval_s=60, send_every_s=120)
-    process([profile], store, world["kit"], "37155794", START)  # type: ignore[arg-type]
-    assert process([profile], store, world["kit"], "37155794", START + dt.timedelta(minutes=6)) == 3  # type: ignore[arg-type]
+    assert _queued(world, 6) == 3
     # the oldest one is sealed for another party: the headend answers 422, and will every time
     first = store.next_pending("dso")
     assert first is not None
@@ -309,7 +300,7 @@ def test_a_delivery_refused_for_good_is_set_aside_and_the_queue_goes_on(world: d
     store._db().execute("UPDATE outbox SET payload = ? WHERE id = ?",
                         (encrypt(sign(b'{"version": 99}', kit.sig_cert, kit.signer), world["enc"]), first.id))  # type: ignore[arg-type]
     now = START + dt.timedelta(minutes=6)
-    assert send_due(store, world["route"], now, random.Random(3), macs=unkeyed) == 2  # type: ignore[arg-type]
+    assert send_due(store, world["route"], now, random.Random(3), macs=_unkeyed) == 2  # type: ignore[arg-type]
     assert store.pending_count("dso") == 0 and store.refused_count("dso") == 1
     refused = store.audit_last("system", "delivery.refused")
     assert refused is not None and first.delivery_id in refused.detail and "HTTP 422" in refused.detail
