@@ -133,10 +133,10 @@ def _copy(store: HeadendStore, delivery: Delivery) -> Verdict:
     (ids are random; one that collides or was chosen to) is refused without saying it is
     held, so its sender sets it aside, logged, rather than take it as delivered."""
     try:
-        holder = store.gateway_of(delivery.delivery_id)
+        stored = store.delivery(delivery.delivery_id)
     except HeadendStoreError as exc:
         return 503, {"error": f"cannot check the stored copy now: {exc}"}
-    if holder != delivery.gateway:
+    if stored is None or stored["gateway"] != delivery.gateway:
         return 409, {"error": f"delivery id {delivery.delivery_id} is another gateway's delivery; not stored"}
     return 409, {"delivery_id": delivery.delivery_id, "stored": False,
                  "error": f"delivery {delivery.delivery_id} of {delivery.gateway} is stored already (a replay, "

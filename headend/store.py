@@ -254,11 +254,6 @@ class HeadendStore:
             (subject, since, until))
         return [{"address": a, "unit": u, "from": f, "to": t, "value": v, "delivery_id": d} for a, u, f, t, v, d in rows]
 
-    def gateway_of(self, delivery_id: str) -> str | None:
-        """The gateway whose delivery holds this id (None: no such delivery)."""
-        rows = self._query("SELECT gateway FROM deliveries WHERE delivery_id = {p}", (delivery_id,))
-        return str(rows[0][0]) if rows else None
-
     def delivery(self, delivery_id: str) -> dict[str, object] | None:
         rows = self._query("SELECT delivery_id, gateway, subject, profile, window_from, window_to, received_at "
                            "FROM deliveries WHERE delivery_id = {p}", (delivery_id,))

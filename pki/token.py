@@ -75,6 +75,11 @@ _R = TypeVar("_R")
 _REREAD_BACKOFF = (0.02, 0.05, 0.1)
 
 
+def _pause(delay: float) -> None:
+    """``delay`` seconds, give or take half: processes that met the same rewrite part ways."""
+    time.sleep(delay * random.uniform(0.5, 1.5))
+
+
 def _reread(operation: Callable[_P, _R]) -> Callable[_P, _R]:
     """Run a read-only operation again while the token was busy: nothing changed, so
     trying again is safe, and without it a CLI call meeting a key being made fails."""
@@ -84,7 +89,7 @@ def _reread(operation: Callable[_P, _R]) -> Callable[_P, _R]:
             try:
                 return operation(*args, **kwargs)
             except TokenBusy:
-                time.sleep(delay * random.uniform(0.5, 1.5))
+                _pause(delay)
         return operation(*args, **kwargs)
     return again
 
@@ -279,7 +284,7 @@ class Token:
                     raise
                 reinitialize(self.module)
                 fresh_views -= 1
-            time.sleep(delay * random.uniform(0.5, 1.5))
+            _pause(delay)
         raise AssertionError("unreachable: the last backoff step re-raises")
 
     # ------------------------------------------------------------- keys
@@ -412,14 +417,8 @@ class Token:
 
     @_reread
     def hmac_sha256(self, label: str, data: bytes) -> bytes:
-        with self.session() as s:
-            key = self._one(s, label, ObjectClass.SECRET_KEY)
-            try:
-                return bytes(key.sign(data, mechanism=Mechanism.SHA256_HMAC))
-            except _PASS_ON:
-                raise  # session() forgets the kept login, or calls it busy
-            except pkcs11.PKCS11Error as exc:
-                raise TokenError(f"token refused HMAC with {label!r}: {type(exc).__name__}") from None
+        with self.hmac_session(label) as mac:
+            return mac(data)
 
     @contextmanager
     def hmac_session(self, label: str, *, create: bool = False) -> Iterator[Callable[[bytes], bytes]]:

@@ -96,10 +96,6 @@ def init_softhsm_token(label: str, so_pin: str, pin: str, *, module: Path = DEFA
         match = _FAILED.search(seen)
         reason = match.group(0).decode(errors="replace") if match else f"exit status {code}"
         raise TokenError(f"softhsm2-util could not initialise token {label}: {reason}")
-    _rescan(module)
-
-
-def _rescan(module: Path) -> None:
-    """SoftHSM2 reads its token directory at C_Initialize: without this, the token made by
-    the child stays invisible to this process (python-pkcs11 keeps one library per process)."""
+    # SoftHSM2 reads its token directory at C_Initialize: without this, the token made by the
+    # child stays invisible to this process (python-pkcs11 keeps one library per process)
     reinitialize(module)
